@@ -1,0 +1,17 @@
+// fastoptim._core: creates the module and lets each area bind its functions.
+#include <pybind11/pybind11.h>
+
+#include "dispatch/table.hpp"
+
+namespace fastoptim::bind {
+void bind_runtime(pybind11::module_& m);
+void bind_optimizers(pybind11::module_& m);
+}  // namespace fastoptim::bind
+
+PYBIND11_MODULE(_core, m) {
+    m.doc() = "fastoptim native kernels (private; use the fastoptim package)";
+    // FASTOPTIM_SIMD=scalar|avx2|avx512 forces a target; an unsupported one fails the import.
+    fastoptim::dispatch::init_from_environment();
+    fastoptim::bind::bind_runtime(m);
+    fastoptim::bind::bind_optimizers(m);
+}

@@ -1,0 +1,56 @@
+// The dispatch table: one set of kernel pointers per compiled SIMD target.
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "fastoptim/config.hpp"
+
+namespace fastoptim::dispatch {
+
+// Kernels for one element type T.
+template <class T>
+struct Ops {
+    void (*sgd)(const SGDTensor<T>*, std::size_t, const SGDConfig&, int);
+    void (*adam)(const AdamTensor<T>*, std::size_t, const AdamConfig&, int);
+    double (*sumsq)(const T* const*, const std::size_t*, std::size_t, int);
+    void (*scale)(T* const*, const std::size_t*, std::size_t, T, int);
+    void (*stream)(T* const*, int, const T*, std::size_t, int, std::size_t);  // roofline
+};
+
+struct KernelTable {
+    const char* name;
+    Ops<float> f32;
+    Ops<double> f64;
+
+    template <class T>
+    const Ops<T>& ops() const {
+        if constexpr (std::is_same_v<T, float>) return f32;
+        else return f64;
+    }
+};
+
+// Defined once per target in kernels/target.cpp (FASTOPTIM_TARGET_LIST comes from CMake).
+#ifdef FASTOPTIM_TARGET_LIST
+#define X(t) const KernelTable* table_##t();
+FASTOPTIM_TARGET_LIST
+#undef X
+#endif
+
+// The active table (chosen at import, overridable by FASTOPTIM_SIMD or set_target).
+const KernelTable& active();
+// Names of the compiled targets, best last, and whether this CPU can run each.
+std::vector<std::string> compiled_targets();
+bool cpu_supports(const std::string& name);
+// Switches the active target; throws std::invalid_argument / std::runtime_error.
+void set_target(const std::string& name);
+// Picks the target at import: FASTOPTIM_SIMD if set (error if unsupported), else the best.
+void init_from_environment();
+
+int num_threads();
+void set_num_threads(int n);
+bool have_openmp();
+
+}  // namespace fastoptim::dispatch

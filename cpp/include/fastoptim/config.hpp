@@ -1,0 +1,95 @@
+// fastoptim public C++ API: hyperparameter structs, tensor descriptors and their checks.
+//
+// Everything here is plain data. The kernels that consume it live in
+// fastoptim/kernels.hpp; the Python bindings fill the same structs, so C++ and Python
+// users run exactly the same update math.
+#pragma once
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace fastoptim {
+
+// torch.optim.SGD semantics: weight decay is L2 added to the gradient; the first step
+// with momentum copies the gradient into the buffer (no dampening on that step).
+struct SGDConfig {
+    double lr = 1e-3;
+    double momentum = 0.0;
+    double dampening = 0.0;
+    double weight_decay = 0.0;
+    bool nesterov = false;
+    bool maximize = false;
+    bool first_step = false;  // true: momentum_buffer is uninitialised and gets the gradient
+};
+
+// torch.optim.Adam / AdamW semantics. `step` is the step number being taken (1 for the
+// first update); it drives the bias corrections and is an int64 so it never stalls.
+struct AdamConfig {
+    double lr = 1e-3;
+    double beta1 = 0.9;
+    double beta2 = 0.999;
+    double eps = 1e-8;
+    double weight_decay = 0.0;
+    std::int64_t step = 1;
+    bool decoupled_weight_decay = false;  // false: Adam (L2 into the gradient); true: AdamW
+    bool amsgrad = false;
+    bool maximize = false;
+};
+
+// One tensor of a multi-tensor SGD update. momentum_buffer may be null when momentum == 0.
+template <class T>
+struct SGDTensor {
+    T* param;
+    const T* grad;
+    T* momentum_buffer;
+    std::size_t n;
+};
+
+// One tensor of a multi-tensor Adam update. max_exp_avg_sq may be null unless amsgrad.
+template <class T>
+struct AdamTensor {
+    T* param;
+    const T* grad;
+    T* exp_avg;
+    T* exp_avg_sq;
+    T* max_exp_avg_sq;
+    std::size_t n;
+};
+
+namespace detail {
+inline bool bad_nonneg(double x) { return !(x >= 0.0) || std::isinf(x); }
+inline std::string num(double x) { return std::to_string(x); }
+}  // namespace detail
+
+// Returns an empty string when the config is valid, else a message naming the parameter.
+inline std::string validate(const SGDConfig& c) {
+    using detail::bad_nonneg;
+    if (bad_nonneg(c.lr)) return "lr must be a finite number >= 0, got " + detail::num(c.lr);
+    if (bad_nonneg(c.momentum))
+        return "momentum must be a finite number >= 0, got " + detail::num(c.momentum);
+    if (!(c.dampening >= 0.0 && c.dampening <= 1.0))
+        return "dampening must be in [0, 1], got " + detail::num(c.dampening);
+    if (bad_nonneg(c.weight_decay))
+        return "weight_decay must be a finite number >= 0, got " + detail::num(c.weight_decay);
+    if (c.nesterov && (c.momentum <= 0.0 || c.dampening != 0.0))
+        return "nesterov requires momentum > 0 and dampening == 0";
+    return {};
+}
+
+inline std::string validate(const AdamConfig& c) {
+    using detail::bad_nonneg;
+    if (bad_nonneg(c.lr)) return "lr must be a finite number >= 0, got " + detail::num(c.lr);
+    if (!(c.beta1 >= 0.0 && c.beta1 < 1.0))
+        return "betas[0] must be in [0, 1), got " + detail::num(c.beta1);
+    if (!(c.beta2 >= 0.0 && c.beta2 < 1.0))
+        return "betas[1] must be in [0, 1), got " + detail::num(c.beta2);
+    if (bad_nonneg(c.eps)) return "eps must be a finite number >= 0, got " + detail::num(c.eps);
+    if (bad_nonneg(c.weight_decay))
+        return "weight_decay must be a finite number >= 0, got " + detail::num(c.weight_decay);
+    if (c.step < 1) return "step must be >= 1, got " + std::to_string(c.step);
+    return {};
+}
+
+}  // namespace fastoptim

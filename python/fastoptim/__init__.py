@@ -1,0 +1,47 @@
+"""fastoptim: fast, trustworthy CPU kernels and tools for training deep-learning models.
+
+The native kernels update numpy arrays in place (one array or a list of arrays per call),
+with SIMD chosen at run time and OpenMP threads; see README.md for the tour.
+"""
+
+from __future__ import annotations
+
+import os as _os
+
+from fastoptim._core import (
+    adam_step,
+    clip_by_global_norm,
+    compiled_simd_targets,
+    get_num_threads,
+    global_norm,
+    have_openmp,
+    set_num_threads,
+    set_simd_target,
+    sgd_step,
+    simd_target,
+    simd_targets,
+)
+
+__version__ = "0.1.0"
+
+
+def get_include() -> str:
+    """Folder holding the C++ headers (``#include <fastoptim/kernels.hpp>``)."""
+    return _os.path.join(_os.path.dirname(__file__), "include")
+
+
+__all__ = [
+    "__version__",
+    "adam_step",
+    "clip_by_global_norm",
+    "compiled_simd_targets",
+    "get_include",
+    "get_num_threads",
+    "global_norm",
+    "have_openmp",
+    "set_num_threads",
+    "set_simd_target",
+    "sgd_step",
+    "simd_target",
+    "simd_targets",
+]

@@ -1,0 +1,36 @@
+"""Shared fixtures: every test that touches a kernel can run on each SIMD target and
+thread count that this machine supports."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastoptim
+
+TARGETS = fastoptim.simd_targets()
+THREADS = [1, 2, 3] if fastoptim.have_openmp() else [1]
+# Sizes that hit SIMD tails (8/16 lanes), unroll boundaries and thread splits.
+SIZES = [0, 1, 7, 8, 15, 16, 17, 63, 64, 65, 1000, 2**20 + 3]
+
+
+@pytest.fixture(params=TARGETS)
+def simd_target(request):
+    """Runs the test once per SIMD target the CPU supports, restoring the default after."""
+    before = fastoptim.simd_target()
+    fastoptim.set_simd_target(request.param)
+    yield request.param
+    fastoptim.set_simd_target(before)
+
+
+@pytest.fixture(params=THREADS, ids=lambda n: f"threads{n}")
+def num_threads(request):
+    before = fastoptim.get_num_threads()
+    fastoptim.set_num_threads(request.param)
+    yield request.param
+    fastoptim.set_num_threads(before)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)
