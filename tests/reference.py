@@ -51,3 +51,37 @@ def adam(p, g, m, v, vmax, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
 
 def global_norm(arrays):
     return float(np.sqrt(sum(float(np.sum(np.asarray(a, np.float64) ** 2)) for a in arrays)))
+
+
+def rmsprop(p, g, sq, buf, gavg, *, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0,
+            momentum=0.0, centered=False, maximize=False):
+    """One step of torch.optim.RMSprop. Returns (param, square_avg, momentum_buffer,
+    grad_avg); the last two are None when unused."""
+    p = np.asarray(p, np.float64).copy()
+    d = -np.asarray(g, np.float64) if maximize else np.asarray(g, np.float64).copy()
+    if weight_decay:
+        d = d + weight_decay * p
+    sq = alpha * np.asarray(sq, np.float64) + (1.0 - alpha) * d * d
+    new_gavg = None
+    if centered:
+        new_gavg = alpha * np.asarray(gavg, np.float64) + (1.0 - alpha) * d
+        avg = np.sqrt(sq - new_gavg * new_gavg) + eps
+    else:
+        avg = np.sqrt(sq) + eps
+    new_buf = None
+    if momentum > 0:
+        new_buf = momentum * np.asarray(buf, np.float64) + d / avg
+        return p - lr * new_buf, sq, new_buf, new_gavg
+    return p - lr * d / avg, sq, new_buf, new_gavg
+
+
+def adagrad(p, g, s, *, step, lr=1e-2, lr_decay=0.0, weight_decay=0.0, eps=1e-10,
+            maximize=False):
+    """One step of torch.optim.Adagrad. Returns (param, sum)."""
+    p = np.asarray(p, np.float64).copy()
+    d = -np.asarray(g, np.float64) if maximize else np.asarray(g, np.float64).copy()
+    if weight_decay:
+        d = d + weight_decay * p
+    clr = lr / (1.0 + (step - 1) * lr_decay)
+    s = np.asarray(s, np.float64) + d * d
+    return p - clr * d / (np.sqrt(s) + eps), s

@@ -6,6 +6,7 @@
 namespace fastoptim::bind {
 void bind_runtime(pybind11::module_& m);
 void bind_optimizers(pybind11::module_& m);
+void bind_adaptive(pybind11::module_& m);
 }  // namespace fastoptim::bind
 
 PYBIND11_MODULE(_core, m) {
@@ -14,4 +15,5 @@ PYBIND11_MODULE(_core, m) {
     fastoptim::dispatch::init_from_environment();
     fastoptim::bind::bind_runtime(m);
     fastoptim::bind::bind_optimizers(m);
+    fastoptim::bind::bind_adaptive(m);
 }

@@ -18,6 +18,8 @@ struct Ops {
     double (*sumsq)(const T* const*, const std::size_t*, std::size_t, int);
     void (*scale)(T* const*, const std::size_t*, std::size_t, T, int);
     void (*stream)(T* const*, int, const T*, std::size_t, int, std::size_t);  // roofline
+    void (*rmsprop)(const RMSpropTensor<T>*, std::size_t, const RMSpropConfig&, int);
+    void (*adagrad)(const AdagradTensor<T>*, std::size_t, const AdagradConfig&, int);
 };
 
 struct KernelTable {

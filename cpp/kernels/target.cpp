@@ -17,7 +17,7 @@ template <class T>
 Ops<T> make_ops() {
     namespace k = fastoptim::FASTOPTIM_TARGET;
     return Ops<T>{&k::sgd_multi<T>, &k::adam_multi<T>, &k::sumsq_multi<T>, &k::scale_multi<T>,
-                  &k::stream_update<T>};
+                  &k::stream_update<T>, &k::rmsprop_multi<T>, &k::adagrad_multi<T>};
 }
 }  // namespace
 

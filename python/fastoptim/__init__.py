@@ -9,12 +9,14 @@ from __future__ import annotations
 import os as _os
 
 from fastoptim._core import (
+    adagrad_step,
     adam_step,
     clip_by_global_norm,
     compiled_simd_targets,
     get_num_threads,
     global_norm,
     have_openmp,
+    rmsprop_step,
     set_num_threads,
     set_simd_target,
     sgd_step,
@@ -32,6 +34,7 @@ def get_include() -> str:
 
 __all__ = [
     "__version__",
+    "adagrad_step",
     "adam_step",
     "clip_by_global_norm",
     "compiled_simd_targets",
@@ -39,6 +42,7 @@ __all__ = [
     "get_num_threads",
     "global_norm",
     "have_openmp",
+    "rmsprop_step",
     "set_num_threads",
     "set_simd_target",
     "sgd_step",

@@ -14,6 +14,7 @@
 #endif
 
 #include "fastoptim/config.hpp"
+#include "fastoptim/kernels/adaptive.hpp"
 #include "fastoptim/kernels/optimizers.hpp"
 #include "fastoptim/kernels/parallel.hpp"
 #include "fastoptim/kernels/reductions.hpp"
