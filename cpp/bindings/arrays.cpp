@@ -9,15 +9,6 @@ namespace {
 
 std::string type_name(py::handle h) { return py::str(py::type::handle_of(h).attr("__name__")); }
 
-std::string shape_str(const py::array& a) {
-    std::string s = "(";
-    for (py::ssize_t d = 0; d < a.ndim(); ++d) {
-        s += std::to_string(a.shape(d));
-        if (a.ndim() == 1 || d + 1 < a.ndim()) s += a.ndim() == 1 ? "," : ", ";
-    }
-    return s + ")";
-}
-
 bool same_shape(const py::array& a, const py::array& b) {
     if (a.ndim() != b.ndim()) return false;
     for (py::ssize_t d = 0; d < a.ndim(); ++d)
@@ -26,6 +17,15 @@ bool same_shape(const py::array& a, const py::array& b) {
 }
 
 }  // namespace
+
+std::string shape_str(const py::array& a) {
+    std::string s = "(";
+    for (py::ssize_t d = 0; d < a.ndim(); ++d) {
+        s += std::to_string(a.shape(d));
+        if (a.ndim() == 1 || d + 1 < a.ndim()) s += a.ndim() == 1 ? "," : ", ";
+    }
+    return s + ")";
+}
 
 std::string ArrayList::item_name(std::size_t i) const {
     return single ? std::string(name) : std::string(name) + "[" + std::to_string(i) + "]";
@@ -118,6 +118,32 @@ ArrayList Gate::like(py::handle obj, const char* name, bool writable) {
                                   " has shape " + shape_str(ref_arrays_[i]));
     }
     return l;
+}
+
+py::array Gate::single(py::handle obj, const char* name, bool writable) {
+    if (!py::isinstance<py::array>(obj))
+        throw py::type_error(std::string(name) + " must be a numpy.ndarray, got " + type_name(obj));
+    py::array a = py::reinterpret_borrow<py::array>(obj);
+    if (!ref_name_) ref_name_ = name;
+    check_array(a, name, writable);
+    return a;
+}
+
+py::array Gate::indices(py::handle obj, const char* name) {
+    if (!py::isinstance<py::array>(obj))
+        throw py::type_error(std::string(name) + " must be a numpy.ndarray, got " + type_name(obj));
+    py::array a = py::reinterpret_borrow<py::array>(obj);
+    const py::dtype dt = a.dtype();
+    if (dt.num() != py::dtype::of<std::int64_t>().num() || dt.byteorder() == '>')
+        throw py::type_error(std::string(name) + " must be an int64 array of class indices, got dtype " +
+                             std::string(py::str(dt)));
+    if (!(a.flags() & py::array::c_style))
+        throw py::value_error(std::string(name) + " must be C-contiguous");
+    if (a.size() > 0) {
+        const char* b = static_cast<const char*>(a.data());
+        ranges_.push_back(Range{b, b + a.nbytes(), name});
+    }
+    return a;
 }
 
 void Gate::check_no_overlap() const {

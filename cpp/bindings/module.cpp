@@ -6,6 +6,8 @@
 namespace fastoptim::bind {
 void bind_runtime(pybind11::module_& m);
 void bind_optimizers(pybind11::module_& m);
+void bind_losses(pybind11::module_& m);
+void bind_nn(pybind11::module_& m);
 }  // namespace fastoptim::bind
 
 PYBIND11_MODULE(_core, m) {
@@ -14,4 +16,6 @@ PYBIND11_MODULE(_core, m) {
     fastoptim::dispatch::init_from_environment();
     fastoptim::bind::bind_runtime(m);
     fastoptim::bind::bind_optimizers(m);
+    fastoptim::bind::bind_losses(m);
+    fastoptim::bind::bind_nn(m);
 }
