@@ -79,7 +79,8 @@ void bias_act_forward(py::handle z_obj, py::handle y_obj, py::handle bias_obj,
                       py::handle activation, double alpha) {
     const ActConfig c = make_act(activation, alpha);
     Gate gate;
-    py::array z = gate.single(z_obj, "z", true);
+    // z is written when the bias is added or the activation replaces it (y=None)
+    py::array z = gate.single(z_obj, "z", !bias_obj.is_none() || y_obj.is_none());
     const auto [rows, C] = rows_cols(z, "z");
     py::array y, b;
     if (!y_obj.is_none()) {

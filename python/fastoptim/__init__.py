@@ -22,6 +22,8 @@ from fastoptim._core import (
     simd_targets,
 )
 
+from fastoptim import losses, metrics, nn  # noqa: E402  (they import _core)
+
 __version__ = "0.1.0"
 
 
@@ -39,6 +41,9 @@ __all__ = [
     "get_num_threads",
     "global_norm",
     "have_openmp",
+    "losses",
+    "metrics",
+    "nn",
     "set_num_threads",
     "set_simd_target",
     "sgd_step",
