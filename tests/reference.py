@@ -123,7 +123,8 @@ def activation(name, z, alpha=0.01):
         k = np.sqrt(2 / np.pi)
         u = k * (z + 0.044715 * z**3)
         t = np.tanh(u)
-        return 0.5 * z * (1 + t), 0.5 * (1 + t) + 0.5 * z * (1 - t * t) * k * (1 + 3 * 0.044715 * z * z)
+        dt = 0.5 * z * (1 - t * t) * k * (1 + 3 * 0.044715 * z * z)
+        return 0.5 * z * (1 + t), 0.5 * (1 + t) + dt
     if name == "gelu":
         from math import erf
         e = np.vectorize(erf)(z / np.sqrt(2))

@@ -3,11 +3,10 @@ differences, stability, bad inputs."""
 
 from __future__ import annotations
 
+import fastoptim
 import numpy as np
 import pytest
 import reference as ref
-
-import fastoptim
 from fastoptim import _core, losses
 
 POINT = {
@@ -38,7 +37,8 @@ def test_point_loss_matches_reference(simd_target, num_threads, rng, kind, reduc
         # loss summed in double: a few eps of the input precision per element, relative
         assert loss == pytest.approx(rl, rel=8 * EPS[dtype], abs=8 * EPS[dtype])
         assert g.dtype == dtype
-        np.testing.assert_allclose(g, rg, rtol=4 * EPS[dtype], atol=4 * EPS[dtype] * np.abs(rg).max())
+        np.testing.assert_allclose(g, rg, rtol=4 * EPS[dtype],
+                                   atol=4 * EPS[dtype] * np.abs(rg).max())
 
 
 @pytest.mark.parametrize("kind", list(POINT))
@@ -203,7 +203,7 @@ def _snapshot(*arrays):
 
 
 def _unchanged(arrays, snaps):
-    return all(np.array_equal(a, s, equal_nan=True) for a, s in zip(arrays, snaps))
+    return all(np.array_equal(a, s, equal_nan=True) for a, s in zip(arrays, snaps, strict=True))
 
 
 def test_bad_inputs_raise_and_touch_nothing(rng):

@@ -6,13 +6,13 @@ import warnings
 
 import numpy as np
 import pytest
-
 from fastoptim import metrics
 
 skm = pytest.importorskip("sklearn.metrics")
 
 CASES = {
-    "multiclass": (np.array([0, 1, 2, 2, 1, 0, 3, 3, 1, 2]), np.array([0, 2, 2, 2, 1, 1, 3, 0, 1, 0])),
+    "multiclass": (np.array([0, 1, 2, 2, 1, 0, 3, 3, 1, 2]),
+                   np.array([0, 2, 2, 2, 1, 1, 3, 0, 1, 0])),
     "never_predicted": (np.array([0, 1, 2, 2, 1, 0]), np.array([0, 1, 1, 1, 1, 0])),
     "never_true": (np.array([0, 0, 1, 1]), np.array([0, 2, 1, 2])),
     "binary": (np.array([1, 0, 1, 1, 0, 0, 1]), np.array([1, 1, 0, 1, 0, 0, 0])),
@@ -38,7 +38,8 @@ def _ours(fn, *a, **k):
 def test_accuracy_and_confusion_matrix(name):
     t, p = CASES[name]
     assert metrics.accuracy_score(t, p) == skm.accuracy_score(t, p)
-    assert metrics.accuracy_score(t, p, normalize=False) == skm.accuracy_score(t, p, normalize=False)
+    assert metrics.accuracy_score(t, p, normalize=False) == skm.accuracy_score(
+        t, p, normalize=False)
     assert np.array_equal(metrics.confusion_matrix(t, p), _sk(skm.confusion_matrix, t, p))
     for norm in ("true", "pred", "all"):
         np.testing.assert_allclose(metrics.confusion_matrix(t, p, normalize=norm),
@@ -59,7 +60,7 @@ def test_precision_recall_f1(name, average, zero_division):
             _ours(metrics.precision_recall_fscore_support, t, p, **kw)
         return
     got = _ours(metrics.precision_recall_fscore_support, t, p, **kw)
-    for g, w in zip(got[:3], want[:3]):
+    for g, w in zip(got[:3], want[:3], strict=True):
         np.testing.assert_allclose(g, w, equal_nan=True)
     if average is None:
         assert np.array_equal(got[3], want[3])

@@ -4,11 +4,10 @@ penalties, state_dict, bad inputs."""
 
 from __future__ import annotations
 
+import fastoptim
 import numpy as np
 import pytest
 import reference as ref
-
-import fastoptim
 from fastoptim import _core, losses, nn
 
 ACTS = [None, "relu", "leaky_relu", "sigmoid", "tanh", "gelu_tanh", "gelu", "softmax"]
@@ -66,14 +65,15 @@ def test_act_kernels_bitwise_identical_across_threads(simd_target, rng, act):
     try:
         for nt in (1, 2, 3):
             fastoptim.set_num_threads(nt)
-            z, y, dz, db = z0.copy(), np.empty_like(z0), np.empty_like(z0), np.empty(129, np.float32)
+            z, y, dz = z0.copy(), np.empty_like(z0), np.empty_like(z0)
+            db = np.empty(129, np.float32)
             _core.bias_act_forward(z, y, b, activation=act)
             _core.act_backward(dy, None if act is None else dz, z, y, db, activation=act)
             res.append((z, y if act else z, dz if act else dy, db))
     finally:
         fastoptim.set_num_threads(before)
     for r in res[1:]:
-        for a, b_ in zip(r, res[0]):
+        for a, b_ in zip(r, res[0], strict=True):
             assert np.array_equal(a, b_)
 
 

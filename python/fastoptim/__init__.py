@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os as _os
 
+from fastoptim import losses, metrics, nn
 from fastoptim._core import (
     adam_step,
     clip_by_global_norm,
@@ -21,8 +22,6 @@ from fastoptim._core import (
     simd_target,
     simd_targets,
 )
-
-from fastoptim import losses, metrics, nn  # noqa: E402  (they import _core)
 
 __version__ = "0.1.0"
 

@@ -351,7 +351,7 @@ class Sequential:
         self._gviews: list[np.ndarray] = []
         off = 0
         self._n_weight = 0
-        for (i, name, shape, init), n in zip(specs, sizes):
+        for (i, name, shape, _init_name), n in zip(specs, sizes, strict=True):
             pv = self._params[off:off + n].reshape(shape)
             gv = self._grads[off:off + n].reshape(shape)
             views[i][0][name], views[i][1][name] = pv, gv
@@ -429,7 +429,7 @@ class Sequential:
 
     def named_parameters(self) -> list[tuple[str, np.ndarray, np.ndarray]]:
         """(name, parameter view, gradient view), names like ``"0.weight"``."""
-        return list(zip(self._names, self._pviews, self._gviews))
+        return list(zip(self._names, self._pviews, self._gviews, strict=True))
 
     def param_groups(self) -> list[dict]:
         """Two groups, each one contiguous slice of the arenas: ``"weight"`` (matrices) and
@@ -442,7 +442,7 @@ class Sequential:
         nw = self._n_weight
         out = []
         for kind, sl in (("weight", slice(0, nw)), ("bias", slice(nw, self._params.size))):
-            names = [n for n, k in zip(self._names, self._kinds) if k == kind]
+            names = [n for n, k in zip(self._names, self._kinds, strict=True) if k == kind]
             if names:
                 out.append({"kind": kind, "names": names, "params": self._params[sl],
                             "grads": self._grads[sl]})
@@ -453,7 +453,7 @@ class Sequential:
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Copies of every parameter as plain arrays, keyed by name."""
-        return {n: p.copy() for n, p in zip(self._names, self._pviews)}
+        return {n: p.copy() for n, p in zip(self._names, self._pviews, strict=True)}
 
     def load_state_dict(self, state: dict) -> None:
         """Copies arrays into the parameters (same names and shapes; cast to the model's
@@ -463,12 +463,12 @@ class Sequential:
         if missing or extra:
             raise KeyError(f"state_dict mismatch: missing {missing}, unexpected {extra}")
         arrays = {}
-        for n, p in zip(self._names, self._pviews):
+        for n, p in zip(self._names, self._pviews, strict=True):
             a = np.asarray(state[n])
             if a.shape != p.shape:
                 raise ValueError(f"{n} has shape {a.shape}, expected {p.shape}")
             arrays[n] = a
-        for n, p in zip(self._names, self._pviews):
+        for n, p in zip(self._names, self._pviews, strict=True):
             p[...] = arrays[n]
 
     def __repr__(self):
