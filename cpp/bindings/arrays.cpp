@@ -62,6 +62,15 @@ py::object call0(py::handle h, PyObject* name) {
 
 }  // namespace
 
+std::string shape_str(const py::array& a) {
+    std::string s = "(";
+    for (py::ssize_t d = 0; d < a.ndim(); ++d) {
+        s += std::to_string(a.shape(d));
+        if (a.ndim() == 1 || d + 1 < a.ndim()) s += a.ndim() == 1 ? "," : ", ";
+    }
+    return s + ")";
+}
+
 std::string ArrayList::item_name(std::size_t i) const {
     return single ? std::string(name) : std::string(name) + "[" + std::to_string(i) + "]";
 }
@@ -218,6 +227,34 @@ ArrayList Gate::like(py::handle obj, const char* name, bool writable) {
             throw py::value_error(l.item_name(i) + " has shape " + l.shape_str(i) + " but " +
                                   ref_.item_name(i) + " has shape " + ref_.shape_str(i));
     return l;
+}
+
+py::array Gate::single(py::handle obj, const char* name, bool writable) {
+    if (!py::isinstance<py::array>(obj))
+        throw py::type_error(std::string(name) + " must be a numpy.ndarray, got " + type_name(obj));
+    if (!ref_name_) ref_name_ = name;
+    ArrayList scratch;
+    scratch.name = name;
+    scratch.single = true;
+    add_array(scratch, obj, name, writable);
+    return py::reinterpret_borrow<py::array>(obj);
+}
+
+py::array Gate::indices(py::handle obj, const char* name) {
+    if (!py::isinstance<py::array>(obj))
+        throw py::type_error(std::string(name) + " must be a numpy.ndarray, got " + type_name(obj));
+    py::array a = py::reinterpret_borrow<py::array>(obj);
+    const py::dtype dt = a.dtype();
+    if (dt.num() != py::dtype::of<std::int64_t>().num() || dt.byteorder() == '>')
+        throw py::type_error(std::string(name) + " must be an int64 array of class indices, got dtype " +
+                             std::string(py::str(dt)));
+    if (!(a.flags() & py::array::c_style))
+        throw py::value_error(std::string(name) + " must be C-contiguous");
+    if (a.size() > 0) {
+        const char* b = static_cast<const char*>(a.data());
+        ranges_.push_back(Range{b, b + a.nbytes(), name});
+    }
+    return a;
 }
 
 void Gate::check_no_overlap() const {

@@ -54,6 +54,11 @@ public:
     ArrayList first(py::handle obj, const char* name, bool writable);
     // Parses a further list that must match the reference one element by element.
     ArrayList like(py::handle obj, const char* name, bool writable);
+    // Parses one ndarray of the call's dtype whose shape the caller checks (a bias next to
+    // a matrix, a label-free target); it joins the overlap check like every other array.
+    py::array single(py::handle obj, const char* name, bool writable);
+    // Parses read-only int64 class indices (C-contiguous, native byte order).
+    py::array indices(py::handle obj, const char* name);
     // Raises ValueError if any two registered buffers share a byte.
     void check_no_overlap() const;
     DType dtype() const { return dtype_; }
@@ -76,6 +81,9 @@ private:
     const char* ref_name_ = nullptr;
     std::vector<Range> ranges_;
 };
+
+// "(2, 3)" / "(5,)": an array's shape for error messages.
+std::string shape_str(const py::array& a);
 
 // ValueError unless x is finite and >= 0 (or > 0 when strictly_positive).
 void check_hyper(double x, const char* name);

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os as _os
 
+from fastoptim import losses, metrics, nn
 from fastoptim._core import (
     adagrad_step,
     adam_step,
@@ -43,6 +44,9 @@ __all__ = [
     "global_norm",
     "have_openmp",
     "rmsprop_step",
+    "losses",
+    "metrics",
+    "nn",
     "set_num_threads",
     "set_simd_target",
     "sgd_step",
