@@ -80,6 +80,11 @@ void Gate::check_array(const py::array& a, const std::string& name, bool writabl
                               " must be C-contiguous (got a strided, Fortran-order or "
                               "negative-stride view); arrays are updated in place and never "
                               "copied, so pass a contiguous array and keep using it");
+    // A float32 view at an odd byte offset (np.frombuffer with an offset, packed records):
+    // kernels take T*, and a misaligned T* is undefined behaviour.
+    if (!py::detail::check_flags(a.ptr(), py::detail::npy_api::NPY_ARRAY_ALIGNED_))
+        throw py::value_error(name + " is not aligned to its dtype (a view at an odd byte "
+                                     "offset); pass an aligned array");
     if (writable && !a.writeable())
         throw py::value_error(name + " is read-only; it is updated in place and must be writeable");
     if (a.size() > 0) {
