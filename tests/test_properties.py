@@ -186,7 +186,7 @@ def test_clip_by_global_norm(shape, dtype, seed, scale, rt, ratio):
     coef = max_norm / (got + 1e-6)  # from the kernel's own norm, as the kernel does
     if coef < 1.0:
         c = dtype(coef)
-        for a, a0 in zip(g, g0):
+        for a, a0 in zip(g, g0, strict=True):
             assert a.tobytes() == (a0 * c).astype(dtype).tobytes()  # one multiply each
         assert after <= max_norm * (1 + 4 * np.finfo(dtype).eps) + 1e-300
     else:

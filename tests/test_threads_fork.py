@@ -92,7 +92,7 @@ def test_fork_after_multithreaded_kernels(parent_pool_used):
     ctx = mp.get_context("fork")
     with ctx.Pool(2) as pool:
         got = pool.map_async(child_task, seeds).get(timeout=TIMEOUT)
-    for (threads, result), w in zip(got, want):
+    for (threads, result), w in zip(got, want, strict=True):
         assert threads == 1  # the guard: serial in a forked child
         assert result == w
     # The parent itself keeps its threads.
@@ -164,7 +164,7 @@ def test_torch_dataloader_fork_workers(parent_pool_used):
                                    multiprocessing_context="fork", timeout=TIMEOUT)
     got = list(loader)
     assert len(got) == n_items
-    for (threads, data, norm, total), w in zip(got, want):
+    for (threads, data, norm, total), w in zip(got, want, strict=True):
         assert int(threads) == 1
         assert (data, float(norm), float(total)) == w
 
@@ -309,6 +309,7 @@ def test_import_order_with_torch(order):
 
 def test_omp_num_threads_environment():
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    res = subprocess.run([sys.executable, "-c", "import fastoptim; print(fastoptim.get_num_threads())"],
-                         capture_output=True, text=True, timeout=TIMEOUT, env=env, check=True)
+    code = "import fastoptim; print(fastoptim.get_num_threads())"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=TIMEOUT, env=env, check=True)
     assert res.stdout.strip() == "1"
