@@ -121,6 +121,11 @@ void Gate::add_array(ArrayList& out, py::handle item, const std::string& name, b
                               " must be C-contiguous (got a strided, Fortran-order or "
                               "negative-stride view); arrays are updated in place and never "
                               "copied, so pass a contiguous array and keep using it");
+    // A float32 view at an odd byte offset (np.frombuffer with an offset, packed records):
+    // kernels take T*, and a misaligned T* is undefined behaviour.
+    if (!py::detail::check_flags(a.ptr(), py::detail::npy_api::NPY_ARRAY_ALIGNED_))
+        throw py::value_error(name + " is not aligned to its dtype (a view at an odd byte "
+                                     "offset); pass an aligned array");
     if (writable && !a.writeable())
         throw py::value_error(name + " is read-only; it is updated in place and must be writeable");
     Buffer b{a, const_cast<void*>(a.data()), static_cast<std::size_t>(a.size()), out.dims.size(),

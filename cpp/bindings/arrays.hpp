@@ -1,7 +1,7 @@
 // The binding gate: every array that reaches a kernel passes through here first.
 //
 // Arrays are never converted or copied: an in-place update on a temporary would be lost.
-// Anything that is not exactly right (dtype, byte order, C-contiguity, writeability,
+// Anything that is not exactly right (dtype, byte order, C-contiguity, alignment, writeability,
 // shape, overlap with another buffer) is a TypeError/ValueError naming the argument, raised
 // before any kernel runs, so no buffer is touched.
 #pragma once

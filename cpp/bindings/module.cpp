@@ -15,6 +15,8 @@ PYBIND11_MODULE(_core, m) {
     m.doc() = "fastoptim native kernels (private; use the fastoptim package)";
     // FASTOPTIM_SIMD=scalar|avx2|avx512 forces a target; an unsupported one fails the import.
     fastoptim::dispatch::init_from_environment();
+    // OpenMP's thread pool does not survive fork(): forked children run serially.
+    fastoptim::dispatch::install_fork_guard();
     fastoptim::bind::bind_runtime(m);
     fastoptim::bind::bind_optimizers(m);
     fastoptim::bind::bind_adaptive(m);

@@ -61,6 +61,8 @@ bool cpu_supports(const std::string& name);
 void set_target(const std::string& name);
 // Picks the target at import: FASTOPTIM_SIMD if set (error if unsupported), else the best.
 void init_from_environment();
+// Makes a child created by fork() run the kernels serially (see dispatch.cpp).
+void install_fork_guard();
 
 int num_threads();
 void set_num_threads(int n);
