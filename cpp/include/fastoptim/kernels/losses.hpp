@@ -139,16 +139,20 @@ double xent_row(T* __restrict g, const T* __restrict z, std::int64_t y, const T*
         asum += extra;
         loss += extra != T(0) ? extra * (lse - z[y]) : T(0);
         if constexpr (G) {
-            const T inv = scale * asum / sum;
+            // g = scale (asum softmax - a); the label's term is subtracted before scaling so
+            // that a row whose softmax is exactly onehot(y) gets an exactly zero gradient.
+            const T invsum = T(1) / sum;
             if (smooth != T(0)) {
-                const T ss = scale * smooth;
 #pragma omp simd
-                for (std::size_t c = 0; c < C; ++c) g[c] = g[c] * inv - ss * (w ? w[c] : T(1));
+                for (std::size_t c = 0; c < C; ++c)
+                    g[c] = asum * (g[c] * invsum) - smooth * (w ? w[c] : T(1));
             } else {
 #pragma omp simd
-                for (std::size_t c = 0; c < C; ++c) g[c] = g[c] * inv;
+                for (std::size_t c = 0; c < C; ++c) g[c] = asum * (g[c] * invsum);
             }
-            g[y] -= scale * extra;
+            g[y] -= extra;
+#pragma omp simd
+            for (std::size_t c = 0; c < C; ++c) g[c] = g[c] * scale;
         }
     } else {
 #pragma omp simd reduction(+ : asum, loss)
@@ -158,10 +162,10 @@ double xent_row(T* __restrict g, const T* __restrict z, std::int64_t y, const T*
             loss += a != T(0) ? a * (lse - z[c]) : T(0);
         }
         if constexpr (G) {
-            const T inv = scale * asum / sum;
+            const T invsum = T(1) / sum;
 #pragma omp simd
             for (std::size_t c = 0; c < C; ++c)
-                g[c] = g[c] * inv - scale * ((keep * t[c] + smooth) * (w ? w[c] : T(1)));
+                g[c] = scale * (asum * (g[c] * invsum) - (keep * t[c] + smooth) * (w ? w[c] : T(1)));
         }
     }
     return static_cast<double>(loss);
