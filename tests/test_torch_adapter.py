@@ -10,6 +10,17 @@ import pytest
 torch = pytest.importorskip("torch")
 ft = pytest.importorskip("fastoptim.torch")
 
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    # tiny tensors: torch's thread pool only adds contention (CI and dev machines are small)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 CASES = [
     ("SGD", dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3)),
     ("SGD", dict(lr=0.05, momentum=0.9, dampening=0.1, maximize=False)),
