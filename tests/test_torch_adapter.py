@@ -74,11 +74,11 @@ def test_lockstep_real_training(name, kw, dtype):
     losses = []
     for _ in range(100):
         losses.append(float(_train_step(ref_m, ref, X, y).detach()))
-        for p, q in zip(ours_p, ref_m.parameters()):
+        for p, q in zip(ours_p, ref_m.parameters(), strict=False):
             p.grad = q.grad.clone()
         ours.step()
         got, want = [], []  # every parameter and state tensor, compared in one call
-        for p, q in zip(ours_p, ref_m.parameters()):
+        for p, q in zip(ours_p, ref_m.parameters(), strict=False):
             got.append(p.detach().flatten())
             want.append(q.detach().flatten())
             for key, v in ref.state[q].items():
@@ -116,7 +116,7 @@ def test_state_dict_interchange_both_ways(name, kw):
     for _ in range(5):
         _train_step(a_m, a, X, y)
         _train_step(b_m, b, X, y)
-    for p, q in zip(a_m.parameters(), b_m.parameters()):
+    for p, q in zip(a_m.parameters(), b_m.parameters(), strict=False):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
     # torch -> ours
     c_m = copy.deepcopy(b_m)
@@ -125,7 +125,7 @@ def test_state_dict_interchange_both_ways(name, kw):
     for _ in range(5):
         _train_step(b_m, b, X, y)
         _train_step(c_m, c, X, y)
-    for p, q in zip(b_m.parameters(), c_m.parameters()):
+    for p, q in zip(b_m.parameters(), c_m.parameters(), strict=False):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
 
 
@@ -144,7 +144,7 @@ def test_torch_scheduler_and_clip_grad_norm():
             o.step()
             s.step()
     assert o1.param_groups[0]["lr"] == o2.param_groups[0]["lr"] == 1e-2 * 0.5**3
-    for p, q in zip(m1.parameters(), m2.parameters()):
+    for p, q in zip(m1.parameters(), m2.parameters(), strict=False):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
 
 
@@ -175,3 +175,20 @@ def test_clear_errors():
     with pytest.raises(TypeError, match="sparse"):
         opt.step()
     assert torch.equal(p.detach(), torch.zeros(4))
+
+
+def test_state_dict_step_is_a_tensor_and_live_state_keeps_counting():
+    p = torch.zeros(3, requires_grad=True)
+    opt = ft.Adam([p], lr=0.1)
+    p.grad = torch.ones(3)
+    opt.step()
+    sd = opt.state_dict()
+    assert torch.is_tensor(sd["state"][0]["step"]) and int(sd["state"][0]["step"]) == 1
+    opt.step()
+    assert int(sd["state"][0]["step"]) == 1 and opt.state[p]["step"] == 2
+    # a float tensor step, as torch stores it (float64 here: float32 cannot hold 2**24 + 1)
+    sd["state"][0]["step"] = torch.tensor(float(2**24 + 1), dtype=torch.float64)
+    opt.load_state_dict(sd)
+    opt.step()
+    opt.step()
+    assert opt.state[p]["step"] == 2**24 + 3
