@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import itertools
 
+import fastoptim
 import numpy as np
 import pytest
 import reference as ref
 from conftest import SIZES
-
-import fastoptim
 from fastoptim import optim
 
 DTYPES = [np.float32, np.float64]
@@ -34,7 +33,7 @@ def test_rmsprop_kernel_vs_reference(simd_target, num_threads, dtype, flags, rng
     buf = [rng.standard_normal(n).astype(dtype) for n in sizes]
     ga = [0.1 * rng.standard_normal(n).astype(dtype) for n in sizes]
     g = [rng.standard_normal(n).astype(dtype) for n in sizes]
-    want = [ref.rmsprop(*x, lr=0.01, **flags) for x in zip(p, g, sq, buf, ga)]
+    want = [ref.rmsprop(*x, lr=0.01, **flags) for x in zip(p, g, sq, buf, ga, strict=False)]
     g_before = [x.copy() for x in g]
     fastoptim.rmsprop_step(p, g, sq, buf, ga, lr=0.01, **flags)
     for i, w in enumerate(want):
@@ -71,7 +70,7 @@ def test_threads_bitwise_identical(simd_target, rng):
         outs.append((p, sq, b, ga, s))
     fastoptim.set_num_threads(1)
     for o in outs[1:]:
-        for a, b in zip(o, outs[0]):
+        for a, b in zip(o, outs[0], strict=False):
             np.testing.assert_array_equal(a, b)
 
 
@@ -98,7 +97,7 @@ def test_bad_arrays_leave_buffers_untouched(rng):
 
 def _flag_grid(**axes):
     keys = list(axes)
-    return [dict(zip(keys, vals)) for vals in itertools.product(*axes.values())]
+    return [dict(zip(keys, vals, strict=False)) for vals in itertools.product(*axes.values())]
 
 
 LOCKSTEP = (
@@ -134,11 +133,11 @@ def test_lockstep_with_torch(name, kw, rng):
             for o in (ours, theirs):
                 o.param_groups[0]["lr"] *= 0.5
         grads = [rng.standard_normal(p.shape).astype(p.dtype) for p in params]
-        for t, g in zip(tparams, grads):
+        for t, g in zip(tparams, grads, strict=False):
             t.grad = torch.tensor(g)
         ours.step(grads)
         theirs.step()
-        for i, (p, t) in enumerate(zip(params, tparams)):
+        for i, (p, t) in enumerate(zip(params, tparams, strict=False)):
             _close(p, t.detach().numpy(), p.dtype.type)
             for key, v in theirs.state[t].items():
                 if key == "step":
@@ -160,7 +159,7 @@ def test_state_dict_round_trip_and_resume(rng):
     for g in grads[3:]:
         a.step(g)
         b.step(g)
-    for x, y in zip(a._params, b._params):
+    for x, y in zip(a._params, b._params, strict=False):
         np.testing.assert_array_equal(x, y)
 
 
@@ -236,7 +235,7 @@ def test_clip_grad_norm_mixed_dtypes(rng):
     total = ref.global_norm(g)
     want = [x * (1.0 / (total + 1e-6)) for x in g]
     assert optim.clip_grad_norm(g, 1.0) == pytest.approx(total)
-    for x, w in zip(g, want):
+    for x, w in zip(g, want, strict=False):
         np.testing.assert_allclose(x, w, rtol=1e-6)
 
 

@@ -6,7 +6,6 @@ import json
 import math
 
 import pytest
-
 from fastoptim import schedules as S
 
 torch = pytest.importorskip("torch")
@@ -49,7 +48,7 @@ CASES = [
 def test_matches_torch(name, sched, make):
     want = torch_lrs(make)
     got = [sched(k) for k in range(STEPS)]
-    for k, (a, b) in enumerate(zip(got, want)):
+    for k, (a, b) in enumerate(zip(got, want, strict=False)):
         assert a == pytest.approx(b, rel=1e-9, abs=1e-12), (name, k)
 
 

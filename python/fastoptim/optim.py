@@ -149,7 +149,7 @@ class Optimizer:
         for group, part, gs in work:
             ids, ps, _, fresh = part[:4]
             if fresh:
-                for i, p in zip(ids, ps):
+                for i, p in zip(ids, ps, strict=False):
                     self.state[i] = self._new_state(p, group)
                 part[3] = False
             if len(part) == 4:  # the state arrays of this partition, listed once
@@ -188,7 +188,7 @@ class Optimizer:
         id_map: dict[Any, int] = {}
         new_groups = []
         offset = 0
-        for gi, (saved, group) in enumerate(zip(saved_groups, self.param_groups)):
+        for gi, (saved, group) in enumerate(zip(saved_groups, self.param_groups, strict=False)):
             if len(saved["params"]) != len(group["params"]):
                 raise ValueError(f"param_groups[{gi}] has {len(saved['params'])} parameters "
                                  f"in the state_dict but {len(group['params'])} here")
@@ -210,7 +210,7 @@ class Optimizer:
             if missing:
                 raise ValueError(f"state {sid}: missing key(s) {sorted(missing)}")
             loaded: dict[str, Any] = {}
-            for k, ref in want.items():
+            for k, _ref in want.items():
                 v = st[k]
                 if k == "step":
                     loaded[k] = _as_step(v, f"state {sid} 'step'")
@@ -224,7 +224,7 @@ class Optimizer:
                                     f"parameter is {p.dtype}")
                 loaded[k] = np.array(a, dtype=p.dtype, order="C", copy=True)
             new_state[i] = loaded
-        for group, new in zip(self.param_groups, new_groups):
+        for group, new in zip(self.param_groups, new_groups, strict=False):
             group.update(new)
         self.state = new_state
         self._plans = None

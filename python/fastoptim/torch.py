@@ -7,7 +7,10 @@ Each class subclasses ``torch.optim.Optimizer`` with torch's constructor signatu
 state layout (``step``, ``exp_avg``, ...), so ``state_dict()`` loads into the torch
 original and back, and torch's LR schedulers and ``clip_grad_norm_`` work unchanged. A
 step updates the float32/float64 CPU tensors of a group in place, zero copy, with one
-native multi-tensor call per group (and dtype). ``step`` is an int64 0-d tensor.
+native multi-tensor call per group (and dtype). ``step`` is a Python int in ``state``
+(int64 semantics) and an int64 0-d tensor in ``state_dict()``. The lists of parameters and
+state tensors are cached while the same parameters have gradients; replace state tensors
+only through ``load_state_dict``.
 
 Not supported (clear errors): CUDA tensors, sparse gradients, complex or integer
 parameters, ``fused``/``capturable``/``differentiable=True``. ``foreach`` is accepted
@@ -17,6 +20,8 @@ graph that saved a parameter before the step).
 """
 
 from __future__ import annotations
+
+import operator
 
 import torch
 
@@ -48,6 +53,7 @@ class _Native(torch.optim.Optimizer):
 
     def add_param_group(self, param_group):
         super().add_param_group(param_group)
+        self._forget_plans()
         self._check_params()
         self._validate(self.param_groups[-1])
 
@@ -60,6 +66,37 @@ class _Native(torch.optim.Optimizer):
     def _run(self, group, ps, gs, states, step: int, first: bool) -> None:
         raise NotImplementedError
 
+    def _group_plan(self, gi: int, group, ps: list) -> list:
+        """Partitions of ``ps`` sharing dtype and step, each with its state lists, cached
+        while the same tensors have gradients (state is created here on first use)."""
+        cache = self.__dict__.setdefault("_fo_plans", {})
+        hit = cache.get(gi)
+        if hit is not None and len(hit[0]) == len(ps) and all(map(operator.is_, hit[0], ps)):
+            return hit[1]
+        parts: dict = {}
+        for p in ps:
+            if p.grad.is_sparse:
+                raise TypeError("fastoptim.torch does not support sparse gradients")
+            st = self.state[p]
+            fresh = len(st) == 0
+            if fresh:
+                st.update(self._new_state(p, group))
+            key = (p.dtype, int(st["step"]) if self._has_step else 0, fresh)
+            parts.setdefault(key, []).append(p)
+        plan = []
+        for (_, step, fresh), qs in parts.items():
+            sts = [self.state[p] for p in qs]
+            if self._has_step:
+                for st in sts:  # a Python int while training: int64, no tensor ops per step
+                    st["step"] = int(st["step"])
+            states = [[st.get(k) for st in sts] for k in self._state_keys]
+            plan.append([qs, sts, states, step, fresh])
+        cache[gi] = (list(ps), plan)
+        return plan
+
+    def _forget_plans(self) -> None:
+        self.__dict__.pop("_fo_plans", None)
+
     @torch.no_grad()
     def step(self, closure=None):
         """One update of every parameter that has a gradient; returns closure()'s loss."""
@@ -67,38 +104,36 @@ class _Native(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group in self.param_groups:
-            parts: dict = {}
-            for p in group["params"]:
-                g = p.grad
-                if g is None:
-                    continue
-                if g.is_sparse:
-                    raise TypeError("fastoptim.torch does not support sparse gradients")
-                st = self.state[p]
-                fresh = len(st) == 0
-                if fresh:
-                    st.update(self._new_state(p, group))
-                key = (p.dtype, int(st["step"]) if self._has_step else 0, fresh)
-                parts.setdefault(key, []).append(p)
-            for (_, step, fresh), ps in parts.items():
-                gs = [p.grad for p in ps]
-                states = [[self.state[p].get(k) for p in ps] for k in self._state_keys]
-                self._run(group, ps, gs, states, step + 1, fresh)
+        for gi, group in enumerate(self.param_groups):
+            ps = [p for p in group["params"] if p.grad is not None]
+            if not ps:
+                continue
+            for part in self._group_plan(gi, group, ps):
+                qs, sts, states, step, fresh = part
+                self._run(group, qs, [p.grad for p in qs], states, step + 1, fresh)
+                part[3], part[4] = step + 1, False
                 if self._has_step:
-                    for p in ps:
-                        self.state[p]["step"] += 1
+                    for st in sts:
+                        st["step"] = step + 1
         return loss
+
+    def state_dict(self):
+        """torch's state_dict; ``step`` is an int64 0-d tensor, as torch expects a tensor."""
+        sd = super().state_dict()  # its per-parameter dicts are the live ones: copy them
+        sd["state"] = {k: ({**st, "step": torch.tensor(st["step"], dtype=torch.int64)}
+                           if "step" in st else st) for k, st in sd["state"].items()}
+        return sd
 
     def load_state_dict(self, state_dict):
         super().load_state_dict(state_dict)
+        self._forget_plans()
         for st in self.state.values():  # torch stores step as a float tensor
             if "step" in st:
-                st["step"] = torch.tensor(int(st["step"]), dtype=torch.int64)
+                st["step"] = int(st["step"])
 
 
 def _step0():
-    return torch.tensor(0, dtype=torch.int64)
+    return 0
 
 
 class SGD(_Native):

@@ -51,7 +51,7 @@ void rmsprop_range(T* __restrict p, const T* __restrict g, T* __restrict sq,
             buf[i] = b;
             p[i] = p[i] + neg_lr * b;
         } else {
-            p[i] = p[i] + neg_lr * (gi / avg);
+            p[i] = p[i] + neg_lr * gi / avg;               // addcdiv_: (value * g) / avg
         }
     }
 }
@@ -108,7 +108,7 @@ void adagrad_range(T* __restrict p, const T* __restrict g, T* __restrict sum, st
         if constexpr (WD) gi = gi + wd * p[i];       // L2: grad + wd * param
         const T si = sum[i] + gi * gi;               // state_sum.addcmul_(g, g)
         sum[i] = si;
-        p[i] = p[i] + neg_clr * (gi / (std::sqrt(si) + eps));  // addcdiv_(g, sqrt+eps, -clr)
+        p[i] = p[i] + neg_clr * gi / (std::sqrt(si) + eps);  // addcdiv_: (-clr * g) / std
     }
 }
 
