@@ -594,6 +594,8 @@ def add_subparser(subparsers: Any) -> None:
     p.add_argument("--tensors", type=_csv_list(int), help=f"layouts, e.g. 1,{MANY_TENSORS}")
     p.add_argument("--threads", type=_csv_list(int), help="thread counts, e.g. 1,2")
     p.add_argument("--repeats", type=int, help="samples per case (median reported)")
+    p.add_argument("--bandwidth-size", type=_parse_size,
+                   help="elements of the machine-summary bandwidth probe (default 1e8, 0: none)")
     p.add_argument("--simd", help="force a SIMD target (see fastoptim.simd_targets())")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
     p.set_defaults(func=main)
@@ -605,6 +607,8 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         value = getattr(args, name)
         if value is not None:
             setattr(cfg, name, value)
+    if args.bandwidth_size is not None:
+        cfg.bandwidth_n = args.bandwidth_size or None
     bad = [d for d in cfg.dtypes if d not in DTYPES]
     if bad:
         raise ValueError(f"dtypes must be among {DTYPES}, got {bad}")
