@@ -8,11 +8,10 @@ import csv
 import json
 import math
 
+import fastoptim
 import numpy as np
 import pytest
 import reference
-
-import fastoptim
 from fastoptim import _core, bench, cli
 
 TINY = bench.BenchConfig(sizes=[1000, 4099], threads=[1, 2], tensors=[1, 200], repeats=2,
@@ -62,7 +61,7 @@ def test_row_schema_and_consistency(tiny_result):
 
 def test_each_kernel_row_has_its_roofline_row(tiny_result):
     rows = tiny_result.rows
-    for k, rf in zip(rows[0::2], rows[1::2]):
+    for k, rf in zip(rows[0::2], rows[1::2], strict=True):
         assert k["kind"] == "kernel" and rf["kind"] == "roofline"
         assert rf["paired_with"] == k["kernel"]
         for f in ("dtype", "n", "tensors", "threads", "bytes_per_elem",
@@ -124,7 +123,7 @@ def test_roofline_update_adds_x(simd_target, num_threads, rng, dtype, nout):
     want = [o + x for o in outs]
     x_before = x.copy()
     _core.roofline_update(outs, x)
-    for o, w in zip(outs, want):
+    for o, w in zip(outs, want, strict=True):
         np.testing.assert_array_equal(o, w)
     np.testing.assert_array_equal(x, x_before)
 

@@ -139,7 +139,6 @@ class Timed:
     name: str
     stmt: str
     namespace: dict[str, Any]
-    elements: int
 
     def timer(self) -> timeit.Timer:
         return timeit.Timer(self.stmt, globals=self.namespace)
@@ -147,7 +146,7 @@ class Timed:
 
 def roofline_candidate(outs: Sequence[np.ndarray], x: np.ndarray, name: str = "roofline") -> Timed:
     return Timed(name, "f(outs, x)",
-                 {"f": _core.roofline_update, "outs": list(outs), "x": x}, x.size)
+                 {"f": _core.roofline_update, "outs": list(outs), "x": x})
 
 
 def measure_interleaved(candidates: Sequence[Timed], *, repeats: int,
@@ -180,7 +179,7 @@ def median(xs: Sequence[float]) -> float:
 
 def paired_ratio(a: Sequence[float], b: Sequence[float]) -> float:
     """Median of the per-round ratios a[i] / b[i] (robust to drift between rounds)."""
-    return median([x / y for x, y in zip(a, b) if y > 0])
+    return median([x / y for x, y in zip(a, b, strict=True) if y > 0])
 
 
 # --------------------------------------------------------------------------------------
@@ -388,7 +387,7 @@ def bench_case(spec: KernelSpec, dtype: str, n: int, tensors: int, threads: int,
     else:  # one flat set of the same total size: what the bytes cost without per-tensor work
         outs = [aligned_full(n, 0.0, dtype) for _ in range(spec.nout)]
         x = aligned_full(n, 1e-3, dtype)
-    kernel = Timed(spec.name, spec.stmt, ns, n)
+    kernel = Timed(spec.name, spec.stmt, ns)
     roof = roofline_candidate(outs, x)
     before = _core.get_num_threads()
     _core.set_num_threads(threads)
@@ -467,6 +466,14 @@ def run(config: BenchConfig | None = None, *, log: Callable[[str], None] | None 
 
 # --------------------------------------------------------------------------------------
 # Outputs
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A GitHub-flavoured markdown table; first column left-aligned, the others right."""
+    lines = ["| " + " | ".join(str(h) for h in headers) + " |",
+             "|" + "|".join([":---"] + ["---:"] * (len(headers) - 1)) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
 
 
 def write_csv(result: BenchResult, path: str | os.PathLike[str]) -> None:
@@ -642,6 +649,7 @@ __all__ = [
     "available_kernels",
     "bytes_per_element",
     "machine_lines",
+    "markdown_table",
     "machine_summary",
     "measure_interleaved",
     "median",
