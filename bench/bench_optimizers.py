@@ -30,12 +30,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-os.environ.setdefault("DS_ACCELERATOR", "cpu")  # DeepSpeed: never look for a GPU
-
-import numpy as np
-
 import fastoptim
+import numpy as np
 from fastoptim import _core, bench
+
+os.environ.setdefault("DS_ACCELERATOR", "cpu")  # DeepSpeed (imported lazily): no GPU probing
 
 LR, BETA1, BETA2, EPS = 1e-3, 0.9, 0.999, 1e-8
 DTYPE = np.float32
@@ -330,9 +329,9 @@ def markdown(rows: list[dict[str, Any]], names: list[str], threads: list[int],
         body = []
         for lab in labels:
             for t in threads[1:]:
-                body.append([lab, t] + [
-                    f"{by[(lab, threads[0], c)]['us_per_step'] / by[(lab, t, c)]['us_per_step']:.2f}×"
-                    for c in heads[2:]])
+                one = {c: by[(lab, threads[0], c)]["us_per_step"] for c in heads[2:]}
+                body.append([lab, t] + [f"{one[c] / by[(lab, t, c)]['us_per_step']:.2f}×"
+                                        for c in heads[2:]])
         out.append(bench.markdown_table(heads, body))
     notes = [f"{name}: skipped, {why}." for name, why in skipped.items()]
     notes.append("Every contender updates the same buffers, timed round-robin in one "
@@ -345,6 +344,37 @@ def markdown(rows: list[dict[str, Any]], names: list[str], threads: list[int],
             ["goal", "measured", "met"],
             [[g["goal"], g["measured"], "yes" if g["met"] else "**no**"] for g in goals]))
     return "\n".join(out)
+
+
+def plot(rows: list[dict[str, Any]], names: list[str], path: str, date: str) -> bool:
+    """Grouped bars: µs per step for each case and contender at 1 thread (log scale)."""
+    if not bench.have_matplotlib():
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = min(r["threads"] for r in rows)
+    labels = list(dict.fromkeys(r["case"] for r in rows))
+    by = {(r["case"], r["contender"]): r for r in rows if r["threads"] == t}
+    heads = ["roofline", *names]
+    width = 0.8 / len(heads)
+    fig, ax = plt.subplots(figsize=(11, 4.5))
+    for j, c in enumerate(heads):
+        xs = [i + (j - (len(heads) - 1) / 2) * width for i in range(len(labels))]
+        ys = [by[(lab, c)]["us_per_step"] if (lab, c) in by else 0 for lab in labels]
+        ax.bar(xs, ys, width, label=c, color="0.6" if c == "roofline" else None)
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(labels)), labels, fontsize=7)
+    ax.set_ylabel("µs per Adam step (float32)")
+    ax.set_title(f"Adam step vs peers, {t} thread, {date}", fontsize=9)
+    ax.legend(fontsize=7, ncol=4)
+    ax.grid(True, axis="y", which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
 
 
 def goals_from(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -411,6 +441,9 @@ def main(argv: list[str] | None = None) -> int:
                        "threads": threads, "quick": args.quick, "contenders": names,
                        "skipped": skipped, "rows": rows, "goals": goals}, f, indent=1)
     if args.markdown:
+        png = os.path.join(os.path.dirname(os.path.abspath(args.markdown)), "optimizers.png")
+        if rows and plot(rows, names, png, machine["date"]):
+            md += "\n![µs per Adam step, fastoptim vs peers](optimizers.png)\n"
         with open(args.markdown, "w") as f:
             f.write(md)
     print(f"done in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
