@@ -280,6 +280,13 @@ def measure_bandwidth(n: int, threads: Sequence[int], *, repeats: int = 5,
     return rows
 
 
+def _load_average() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
 def machine_summary(bandwidth_n: int | None = None,
                     threads: Sequence[int] | None = None) -> dict[str, Any]:
     """CPU, cores, caches, memory, build facts; with bandwidth_n, the measured roofline."""
@@ -300,6 +307,7 @@ def machine_summary(bandwidth_n: int | None = None,
         "numpy": np.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "load_average": _load_average(),
     }
     if bandwidth_n:
         ts = list(threads) if threads else sorted({1, cpu_count()})
@@ -312,6 +320,11 @@ def machine_lines(info: dict[str, Any]) -> list[str]:
              f"SIMD target: {info['simd_target']} (usable: {', '.join(info['simd_targets'])}), "
              f"OpenMP: {'yes' if info['openmp'] else 'no'}; fastoptim {info['fastoptim']}, "
              f"numpy {info['numpy']}, Python {info['python']}; {info['date']}"]
+    load = info.get("load_average")
+    if load is not None and load > 0.25 * info["cores"]:
+        lines.append(f"WARNING: load average {load} on {info['cores']} cores before the run: "
+                     "other processes share this machine, figures are unreliable "
+                     "(multi-threaded ones most of all)")
     for b in info.get("bandwidth", []):
         lines.append(f"Measured roofline bandwidth (float32, 3 read-write + 1 read arrays, "
                      f"n={b['n']:.0e}, {b['threads']} thread(s)): {b['gbps']:.1f} GB/s "
