@@ -212,7 +212,10 @@ def check_same_update(names: list[str], log: Callable[[str], None]) -> dict[str,
     for name in names:
         bufs.restore(start)
         bufs.step = 4
-        timed = CONTENDERS[name](bufs)
+        try:
+            timed = CONTENDERS[name](bufs)
+        except Exception as e:  # e.g. DeepSpeed's op failing to compile
+            timed = f"could not be set up ({type(e).__name__}: {e})"
         if isinstance(timed, str):
             drop[name] = timed
             continue
