@@ -61,6 +61,8 @@ def aligned_full(n: int, value: float, dtype: Any, align: int = ALIGN_BYTES) -> 
     Filling touches every page, so first-touch page faults stay out of the timings.
     """
     dt = np.dtype(dtype)
+    if n == 0:
+        return np.empty(0, dt)  # no data, nothing to align
     raw = np.empty(n * dt.itemsize + align, dtype=np.uint8)
     start = (-raw.ctypes.data) % align
     out = raw[start : start + n * dt.itemsize].view(dt)
