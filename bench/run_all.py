@@ -121,7 +121,7 @@ def compose(results: Path, quick: bool, kernels: dict[str, Any] | None,
         out.append("### Goals\n")
         out.append(bench.markdown_table(
             ["goal", "measured", "met", "from"],
-            [[g["goal"], g["measured"], "yes" if g["met"] else "**no**", s]
+            [[g["goal"], g["measured"], bench.goal_mark(g["met"]), s]
              for s, g in goals]))
     if kernels:
         out.append("## Kernels vs the roofline (`fastoptim bench`)\n")

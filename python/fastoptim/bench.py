@@ -499,6 +499,11 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
     return "\n".join(lines) + "\n"
 
 
+def goal_mark(met: bool | None) -> str:
+    """How a goal's outcome reads in a table: yes, **no**, or n/a (not measured)."""
+    return "n/a" if met is None else "yes" if met else "**no**"
+
+
 def write_csv(result: BenchResult, path: str | os.PathLike[str]) -> None:
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=ROW_FIELDS)
@@ -671,6 +676,7 @@ __all__ = [
     "aligned_full",
     "available_kernels",
     "bytes_per_element",
+    "goal_mark",
     "machine_lines",
     "markdown_table",
     "machine_summary",
