@@ -245,7 +245,8 @@ def set_threads(n: int) -> None:
 
 
 def measure_case(case: Case, names: list[str], threads: list[int], *, repeats: int,
-                 target_s: float, log: Callable[[str], None]) -> list[dict[str, Any]]:
+                 target_s: float, budget_s: float,
+                 log: Callable[[str], None]) -> list[dict[str, Any]]:
     bufs = Buffers(case.sizes)
     bufs.step = 10
     contenders = []
@@ -265,12 +266,14 @@ def measure_case(case: Case, names: list[str], threads: list[int], *, repeats: i
     for t in threads:
         with limiter(t):
             set_threads(t)
-            s = bench.measure_interleaved(candidates, repeats=repeats, target_s=target_s)
+            s = bench.measure_interleaved(candidates, repeats=repeats, target_s=target_s,
+                                          budget_s=budget_s)
         roof, fo = s["roofline"], s.get("fastoptim")
         for c in candidates:
             sec = bench.median(s[c.name])
             rows.append({
                 "case": case.label, "n": case.n, "tensors": len(case.sizes), "threads": t,
+                "repeats": len(s[c.name]),
                 "contender": c.name, "us_per_step": sec * 1e6,
                 "ns_per_elem": sec / case.n * 1e9,
                 "ratio_to_roofline": bench.paired_ratio(s[c.name], roof),
@@ -435,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.cases and args.cases not in case.label:
             continue
         rows += measure_case(case, names, threads, repeats=repeats, target_s=target_s,
-                             log=print)
+                             budget_s=10 if args.quick else 120, log=print)
     goals = goals_from(rows)
     md = markdown(rows, names, threads, skipped, goals)
     print(md)

@@ -251,11 +251,25 @@ def test_run_all_report(tiny_result, tmp_path):
 def test_peer_adams_compute_the_same_update(monkeypatch):
     pytest.importorskip("torch")
     opt = _load_bench_script("bench_optimizers")
-    names = list(opt.CONTENDERS)
+    # DeepSpeed (when installed) takes this same check each time the script runs
+    names = ["fastoptim", "numpy", "torch for-loop", "torch foreach", "torch fused"]
+    assert set(names) < set(opt.CONTENDERS)
     dropped = opt.check_same_update(names, lambda _s: None)
-    for name in ("numpy", "torch for-loop", "torch foreach", "torch fused"):
-        assert name not in dropped, dropped.get(name)
+    assert dropped == {}
     # a different update is caught: the peers with beta1 = 0.8 (fastoptim keeps 0.9)
     monkeypatch.setattr(opt, "BETA1", 0.8)
     dropped = opt.check_same_update(["fastoptim", "numpy", "torch fused"], lambda _s: None)
     assert "differs" in dropped["numpy"] and "differs" in dropped["torch fused"]
+
+
+def test_measure_interleaved_rounds_and_budget():
+    import time
+
+    slow = bench.Timed("slow", "sleep(0.005)", {"sleep": time.sleep})
+    fast = bench.Timed("fast", "x + 1", {"x": 1})
+    s = bench.measure_interleaved([slow, fast], repeats=6, target_s=1e-4)
+    assert [len(v) for v in s.values()] == [6, 6]
+    assert bench.median(s["slow"]) >= 0.004  # a batch of one call: seconds per call
+    s = bench.measure_interleaved([slow, fast], repeats=6, target_s=1e-4, budget_s=0.005)
+    assert [len(v) for v in s.values()] == [3, 3]
+    assert bench.paired_ratio([2.0, 4.0, 9.0], [1.0, 1.0, 3.0]) == 3.0

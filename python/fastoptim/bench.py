@@ -157,8 +157,8 @@ def roofline_candidate(outs: Sequence[np.ndarray], x: np.ndarray, name: str = "r
                  {"f": _core.roofline_update, "outs": list(outs), "x": x})
 
 
-def measure_interleaved(candidates: Sequence[Timed], *, repeats: int,
-                        target_s: float) -> dict[str, list[float]]:
+def measure_interleaved(candidates: Sequence[Timed], *, repeats: int, target_s: float,
+                        budget_s: float | None = None) -> dict[str, list[float]]:
     """Seconds per call of each candidate, `repeats` samples each, taken round-robin.
 
     Each sample times a batch of calls (enough for about `target_s` seconds, calibrated
@@ -166,13 +166,19 @@ def measure_interleaved(candidates: Sequence[Timed], *, repeats: int,
     (skipped when a single call already takes `target_s`: such sizes live in DRAM).
     The order of the candidates is reversed every other round, so neither side always
     runs right after the other. Python's garbage collector is off while timing (timeit).
+    With `budget_s`, the rounds are cut (to no fewer than 3) when `repeats` of them would
+    take longer: an oversubscribed machine can make one multi-threaded call take seconds.
     """
     timers = [c.timer() for c in candidates]
-    batch = []
+    batch, calls = [], []
     for t in timers:
         t.timeit(1)  # warm-up: page faults, lazy state, caches
         one = t.timeit(1)
+        calls.append(one)
         batch.append(max(1, int(target_s / max(one, 1e-9))))
+    if budget_s is not None:
+        per_round = sum((b + (b > 1)) * max(one, 1e-9) for b, one in zip(batch, calls, strict=True))
+        repeats = max(min(repeats, 3), min(repeats, int(budget_s / per_round)))
     samples: dict[str, list[float]] = {c.name: [] for c in candidates}
     order = list(range(len(candidates)))
     for r in range(repeats):
@@ -359,6 +365,7 @@ class BenchConfig:
     threads: list[int] = field(default_factory=lambda: list(range(1, cpu_count() + 1)))
     repeats: int = 9
     target_s: float = 0.02
+    budget_s: float = 30.0  # per case: fewer rounds (>= 3) when the calls are that slow
     memory_fraction: float = 0.5  # cap: buffers may use this share of MemAvailable
     bandwidth_n: int | None = 10**8
     quick: bool = False
@@ -367,7 +374,8 @@ class BenchConfig:
     def quick_config(cls) -> BenchConfig:
         """Under a minute: 1e3..1e6, 1 and all threads, fewer and shorter samples."""
         return cls(sizes=[10**k for k in range(3, 7)],
-                   threads=sorted({1, cpu_count()}), repeats=5, target_s=0.002, quick=True)
+                   threads=sorted({1, cpu_count()}), repeats=5, target_s=0.002,
+                   budget_s=2.0, quick=True)
 
 
 @dataclass
@@ -400,7 +408,8 @@ def _buffers(spec: KernelSpec, sizes: list[int], dtype: Any) -> dict[str, Any]:
 
 
 def bench_case(spec: KernelSpec, dtype: str, n: int, tensors: int, threads: int, *,
-               repeats: int, target_s: float) -> list[dict[str, Any]]:
+               repeats: int, target_s: float, budget_s: float | None = None
+               ) -> list[dict[str, Any]]:
     """Times one kernel configuration interleaved with its roofline; returns two rows."""
     sizes = split_sizes(n, tensors)
     ns = _buffers(spec, sizes, dtype)
@@ -415,13 +424,14 @@ def bench_case(spec: KernelSpec, dtype: str, n: int, tensors: int, threads: int,
     before = _core.get_num_threads()
     _core.set_num_threads(threads)
     try:
-        s = measure_interleaved([kernel, roof], repeats=repeats, target_s=target_s)
+        s = measure_interleaved([kernel, roof], repeats=repeats, target_s=target_s,
+                                budget_s=budget_s)
     finally:
         _core.set_num_threads(before)
     bpe = bytes_per_element(spec.nout, dtype)
     k_sec, r_sec = median(s[spec.name]), median(s["roofline"])
     common = {"dtype": dtype, "tensors": len(sizes), "n": n, "threads": threads,
-              "simd": _core.simd_target(), "bytes_per_elem": bpe, "repeats": repeats,
+              "simd": _core.simd_target(), "bytes_per_elem": bpe, "repeats": len(s["roofline"]),
               "roofline_ns_per_elem": r_sec / n * 1e9}
     krow = {"kind": "kernel", "kernel": spec.name, **common, "us_per_call": k_sec * 1e6,
             "ns_per_elem": k_sec / n * 1e9, "gbps": bpe * n / k_sec / 1e9,
@@ -480,7 +490,7 @@ def run(config: BenchConfig | None = None, *, log: Callable[[str], None] | None 
                 for tensors in cfg.tensors:
                     for t in cfg.threads:
                         pair = bench_case(spec, dtype, n, tensors, t, repeats=cfg.repeats,
-                                          target_s=cfg.target_s)
+                                          target_s=cfg.target_s, budget_s=cfg.budget_s)
                         say(_line(pair[0]))
                         rows.extend(pair)
                     gc.collect()  # free this layout's buffers before the next one
