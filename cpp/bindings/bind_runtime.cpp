@@ -24,7 +24,10 @@ void bind_runtime(py::module_& m) {
           "Switch the active SIMD target (for tests and benchmarks). ValueError for an unknown "
           "name, RuntimeError if this CPU lacks it.");
     m.def("get_num_threads", &dispatch::num_threads,
-          "Threads the kernels may use (OpenMP's max threads; OMP_NUM_THREADS sets the default).");
+          "Threads the kernels may use (OpenMP's max threads; OMP_NUM_THREADS sets the default). "
+          "1 in a child created by fork(): OpenMP's thread pool does not survive fork(), so "
+          "forked children run serially; use the spawn or forkserver start method for "
+          "multi-threaded children.");
     m.def("set_num_threads", &dispatch::set_num_threads, "n"_a,
           "Set the number of threads the kernels may use (n >= 1).");
     m.def("have_openmp", &dispatch::have_openmp, "Whether this build uses OpenMP.");

@@ -8,6 +8,9 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#if defined(_OPENMP) && defined(__unix__)
+#include <pthread.h>
+#endif
 
 namespace fastoptim::dispatch {
 
@@ -27,6 +30,16 @@ const std::vector<Entry>& entries() {
 }
 
 const KernelTable* g_active = nullptr;
+
+// Set in a child created by fork(). GNU libgomp keeps its thread pool across fork() but
+// not the threads: the child's first parallel region waits forever for workers that do
+// not exist (reproduced by tests/test_threads_fork.py). So a forked child runs the
+// kernels serially, whatever its OpenMP thread setting says.
+bool g_forked_child = false;
+
+#if defined(_OPENMP) && defined(__unix__)
+extern "C" void mark_forked_child() { g_forked_child = true; }
+#endif
 
 }  // namespace
 
@@ -89,11 +102,18 @@ bool have_openmp() {
 #endif
 }
 
+void install_fork_guard() {
+#if defined(_OPENMP) && defined(__unix__)
+    static const bool installed = pthread_atfork(nullptr, nullptr, &mark_forked_child) == 0;
+    if (!installed) throw std::runtime_error("pthread_atfork failed");
+#endif
+}
+
 // Threads follow OpenMP's own setting (OMP_NUM_THREADS, omp_set_num_threads), so
-// threadpoolctl's limits apply to fastoptim as to any OpenMP library.
+// threadpoolctl's limits apply to fastoptim as to any OpenMP library; 1 in a forked child.
 int num_threads() {
 #ifdef _OPENMP
-    return omp_get_max_threads();
+    return g_forked_child ? 1 : omp_get_max_threads();
 #else
     return 1;
 #endif

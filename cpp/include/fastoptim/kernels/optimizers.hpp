@@ -17,8 +17,8 @@ namespace fastoptim {
 namespace FASTOPTIM_KERNEL_NS {
 
 // Elements per thread below which a parallel region costs more than it saves (bench/).
-constexpr std::size_t kMinPerThreadSGD = 65536;
-constexpr std::size_t kMinPerThreadAdam = 32768;
+constexpr std::size_t kMinPerThreadSGD = 8192;
+constexpr std::size_t kMinPerThreadAdam = 4096;
 
 enum class Decay { none, l2, decoupled };
 enum class Momentum { none, first, running };
