@@ -148,6 +148,10 @@ def test_benchmarked_statement_performs_the_update(spec, tensors):
     after = {k: as_list(ns[k]) for k in spec.buffers}
     for i in range(len(sizes)):
         p, g = before["p"][i], before["g"][i]
+        if spec.name in ("adagrad", "rmsprop", "rmsprop_momentum"):
+            torch = pytest.importorskip("torch")
+            _check_against_torch(torch, spec, before, after, i)
+            continue
         if spec.name.startswith("sgd"):
             buf = before["buf"][i] if "buf" in before else None
             kw = {"momentum": 0.9} if buf is not None else {}
@@ -163,6 +167,30 @@ def test_benchmarked_statement_performs_the_update(spec, tensors):
             np.testing.assert_allclose(after["v"][i], v, rtol=1e-12)
         assert not np.array_equal(after["p"][i], p)
         np.testing.assert_allclose(after["p"][i], want_p, rtol=1e-12)
+
+
+def _check_against_torch(torch, spec, before, after, i):
+    """One torch.optim step from the benchmark's initial state; compares every buffer."""
+    t = torch.nn.Parameter(torch.from_numpy(before["p"][i].copy()))
+    t.grad = torch.from_numpy(before["g"][i].copy())
+    if spec.name == "adagrad":
+        opt = torch.optim.Adagrad([t], lr=1e-2)
+        opt.state[t] = {"step": torch.tensor(9.0), "sum": torch.from_numpy(before["sums"][i])}
+        state = {"sums": "sum"}
+    else:
+        mom = 0.9 if spec.name == "rmsprop_momentum" else 0.0
+        opt = torch.optim.RMSprop([t], lr=1e-2, momentum=mom)
+        opt.state[t] = {"step": torch.tensor(0.0),
+                        "square_avg": torch.from_numpy(before["sq"][i])}
+        state = {"sq": "square_avg"}
+        if mom:
+            opt.state[t]["momentum_buffer"] = torch.from_numpy(before["buf"][i])
+            state["buf"] = "momentum_buffer"
+    opt.step()
+    np.testing.assert_allclose(after["p"][i], t.detach().numpy(), rtol=1e-12)
+    assert not np.array_equal(after["p"][i], before["p"][i])
+    for ours, theirs in state.items():
+        np.testing.assert_allclose(after[ours][i], opt.state[t][theirs].numpy(), rtol=1e-12)
 
 
 def test_buffers_are_aligned_and_filled():

@@ -115,6 +115,10 @@ KERNELS: list[KernelSpec] = [
     KernelSpec("adamw", "adam_step", ("p", "m", "v"),
                "f(p, g, m, v, step=10, lr=1e-3, weight_decay=1e-2, "
                "decoupled_weight_decay=True)"),
+    KernelSpec("adagrad", "adagrad_step", ("p", "sums"), "f(p, g, sums, step=10, lr=1e-2)"),
+    KernelSpec("rmsprop", "rmsprop_step", ("p", "sq"), "f(p, g, sq, lr=1e-2)"),
+    KernelSpec("rmsprop_momentum", "rmsprop_step", ("p", "sq", "buf"),
+               "f(p, g, sq, buf, lr=1e-2, momentum=0.9)"),
 ]
 
 
