@@ -22,6 +22,7 @@ namespace FASTOPTIM_KERNEL_NS {
 constexpr std::size_t kLossChunk = 4096;            // elements per deterministic partial sum
 constexpr std::size_t kXentRowChunk = 64;           // rows per partial sum
 constexpr std::size_t kMinPerThreadLoss = 65536;    // elements per thread before splitting
+constexpr std::size_t kXentSimdMin = 32;            // classes below which row loops stay scalar
 
 // Sum over [0, n) of the elementwise loss K; g[i] = scale * dloss/dp[i] when G.
 template <class T, PointLoss K, bool G>
@@ -97,10 +98,20 @@ template <class T, bool G, bool LABEL>
 double xent_row(T* __restrict g, const T* __restrict z, std::int64_t y, const T* __restrict t,
                 const T* __restrict w, std::size_t C, T keep, T smooth, T scale) {
     T m = -std::numeric_limits<T>::infinity();
+    if (C < kXentSimdMin) {
+        for (std::size_t c = 0; c < C; ++c) m = z[c] > m ? z[c] : m;
+    } else {
 #pragma omp simd reduction(max : m)
-    for (std::size_t c = 0; c < C; ++c) m = z[c] > m ? z[c] : m;
+        for (std::size_t c = 0; c < C; ++c) m = z[c] > m ? z[c] : m;
+    }
     T sum = T(0);
-    if constexpr (G) {
+    if (C < kXentSimdMin) {  // short rows: a plain loop beats the simd-lane setup
+        for (std::size_t c = 0; c < C; ++c) {
+            const T e = vexp(z[c] - m);
+            if constexpr (G) g[c] = e;
+            sum += e;
+        }
+    } else if constexpr (G) {
 #pragma omp simd reduction(+ : sum)
         for (std::size_t c = 0; c < C; ++c) {
             const T e = vexp(z[c] - m);
@@ -112,28 +123,49 @@ double xent_row(T* __restrict g, const T* __restrict z, std::int64_t y, const T*
         for (std::size_t c = 0; c < C; ++c) sum += vexp(z[c] - m);
     }
     const T lse = m + std::log(sum);
-    // a_c = base_c + (LABEL && c == y ? extra : 0), base_c = coefficient of every class
     T asum = T(0), loss = T(0);
-    const T wy = LABEL ? (w ? w[y] : T(1)) : T(0);
-    const T extra = keep * wy;
+    if constexpr (LABEL) {
+        // a = base + extra onehot(y), base_c = smooth w_c: the base loop only runs when
+        // smoothing is on, and the label's term is added once (no per-class compare).
+        const T extra = keep * (w ? w[y] : T(1));
+        if (smooth != T(0)) {
 #pragma omp simd reduction(+ : asum, loss)
-    for (std::size_t c = 0; c < C; ++c) {
-        T a;
-        if constexpr (LABEL) a = smooth * (w ? w[c] : T(1));
-        else a = (keep * t[c] + smooth) * (w ? w[c] : T(1));
-        if constexpr (LABEL) a = static_cast<std::int64_t>(c) == y ? a + extra : a;
-        asum += a;
-        loss += a != T(0) ? a * (lse - z[c]) : T(0);
-    }
-    if constexpr (G) {
-        const T inv = scale * asum / sum;
+            for (std::size_t c = 0; c < C; ++c) {
+                const T a = smooth * (w ? w[c] : T(1));
+                asum += a;
+                loss += a != T(0) ? a * (lse - z[c]) : T(0);
+            }
+        }
+        asum += extra;
+        loss += extra != T(0) ? extra * (lse - z[y]) : T(0);
+        if constexpr (G) {
+            // g = scale (asum softmax - a); the label's term is subtracted before scaling so
+            // that a row whose softmax is exactly onehot(y) gets an exactly zero gradient.
+            const T invsum = T(1) / sum;
+            if (smooth != T(0)) {
 #pragma omp simd
+                for (std::size_t c = 0; c < C; ++c)
+                    g[c] = asum * (g[c] * invsum) - smooth * (w ? w[c] : T(1));
+            } else {
+#pragma omp simd
+                for (std::size_t c = 0; c < C; ++c) g[c] = asum * (g[c] * invsum);
+            }
+            g[y] -= extra;
+#pragma omp simd
+            for (std::size_t c = 0; c < C; ++c) g[c] = g[c] * scale;
+        }
+    } else {
+#pragma omp simd reduction(+ : asum, loss)
         for (std::size_t c = 0; c < C; ++c) {
-            T a;
-            if constexpr (LABEL) a = smooth * (w ? w[c] : T(1));
-            else a = (keep * t[c] + smooth) * (w ? w[c] : T(1));
-            if constexpr (LABEL) a = static_cast<std::int64_t>(c) == y ? a + extra : a;
-            g[c] = g[c] * inv - scale * a;
+            const T a = (keep * t[c] + smooth) * (w ? w[c] : T(1));
+            asum += a;
+            loss += a != T(0) ? a * (lse - z[c]) : T(0);
+        }
+        if constexpr (G) {
+            const T invsum = T(1) / sum;
+#pragma omp simd
+            for (std::size_t c = 0; c < C; ++c)
+                g[c] = scale * (asum * (g[c] * invsum) - (keep * t[c] + smooth) * (w ? w[c] : T(1)));
         }
     }
     return static_cast<double>(loss);
