@@ -8,6 +8,13 @@ from __future__ import annotations
 
 import os as _os
 
+# Idle OpenMP workers sleep instead of spinning, unless the user chose a policy. numpy's
+# OpenBLAS keeps its own spinning worker threads: with both pools spinning on the same
+# cores, each waits for the other's time slice (bench/bench_thread_pools.py: a BLAS product
+# plus an Adam step went from ~0.3 ms to 26-40 ms per iteration on 2 cores). libgomp reads
+# the policy when it is loaded, i.e. when fastoptim._core is first imported.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from fastoptim import losses, metrics, nn
 from fastoptim._core import (
     adagrad_step,

@@ -11,11 +11,18 @@ import argparse
 import importlib
 from collections.abc import Sequence
 
-COMMANDS = ("fastoptim.bench",)
+COMMANDS = ("fastoptim.train_command", "fastoptim.bench")
+
+
+class _Parser(argparse.ArgumentParser):
+    """Bad options are one line on stderr and exit status 2 (no usage dump)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="fastoptim", description="Fast CPU kernels for training and optimizing models.")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMANDS:

@@ -382,6 +382,16 @@ def fit(model, X, y, *, loss, optimizer, epochs: int = 1, batch_size: int | None
     xbuf = np.empty((bs,) + X.shape[1:], X.dtype) if shuffle and batch_size is not None else None
     ybuf = np.empty((bs,) + y.shape[1:], y.dtype) if xbuf is not None else None
 
+    _loop(trainer, model, optimizer, X, y, spans, xbuf, ybuf, order_seed=seed,
+          initial_epoch=initial_epoch, epochs=epochs, callbacks=callbacks,
+          metric_fns=metric_fns, validation_data=validation_data, bs=bs, n=n,
+          penalties=penalties)
+    return trainer.history
+
+
+def _loop(trainer, model, optimizer, X, y, spans, xbuf, ybuf, *, order_seed, initial_epoch,
+          epochs, callbacks, metric_fns, validation_data, bs, n, penalties) -> None:
+    seed = order_seed
     for cb in callbacks:
         cb.on_train_begin(trainer)
     for epoch in range(initial_epoch, epochs):
@@ -404,14 +414,14 @@ def fit(model, X, y, *, loss, optimizer, epochs: int = 1, batch_size: int | None
             trainer.set_lr()
             out = model.forward(xb, training=True)
             value, grad = trainer.loss_fn(out, yb)
+            if not np.isfinite(value):  # stop before a NaN reaches the parameters
+                raise FloatingPointError(f"loss became {value} at epoch {epoch}, batch {b}; "
+                                         f"lower the learning rate or check the data")
             model.backward(grad)  # overwrites the gradients
             if penalties is not None:
                 value += penalties()  # per-layer L1/L2, added to the gradients natively
             optimizer.step(model.gradients())
             trainer.step += 1
-            if not np.isfinite(value):
-                raise FloatingPointError(f"loss became {value} at epoch {epoch}, batch {b}; "
-                                         f"lower the learning rate or check the data")
             total_loss += float(value) * (hi - lo)
             if preds is not None:
                 preds.append((_predictions(out), yb.copy() if order is not None else yb))
@@ -424,7 +434,7 @@ def fit(model, X, y, *, loss, optimizer, epochs: int = 1, batch_size: int | None
             for name, fn in metric_fns.items():
                 logs[name] = fn(t, p)
         if validation_data is not None:
-            val = evaluate(model, *validation_data, loss=trainer.loss_fn, metrics=metrics,
+            val = evaluate(model, *validation_data, loss=trainer.loss_fn, metrics=list(metric_fns),
                            batch_size=max(bs, 256))
             logs.update({f"val_{k}": v for k, v in val.items()})
         logs["lr"] = trainer.current_lr()
@@ -436,7 +446,6 @@ def fit(model, X, y, *, loss, optimizer, epochs: int = 1, batch_size: int | None
             break
     for cb in callbacks:
         cb.on_train_end(trainer)
-    return trainer.history
 
 
 def predict(model, X, *, batch_size: int = 1024) -> np.ndarray:
@@ -507,7 +516,7 @@ def _unflatten(skel, arrays: dict[str, np.ndarray]):
 
 
 def _dropouts(model) -> list:
-    """Layers with a native dropout stream whose position must survive a resume."""
+    """Layers with a native dropout stream (seed, call counter) that must survive a resume."""
     return [layer for layer in getattr(model, "layers", []) if hasattr(layer, "calls")]
 
 
@@ -522,7 +531,8 @@ def save_training_state(path, trainer: _Trainer, *, epoch: int) -> None:
         "model": _flatten("model", trainer.model.state_dict(), arrays),
         "optimizer": _flatten("optimizer", trainer.optimizer.state_dict(), arrays),
         "history": trainer.history.to_dict(),
-        "dropout_calls": [layer.calls for layer in _dropouts(trainer.model)],
+        "dropout_streams": [[int(layer.seed), int(layer.calls)]
+                            for layer in _dropouts(trainer.model)],
     }
     _ckpt.save_checkpoint(path, arrays, meta)
 
@@ -541,6 +551,6 @@ def load_training_state(path, trainer: _Trainer) -> int:
     trainer.step = step
     trainer.lr_scale = float(meta.get("lr_scale", 1.0))
     trainer.history = History.from_dict(meta.get("history", {}))
-    for layer, calls in zip(_dropouts(trainer.model), meta.get("dropout_calls", [])):
-        layer.calls = int(calls)
+    for layer, (seed, calls) in zip(_dropouts(trainer.model), meta.get("dropout_streams", [])):
+        layer.seed, layer.calls = int(seed), int(calls)
     return epoch
