@@ -18,7 +18,7 @@ from contextlib import contextmanager
 
 import numpy as np
 import reference as ref
-from conftest import THREADS
+from conftest import TARGETS, THREADS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -38,7 +38,7 @@ unit = st.floats(0.0, 1.0)
 
 @st.composite
 def runtimes(draw):
-    return draw(st.sampled_from(fastoptim.simd_targets())), draw(st.sampled_from(THREADS))
+    return draw(st.sampled_from(TARGETS)), draw(st.sampled_from(THREADS))
 
 
 @contextmanager
