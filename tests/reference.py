@@ -51,3 +51,124 @@ def adam(p, g, m, v, vmax, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
 
 def global_norm(arrays):
     return float(np.sqrt(sum(float(np.sum(np.asarray(a, np.float64) ** 2)) for a in arrays)))
+
+
+def rmsprop(p, g, sq, buf, gavg, *, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0,
+            momentum=0.0, centered=False, maximize=False):
+    """One step of torch.optim.RMSprop. Returns (param, square_avg, momentum_buffer,
+    grad_avg); the last two are None when unused."""
+    p = np.asarray(p, np.float64).copy()
+    d = -np.asarray(g, np.float64) if maximize else np.asarray(g, np.float64).copy()
+    if weight_decay:
+        d = d + weight_decay * p
+    sq = alpha * np.asarray(sq, np.float64) + (1.0 - alpha) * d * d
+    new_gavg = None
+    if centered:
+        new_gavg = alpha * np.asarray(gavg, np.float64) + (1.0 - alpha) * d
+        avg = np.sqrt(sq - new_gavg * new_gavg) + eps
+    else:
+        avg = np.sqrt(sq) + eps
+    new_buf = None
+    if momentum > 0:
+        new_buf = momentum * np.asarray(buf, np.float64) + d / avg
+        return p - lr * new_buf, sq, new_buf, new_gavg
+    return p - lr * d / avg, sq, new_buf, new_gavg
+
+
+def adagrad(p, g, s, *, step, lr=1e-2, lr_decay=0.0, weight_decay=0.0, eps=1e-10,
+            maximize=False):
+    """One step of torch.optim.Adagrad. Returns (param, sum)."""
+    p = np.asarray(p, np.float64).copy()
+    d = -np.asarray(g, np.float64) if maximize else np.asarray(g, np.float64).copy()
+    if weight_decay:
+        d = d + weight_decay * p
+    clr = lr / (1.0 + (step - 1) * lr_decay)
+    s = np.asarray(s, np.float64) + d * d
+    return p - clr * d / (np.sqrt(s) + eps), s
+# --- model toolkit: losses, activations, penalties (float64) ---------------------------
+
+def point_loss(kind, x, t, *, reduction="mean", delta=1.0):
+    """Elementwise losses as torch.nn.functional. Returns (loss, grad of the reduced loss)."""
+    x = np.asarray(x, np.float64)
+    t = np.asarray(t, np.float64)
+    d = x - t
+    if kind == "mse":
+        loss, g = d * d, 2 * d
+    elif kind == "mae":
+        loss, g = np.abs(d), np.sign(d)
+    elif kind == "huber":
+        a = np.abs(d)
+        loss = np.where(a <= delta, 0.5 * d * d, delta * (a - 0.5 * delta))
+        g = np.clip(d, -delta, delta)
+    elif kind == "bce_logits":
+        loss = np.maximum(x, 0) - x * t + np.log1p(np.exp(-np.abs(x)))
+        g = 1.0 / (1.0 + np.exp(-x)) - t
+    else:
+        raise ValueError(kind)
+    scale = 1.0 / x.size if reduction == "mean" else 1.0
+    return float(loss.sum() * scale), g * scale
+
+
+def log_softmax(z):
+    z = np.asarray(z, np.float64)
+    m = np.max(z, axis=1, keepdims=True)
+    return z - (m + np.log(np.sum(np.exp(z - m), axis=1, keepdims=True)))
+
+
+def softmax_cross_entropy(z, target, *, weight=None, label_smoothing=0.0, reduction="mean"):
+    """torch.nn.functional.cross_entropy (indices or probabilities). Returns (loss, grad)."""
+    z = np.asarray(z, np.float64)
+    n, c = z.shape
+    w = np.ones(c) if weight is None else np.asarray(weight, np.float64)
+    target = np.asarray(target)
+    if target.ndim == 1:
+        a = np.zeros((n, c))
+        a[np.arange(n), target] = (1 - label_smoothing) * w[target]
+        a += label_smoothing / c * w[None, :]
+        denom = w[target].sum() if reduction == "mean" else 1.0
+    else:
+        a = ((1 - label_smoothing) * target.astype(np.float64) + label_smoothing / c) * w
+        denom = n if reduction == "mean" else 1.0
+    lp = log_softmax(z)
+    loss = -np.where(a != 0, a * lp, 0.0).sum()
+    p = np.exp(lp)
+    g = a.sum(axis=1, keepdims=True) * p - a
+    return float(loss / denom), g / denom
+
+
+def activation(name, z, alpha=0.01):
+    """(act(z), act'(z)) in float64."""
+    z = np.asarray(z, np.float64)
+    if name is None:
+        return z.copy(), np.ones_like(z)
+    if name == "relu":
+        return np.maximum(z, 0), (z > 0).astype(np.float64)
+    if name == "leaky_relu":
+        return np.where(z > 0, z, alpha * z), np.where(z > 0, 1.0, alpha)
+    if name == "sigmoid":
+        s = 1 / (1 + np.exp(-z))
+        return s, s * (1 - s)
+    if name == "tanh":
+        t = np.tanh(z)
+        return t, 1 - t * t
+    if name == "gelu_tanh":
+        k = np.sqrt(2 / np.pi)
+        u = k * (z + 0.044715 * z**3)
+        t = np.tanh(u)
+        dt = 0.5 * z * (1 - t * t) * k * (1 + 3 * 0.044715 * z * z)
+        return 0.5 * z * (1 + t), 0.5 * (1 + t) + dt
+    if name == "gelu":
+        from math import erf
+        e = np.vectorize(erf)(z / np.sqrt(2))
+        return 0.5 * z * (1 + e), 0.5 * (1 + e) + z * np.exp(-0.5 * z * z) / np.sqrt(2 * np.pi)
+    raise ValueError(name)
+
+
+def softmax_rows(z):
+    return np.exp(log_softmax(z))
+
+
+def penalty(p, *, l1=0.0, l2=0.0):
+    """(l1 sum|p| + l2/2 sum p^2, its subgradient)."""
+    p = np.asarray(p, np.float64)
+    return float(l1 * np.abs(p).sum() + 0.5 * l2 * (p * p).sum()), l1 * np.sign(p) + l2 * p

@@ -19,35 +19,56 @@ namespace py = pybind11;
 
 enum class DType { f32, f64 };
 
-// A list of arrays parsed from an ndarray (one tensor) or a list/tuple of ndarrays.
-struct ArrayList {
-    const char* name;
-    std::vector<py::array> arrays;
-    bool single = false;  // the caller passed one ndarray, not a list
-
-    std::size_t size() const { return arrays.size(); }
-    std::string item_name(std::size_t i) const;
-    template <class T>
-    T* data(std::size_t i) const {
-        return static_cast<T*>(const_cast<void*>(arrays[i].data()));
-    }
-    std::size_t count(std::size_t i) const { return static_cast<std::size_t>(arrays[i].size()); }
+// One buffer of a call: a numpy.ndarray or a CPU torch.Tensor (both zero copy).
+struct Buffer {
+    py::object obj;         // keeps the array or tensor alive while the GIL is released
+    void* data;
+    std::size_t n;          // elements
+    std::size_t dim_off;    // its shape is ArrayList::dims[dim_off, dim_off + ndim)
+    int ndim;
 };
 
-// Collects the arrays of one call and checks them against each other.
+// A list of buffers parsed from one array/tensor or a list/tuple of them.
+struct ArrayList {
+    const char* name;
+    std::vector<Buffer> items;
+    std::vector<py::ssize_t> dims;
+    bool single = false;  // the caller passed one array or tensor, not a list
+
+    std::size_t size() const { return items.size(); }
+    std::string item_name(std::size_t i) const;
+    std::string shape_str(std::size_t i) const;
+    bool same_shape(std::size_t i, const ArrayList& o) const;
+    template <class T>
+    T* data(std::size_t i) const {
+        return static_cast<T*>(items[i].data);
+    }
+    std::size_t count(std::size_t i) const { return items[i].n; }
+};
+
+// Collects the arrays of one call and checks them against each other. Each item may be a
+// numpy.ndarray or a dense CPU torch.Tensor (recognised only once torch is imported).
 class Gate {
 public:
     // Parses `obj` as the first (reference) list: it fixes the dtype, count and shapes.
     ArrayList first(py::handle obj, const char* name, bool writable);
     // Parses a further list that must match the reference one element by element.
     ArrayList like(py::handle obj, const char* name, bool writable);
+    // Parses one ndarray of the call's dtype whose shape the caller checks (a bias next to
+    // a matrix, a label-free target); it joins the overlap check like every other array.
+    py::array single(py::handle obj, const char* name, bool writable);
+    // Parses read-only int64 class indices (C-contiguous, native byte order).
+    py::array indices(py::handle obj, const char* name);
     // Raises ValueError if any two registered buffers share a byte.
     void check_no_overlap() const;
     DType dtype() const { return dtype_; }
 
 private:
-    ArrayList parse(py::handle obj, const char* name) const;
-    void check_array(const py::array& a, const std::string& name, bool writable);
+    ArrayList parse(py::handle obj, const char* name, bool writable);
+    void add(ArrayList& out, py::handle item, std::size_t i, bool writable);
+    void add_array(ArrayList& out, py::handle item, const std::string& name, bool writable);
+    void add_tensor(ArrayList& out, py::handle item, const std::string& name);
+    void set_dtype(DType kind, const std::string& name, py::handle got);
     struct Range {
         const char* begin;
         const char* end;
@@ -55,11 +76,14 @@ private:
     };
     DType dtype_ = DType::f32;
     bool have_dtype_ = false;
-    std::vector<py::array> ref_arrays_;
+    ArrayList ref_;
     bool ref_single_ = false;
     const char* ref_name_ = nullptr;
     std::vector<Range> ranges_;
 };
+
+// "(2, 3)" / "(5,)": an array's shape for error messages.
+std::string shape_str(const py::array& a);
 
 // ValueError unless x is finite and >= 0 (or > 0 when strictly_positive).
 void check_hyper(double x, const char* name);

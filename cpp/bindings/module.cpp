@@ -6,6 +6,9 @@
 namespace fastoptim::bind {
 void bind_runtime(pybind11::module_& m);
 void bind_optimizers(pybind11::module_& m);
+void bind_adaptive(pybind11::module_& m);
+void bind_losses(pybind11::module_& m);
+void bind_nn(pybind11::module_& m);
 }  // namespace fastoptim::bind
 
 PYBIND11_MODULE(_core, m) {
@@ -16,4 +19,7 @@ PYBIND11_MODULE(_core, m) {
     fastoptim::dispatch::install_fork_guard();
     fastoptim::bind::bind_runtime(m);
     fastoptim::bind::bind_optimizers(m);
+    fastoptim::bind::bind_adaptive(m);
+    fastoptim::bind::bind_losses(m);
+    fastoptim::bind::bind_nn(m);
 }

@@ -2,11 +2,13 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <type_traits>
 #include <vector>
 
 #include "fastoptim/config.hpp"
+#include "fastoptim/nn_config.hpp"
 
 namespace fastoptim::dispatch {
 
@@ -18,6 +20,17 @@ struct Ops {
     double (*sumsq)(const T* const*, const std::size_t*, std::size_t, int);
     void (*scale)(T* const*, const std::size_t*, std::size_t, T, int);
     void (*stream)(T* const*, int, const T*, std::size_t, int, std::size_t);  // roofline
+    void (*rmsprop)(const RMSpropTensor<T>*, std::size_t, const RMSpropConfig&, int);
+    void (*adagrad)(const AdagradTensor<T>*, std::size_t, const AdagradConfig&, int);
+    // model toolkit (kernels/losses.hpp, activations.hpp, regularizers.hpp)
+    double (*point_loss)(T*, const T*, const T*, std::size_t, const PointLossConfig&, int);
+    double (*softmax_xent)(T*, const T*, const std::int64_t*, const T*, const T*, std::size_t,
+                           std::size_t, const XentConfig&, int);
+    void (*bias_act_forward)(T*, T*, const T*, std::size_t, std::size_t, const ActConfig&, int);
+    void (*act_backward)(T*, const T*, const T*, const T*, T*, std::size_t, std::size_t,
+                         const ActConfig&, bool, int);
+    double (*penalty)(T*, const T*, std::size_t, double, double, int);
+    void (*dropout)(T*, T*, const T*, std::size_t, double, std::uint64_t, std::uint64_t, int);
 };
 
 struct KernelTable {

@@ -17,7 +17,10 @@ template <class T>
 Ops<T> make_ops() {
     namespace k = fastoptim::FASTOPTIM_TARGET;
     return Ops<T>{&k::sgd_multi<T>, &k::adam_multi<T>, &k::sumsq_multi<T>, &k::scale_multi<T>,
-                  &k::stream_update<T>};
+                  &k::stream_update<T>, &k::rmsprop_multi<T>, &k::adagrad_multi<T>,
+                  &k::point_loss<T>, &k::softmax_xent<T>,
+                  &k::bias_act_forward<T>, &k::act_backward<T>, &k::penalty<T>,
+                  &k::dropout_forward<T>};
 }
 }  // namespace
 

@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import os as _os
 
+from fastoptim import losses, metrics, nn
 from fastoptim._core import (
+    adagrad_step,
     adam_step,
     clip_by_global_norm,
     compiled_simd_targets,
     get_num_threads,
     global_norm,
     have_openmp,
+    rmsprop_step,
     set_num_threads,
     set_simd_target,
     sgd_step,
@@ -37,6 +40,7 @@ def get_include() -> str:
 
 __all__ = [
     "__version__",
+    "adagrad_step",
     "adam_step",
     "clip_by_global_norm",
     "compiled_simd_targets",
@@ -44,6 +48,10 @@ __all__ = [
     "get_num_threads",
     "global_norm",
     "have_openmp",
+    "rmsprop_step",
+    "losses",
+    "metrics",
+    "nn",
     "set_num_threads",
     "set_simd_target",
     "sgd_step",

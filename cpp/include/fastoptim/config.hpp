@@ -58,6 +58,51 @@ struct AdamTensor {
     std::size_t n;
 };
 
+// torch.optim.RMSprop semantics: square_avg = alpha * square_avg + (1 - alpha) g^2; centered
+// subtracts grad_avg^2 under the root; eps is added after the root; momentum keeps a buffer
+// of g / (root + eps). Weight decay is L2 added to the gradient.
+struct RMSpropConfig {
+    double lr = 1e-2;
+    double alpha = 0.99;
+    double eps = 1e-8;
+    double weight_decay = 0.0;
+    double momentum = 0.0;
+    bool centered = false;
+    bool maximize = false;
+};
+
+// torch.optim.Adagrad semantics: sum += g^2; p -= clr * g / (sqrt(sum) + eps) with
+// clr = lr / (1 + (step - 1) * lr_decay). `step` is the step being taken (1 first), int64.
+struct AdagradConfig {
+    double lr = 1e-2;
+    double lr_decay = 0.0;
+    double weight_decay = 0.0;
+    double eps = 1e-10;
+    std::int64_t step = 1;
+    bool maximize = false;
+};
+
+// One tensor of a multi-tensor RMSprop update. momentum_buffer may be null unless
+// momentum > 0; grad_avg may be null unless centered.
+template <class T>
+struct RMSpropTensor {
+    T* param;
+    const T* grad;
+    T* square_avg;
+    T* momentum_buffer;
+    T* grad_avg;
+    std::size_t n;
+};
+
+// One tensor of a multi-tensor Adagrad update (`sum` is torch's state name).
+template <class T>
+struct AdagradTensor {
+    T* param;
+    const T* grad;
+    T* sum;
+    std::size_t n;
+};
+
 namespace detail {
 inline bool bad_nonneg(double x) { return !(x >= 0.0) || std::isinf(x); }
 inline std::string num(double x) { return std::to_string(x); }
@@ -88,6 +133,31 @@ inline std::string validate(const AdamConfig& c) {
     if (bad_nonneg(c.eps)) return "eps must be a finite number >= 0, got " + detail::num(c.eps);
     if (bad_nonneg(c.weight_decay))
         return "weight_decay must be a finite number >= 0, got " + detail::num(c.weight_decay);
+    if (c.step < 1) return "step must be >= 1, got " + std::to_string(c.step);
+    return {};
+}
+
+inline std::string validate(const RMSpropConfig& c) {
+    using detail::bad_nonneg;
+    if (bad_nonneg(c.lr)) return "lr must be a finite number >= 0, got " + detail::num(c.lr);
+    if (!(c.alpha >= 0.0 && c.alpha <= 1.0))
+        return "alpha must be in [0, 1], got " + detail::num(c.alpha);
+    if (bad_nonneg(c.eps)) return "eps must be a finite number >= 0, got " + detail::num(c.eps);
+    if (bad_nonneg(c.weight_decay))
+        return "weight_decay must be a finite number >= 0, got " + detail::num(c.weight_decay);
+    if (bad_nonneg(c.momentum))
+        return "momentum must be a finite number >= 0, got " + detail::num(c.momentum);
+    return {};
+}
+
+inline std::string validate(const AdagradConfig& c) {
+    using detail::bad_nonneg;
+    if (bad_nonneg(c.lr)) return "lr must be a finite number >= 0, got " + detail::num(c.lr);
+    if (bad_nonneg(c.lr_decay))
+        return "lr_decay must be a finite number >= 0, got " + detail::num(c.lr_decay);
+    if (bad_nonneg(c.weight_decay))
+        return "weight_decay must be a finite number >= 0, got " + detail::num(c.weight_decay);
+    if (bad_nonneg(c.eps)) return "eps must be a finite number >= 0, got " + detail::num(c.eps);
     if (c.step < 1) return "step must be >= 1, got " + std::to_string(c.step);
     return {};
 }

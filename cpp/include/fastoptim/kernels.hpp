@@ -14,9 +14,14 @@
 #endif
 
 #include "fastoptim/config.hpp"
+#include "fastoptim/kernels/adaptive.hpp"
+#include "fastoptim/nn_config.hpp"
+#include "fastoptim/kernels/activations.hpp"
+#include "fastoptim/kernels/losses.hpp"
 #include "fastoptim/kernels/optimizers.hpp"
 #include "fastoptim/kernels/parallel.hpp"
 #include "fastoptim/kernels/reductions.hpp"
+#include "fastoptim/kernels/regularizers.hpp"
 #include "fastoptim/kernels/roofline.hpp"
 
 #ifdef FASTOPTIM_KERNEL_NS_IS_DEFAULT

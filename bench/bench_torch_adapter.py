@@ -1,0 +1,93 @@
+"""Per-step time of Adam on a realistic model's parameter list, side by side in one process.
+
+    python bench/bench_torch_adapter.py [--repeats 50] [--threads 1 2]
+
+Model: a deep MLP with LayerNorms (160 tensors, ~1e6 parameters, float32). Compares
+fastoptim.torch.Adam with torch.optim.Adam (for-loop, foreach, fused) and DeepSpeed's
+DeepSpeedCPUAdam when it is already installed; and the numpy fastoptim.optim.Adam on the
+same list with one adam_step call on a single array of the same total size. Prints
+medians (microseconds per step) and ratios; nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import fastoptim
+import fastoptim.torch as ft
+import numpy as np
+import torch
+from fastoptim import optim
+
+
+def model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    layers: list[torch.nn.Module] = []
+    for i in range(60):
+        layers.append(torch.nn.Linear(128, 128))
+        if i % 3 == 0:
+            layers.append(torch.nn.LayerNorm(128))
+    return torch.nn.Sequential(*layers)
+
+
+def median_us(f, repeats: int) -> float:
+    f()
+    f()
+    ts = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        f()
+        ts.append(time.perf_counter() - t)
+    return float(np.median(ts)) * 1e6
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=50)
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    args = ap.parse_args()
+    params = [p for p in model().parameters()]
+    for p in params:
+        p.grad = torch.randn_like(p)
+    n = sum(p.numel() for p in params)
+    print(f"{len(params)} tensors, {n} parameters, float32, SIMD {fastoptim.simd_target()}")
+    for nt in args.threads:
+        torch.set_num_threads(nt)
+        fastoptim.set_num_threads(nt)
+        res = {}
+        res["fastoptim.torch.Adam"] = median_us(ft.Adam(params, lr=1e-3).step, args.repeats)
+        for name, kw in [("torch for-loop", dict(foreach=False)),
+                         ("torch foreach", dict(foreach=True)), ("torch fused", dict(fused=True))]:
+            res[name] = median_us(torch.optim.Adam(params, lr=1e-3, **kw).step, args.repeats)
+        try:  # only if already installed; never installed by this script
+            from deepspeed.ops.adam import DeepSpeedCPUAdam
+            res["DeepSpeedCPUAdam"] = median_us(DeepSpeedCPUAdam(params, lr=1e-3).step,
+                                                args.repeats)
+        except ImportError:
+            pass
+        arrays = [p.detach().numpy().copy() for p in params]
+        grads = [p.grad.numpy().copy() for p in params]
+        np_opt = optim.Adam(arrays, lr=1e-3)
+        res["fastoptim.optim.Adam (numpy list)"] = median_us(lambda o=np_opt, g=grads: o.step(g),
+                                                             args.repeats)
+        flat = [np.zeros(n, np.float32) for _ in range(4)]
+        flat[1][:] = 1e-3
+        res["adam_step on one flat array"] = median_us(
+            lambda f=flat: fastoptim.adam_step(f[0], f[1], f[2], f[3], step=1),
+            args.repeats)
+        print(f"\nthreads={nt}")
+        for k, v in res.items():
+            print(f"  {k:36s} {v:10.1f} us/step")
+        fo = res["fastoptim.torch.Adam"]
+        print(f"  torch fused / fastoptim.torch:        {res['torch fused'] / fo:.2f}x")
+        print(f"  torch foreach / fastoptim.torch:      {res['torch foreach'] / fo:.2f}x")
+        if "DeepSpeedCPUAdam" in res:
+            ds = res["DeepSpeedCPUAdam"]
+            print(f"  DeepSpeed / fastoptim.torch:          {ds / fo:.2f}x")
+        ratio = res["fastoptim.optim.Adam (numpy list)"] / res["adam_step on one flat array"]
+        print(f"  numpy list / one flat call:           {ratio:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+// Per-coordinate adaptive optimizers: RMSprop and Adagrad, one fused pass per tensor.
+//
+// Same contract as optimizers.hpp: readable `omp simd` loops, no intrinsics, compiled once
+// per SIMD target. The math follows torch.optim's single-tensor implementations
+// operation by operation (torch/optim/rmsprop.py, torch/optim/adagrad.py), so fastoptim
+// and torch can run in lockstep.
+#pragma once
+
+#include <cmath>
+#include <cstddef>
+#include <type_traits>
+
+#include "fastoptim/config.hpp"
+#include "fastoptim/kernels/parallel.hpp"
+
+namespace fastoptim {
+namespace FASTOPTIM_KERNEL_NS {
+
+constexpr std::size_t kMinPerThreadRMSprop = 32768;
+constexpr std::size_t kMinPerThreadAdagrad = 32768;
+
+// Scalars of one RMSprop step, in the tensors' precision.
+template <class T>
+struct RMSpropScalars {
+    T sign, weight_decay, alpha, one_minus_alpha, eps, momentum, neg_lr;
+};
+
+// p, g, sq, buf, gavg: [n]. buf is touched only when MOMENTUM, gavg only when CENTERED.
+template <class T, bool WD, bool CENTERED, bool MOMENTUM>
+void rmsprop_range(T* __restrict p, const T* __restrict g, T* __restrict sq,
+                   T* __restrict buf, T* __restrict gavg, std::size_t n,
+                   const RMSpropScalars<T>& s) {
+    const T sign = s.sign, wd = s.weight_decay, a = s.alpha, w = s.one_minus_alpha;
+    const T eps = s.eps, mom = s.momentum, neg_lr = s.neg_lr;
+#pragma omp simd
+    for (std::size_t i = 0; i < n; ++i) {
+        T gi = sign * g[i];                               // maximize flips the gradient
+        if constexpr (WD) gi = gi + wd * p[i];            // L2: grad + wd * param
+        const T si = sq[i] * a + w * gi * gi;             // square_avg.mul_(a).addcmul_(g, g, 1-a)
+        sq[i] = si;
+        T avg;
+        if constexpr (CENTERED) {
+            const T ga = gavg[i] + w * (gi - gavg[i]);    // grad_avg.lerp_(g, 1 - a)
+            gavg[i] = ga;
+            avg = std::sqrt(si - ga * ga) + eps;          // eps after the root, as torch
+        } else {
+            avg = std::sqrt(si) + eps;
+        }
+        if constexpr (MOMENTUM) {
+            const T b = buf[i] * mom + gi / avg;          // buf.mul_(mom).addcdiv_(g, avg)
+            buf[i] = b;
+            p[i] = p[i] + neg_lr * b;
+        } else {
+            p[i] = p[i] + neg_lr * gi / avg;               // addcdiv_: (value * g) / avg
+        }
+    }
+}
+
+template <class T, bool WD, bool CENTERED, bool MOMENTUM>
+void rmsprop_multi_impl(const RMSpropTensor<T>* ts, std::size_t count,
+                        const RMSpropScalars<T>& s, int nthreads) {
+    for_each_range(
+        count, [ts](std::size_t i) { return ts[i].n; }, nthreads, kMinPerThreadRMSprop,
+        [ts, &s](std::size_t i, std::size_t b, std::size_t e) {
+            const RMSpropTensor<T>& t = ts[i];
+            rmsprop_range<T, WD, CENTERED, MOMENTUM>(
+                t.param + b, t.grad + b, t.square_avg + b,
+                MOMENTUM ? t.momentum_buffer + b : nullptr, CENTERED ? t.grad_avg + b : nullptr,
+                e - b, s);
+        });
+}
+
+// One RMSprop step over `count` tensors. The config must satisfy validate(c).
+template <class T>
+void rmsprop_multi(const RMSpropTensor<T>* ts, std::size_t count, const RMSpropConfig& c,
+                   int nthreads) {
+    const RMSpropScalars<T> s{T(c.maximize ? -1 : 1), T(c.weight_decay), T(c.alpha),
+                              T(1.0 - c.alpha),      T(c.eps),          T(c.momentum),
+                              T(-c.lr)};
+    // 2 x 2 x 2 instantiations: weight decay, centered, momentum.
+    auto run = [&](auto wd_c, auto cen_c, auto mom_c) {
+        rmsprop_multi_impl<T, decltype(wd_c)::value, decltype(cen_c)::value,
+                           decltype(mom_c)::value>(ts, count, s, nthreads);
+    };
+    using Y = std::true_type;
+    using F = std::false_type;
+    auto with_mom = [&](auto wd_c, auto cen_c) {
+        c.momentum > 0.0 ? run(wd_c, cen_c, Y{}) : run(wd_c, cen_c, F{});
+    };
+    auto with_cen = [&](auto wd_c) { c.centered ? with_mom(wd_c, Y{}) : with_mom(wd_c, F{}); };
+    c.weight_decay != 0.0 ? with_cen(Y{}) : with_cen(F{});
+}
+
+// Scalars of one Adagrad step, in the tensors' precision.
+template <class T>
+struct AdagradScalars {
+    T sign, weight_decay, eps, neg_clr;
+};
+
+// p, g, sum: [n].
+template <class T, bool WD>
+void adagrad_range(T* __restrict p, const T* __restrict g, T* __restrict sum, std::size_t n,
+                   const AdagradScalars<T>& s) {
+    const T sign = s.sign, wd = s.weight_decay, eps = s.eps, neg_clr = s.neg_clr;
+#pragma omp simd
+    for (std::size_t i = 0; i < n; ++i) {
+        T gi = sign * g[i];                          // maximize flips the gradient
+        if constexpr (WD) gi = gi + wd * p[i];       // L2: grad + wd * param
+        const T si = sum[i] + gi * gi;               // state_sum.addcmul_(g, g)
+        sum[i] = si;
+        p[i] = p[i] + neg_clr * gi / (std::sqrt(si) + eps);  // addcdiv_: (-clr * g) / std
+    }
+}
+
+template <class T, bool WD>
+void adagrad_multi_impl(const AdagradTensor<T>* ts, std::size_t count,
+                        const AdagradScalars<T>& s, int nthreads) {
+    for_each_range(
+        count, [ts](std::size_t i) { return ts[i].n; }, nthreads, kMinPerThreadAdagrad,
+        [ts, &s](std::size_t i, std::size_t b, std::size_t e) {
+            const AdagradTensor<T>& t = ts[i];
+            adagrad_range<T, WD>(t.param + b, t.grad + b, t.sum + b, e - b, s);
+        });
+}
+
+// One Adagrad step over `count` tensors. The config must satisfy validate(c).
+template <class T>
+void adagrad_multi(const AdagradTensor<T>* ts, std::size_t count, const AdagradConfig& c,
+                   int nthreads) {
+    // clr in double from the int64 step, as torch computes it in Python floats.
+    const double clr = c.lr / (1.0 + static_cast<double>(c.step - 1) * c.lr_decay);
+    const AdagradScalars<T> s{T(c.maximize ? -1 : 1), T(c.weight_decay), T(c.eps), T(-clr)};
+    c.weight_decay != 0.0 ? adagrad_multi_impl<T, true>(ts, count, s, nthreads)
+                          : adagrad_multi_impl<T, false>(ts, count, s, nthreads);
+}
+
+}  // namespace FASTOPTIM_KERNEL_NS
+}  // namespace fastoptim

@@ -1,0 +1,515 @@
+"""The training loop: fit / evaluate / predict, callbacks, resumable checkpoints.
+
+fit() drives any model with this small protocol (fastoptim.nn.Sequential has it):
+
+    model.forward(X, training: bool) -> output
+    model.backward(grad_output)          # fills the gradient arrays
+    model.parameters() / model.gradients()   # lists of arrays, aligned
+    model.state_dict() / model.load_state_dict(d)
+
+and any optimizer with ``step(grads)``, ``param_groups`` and ``state_dict()`` /
+``load_state_dict()`` (fastoptim.optim). Batches are views of X (in order) or one reused
+buffer filled by np.take (shuffled): the data set is never copied per epoch.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fastoptim import checkpoint as _ckpt
+
+__all__ = [
+    "CSVLogger",
+    "Callback",
+    "EarlyStopping",
+    "History",
+    "JSONLinesLogger",
+    "ModelCheckpoint",
+    "ProgressBar",
+    "ReduceLROnPlateau",
+    "evaluate",
+    "fit",
+    "load_training_state",
+    "predict",
+    "save_training_state",
+]
+
+
+@dataclass
+class History:
+    """Per-epoch records: ``history["loss"][i]`` is epoch ``epochs[i]``'s mean training loss;
+    also every metric, ``val_*``, ``lr`` (at the end of the epoch) and ``time`` (seconds)."""
+
+    epochs: list[int] = field(default_factory=list)
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+    def append(self, epoch: int, logs: dict[str, float]) -> None:
+        self.epochs.append(epoch)
+        for k, v in logs.items():
+            self.history.setdefault(k, []).append(float(v))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"epochs": list(self.epochs), "history": {k: list(v) for k, v in self.history.items()}}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> History:
+        return cls(list(d.get("epochs", [])), {k: list(v) for k, v in d.get("history", {}).items()})
+
+    def __getitem__(self, key: str) -> list[float]:
+        return self.history[key]
+
+
+class Callback:
+    """Hooks called by fit(); ``trainer`` is the running _Trainer (model, optimizer, history,
+    step, stop_training)."""
+
+    def on_train_begin(self, trainer: _Trainer) -> None: ...
+    def on_epoch_begin(self, trainer: _Trainer, epoch: int) -> None: ...
+    def on_batch_end(self, trainer: _Trainer, batch: int, logs: dict[str, float]) -> None: ...
+    def on_epoch_end(self, trainer: _Trainer, epoch: int, logs: dict[str, float]) -> None: ...
+    def on_train_end(self, trainer: _Trainer) -> None: ...
+
+
+def _is_better(mode: str, value: float, best: float, min_delta: float) -> bool:
+    if mode == "min":
+        return value < best - min_delta
+    return value > best + min_delta
+
+
+def _mode_for(monitor: str, mode: str) -> str:
+    if mode in ("min", "max"):
+        return mode
+    if mode != "auto":
+        raise ValueError(f"mode must be 'min', 'max' or 'auto', got {mode!r}")
+    return "min" if monitor.endswith("loss") or monitor.endswith("error") else "max"
+
+
+class EarlyStopping(Callback):
+    """Stops when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs;
+    with restore_best_weights the model ends with the best epoch's parameters."""
+
+    def __init__(self, monitor: str = "val_loss", patience: int = 5, min_delta: float = 0.0,
+                 mode: str = "auto", restore_best_weights: bool = False):
+        if patience < 0:
+            raise ValueError(f"patience must be >= 0, got {patience}")
+        if min_delta < 0:
+            raise ValueError(f"min_delta must be >= 0, got {min_delta}")
+        self.monitor, self.patience, self.min_delta = monitor, patience, min_delta
+        self.mode = _mode_for(monitor, mode)
+        self.restore_best_weights = restore_best_weights
+
+    def on_train_begin(self, trainer):
+        self.best = math.inf if self.mode == "min" else -math.inf
+        self.wait = 0
+        self.best_epoch: int | None = None
+        self.best_state: dict[str, np.ndarray] | None = None
+        self.stopped_epoch: int | None = None
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        if self.monitor not in logs:
+            raise ValueError(f"EarlyStopping monitors {self.monitor!r}, which is not among the "
+                             f"logged values {sorted(logs)}")
+        value = logs[self.monitor]
+        if _is_better(self.mode, value, self.best, self.min_delta):
+            self.best, self.wait, self.best_epoch = value, 0, epoch
+            if self.restore_best_weights:
+                self.best_state = {k: v.copy() for k, v in trainer.model.state_dict().items()}
+            return
+        self.wait += 1
+        if self.wait > self.patience:
+            self.stopped_epoch = epoch
+            trainer.stop_training = True
+
+    def on_train_end(self, trainer):
+        if self.restore_best_weights and self.best_state is not None:
+            trainer.model.load_state_dict(self.best_state)
+
+
+class ReduceLROnPlateau(Callback):
+    """Multiplies every group's lr by ``factor`` when ``monitor`` stalls for ``patience``
+    epochs (never below ``min_lr``); then waits ``cooldown`` epochs before watching again."""
+
+    def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 10,
+                 min_delta: float = 1e-4, cooldown: int = 0, min_lr: float = 0.0,
+                 mode: str = "auto"):
+        if not 0.0 < factor < 1.0:
+            raise ValueError(f"factor must be in (0, 1), got {factor}")
+        self.monitor, self.factor, self.patience = monitor, factor, patience
+        self.min_delta, self.cooldown, self.min_lr = min_delta, cooldown, min_lr
+        self.mode = _mode_for(monitor, mode)
+
+    def on_train_begin(self, trainer):
+        self.best = math.inf if self.mode == "min" else -math.inf
+        self.wait = 0
+        self.cooldown_left = 0
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        value = logs[self.monitor]
+        if self.cooldown_left > 0:
+            self.cooldown_left -= 1
+            self.wait = 0
+        if _is_better(self.mode, value, self.best, self.min_delta):
+            self.best, self.wait = value, 0
+        elif self.cooldown_left == 0:
+            self.wait += 1
+            if self.wait > self.patience:
+                trainer.lr_scale *= self.factor
+                for g in trainer.optimizer.param_groups:
+                    g["lr"] = max(self.min_lr, g["lr"] * self.factor)
+                self.cooldown_left, self.wait = self.cooldown, 0
+
+
+class ModelCheckpoint(Callback):
+    """Saves the full training state (model, optimizer, schedule position, history) after
+    each epoch, or only when ``monitor`` improves (save_best_only). ``path`` may contain
+    ``{epoch}``. Files are written atomically and load without pickle."""
+
+    def __init__(self, path: str | os.PathLike, monitor: str = "val_loss",
+                 save_best_only: bool = False, mode: str = "auto"):
+        self.path, self.monitor, self.save_best_only = str(path), monitor, save_best_only
+        self.mode = _mode_for(monitor, mode)
+
+    def on_train_begin(self, trainer):
+        self.best = math.inf if self.mode == "min" else -math.inf
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        if self.save_best_only:
+            value = logs.get(self.monitor)
+            if value is None:
+                raise ValueError(f"ModelCheckpoint monitors {self.monitor!r}, which is not "
+                                 f"among the logged values {sorted(logs)}")
+            if not _is_better(self.mode, value, self.best, 0.0):
+                return
+            self.best = value
+        save_training_state(self.path.format(epoch=epoch), trainer, epoch=epoch + 1)
+
+
+class ProgressBar(Callback):
+    """A per-batch progress line on a terminal; a line per epoch otherwise."""
+
+    def __init__(self, stream=None, per_batch: bool | None = None):
+        self.stream = stream or sys.stderr
+        tty = getattr(self.stream, "isatty", lambda: False)()
+        self.per_batch = tty if per_batch is None else per_batch
+
+    def on_epoch_begin(self, trainer, epoch):
+        self.t0 = time.perf_counter()
+        self.epoch = epoch
+
+    def on_batch_end(self, trainer, batch, logs):
+        if self.per_batch and (batch % 10 == 0 or batch + 1 == trainer.n_batches):
+            n = trainer.n_batches
+            done = int(30 * (batch + 1) / n)
+            self.stream.write(f"\repoch {self.epoch + 1}/{trainer.epochs} "
+                              f"[{'=' * done}{' ' * (30 - done)}] {batch + 1}/{n} "
+                              f"loss {logs['loss']:.4f}")
+            self.stream.flush()
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        items = " ".join(f"{k} {v:.4g}" for k, v in logs.items() if k != "time")
+        prefix = "\r" if self.per_batch else ""
+        self.stream.write(f"{prefix}epoch {epoch + 1}/{trainer.epochs} {items} "
+                          f"({logs['time']:.2f}s)\033[K\n" if self.per_batch else
+                          f"epoch {epoch + 1}/{trainer.epochs} {items} ({logs['time']:.2f}s)\n")
+        self.stream.flush()
+
+
+class CSVLogger(Callback):
+    """Appends one row per epoch (epoch, then every logged value) to a CSV file."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        new = not self.path.exists()
+        with self.path.open("a", newline="") as f:
+            w = csv.writer(f)
+            if new:
+                w.writerow(["epoch", *logs])
+            w.writerow([epoch, *logs.values()])
+
+
+class JSONLinesLogger(Callback):
+    """Appends one JSON object per epoch to a .jsonl file."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        with self.path.open("a") as f:
+            f.write(json.dumps({"epoch": epoch, **logs}) + "\n")
+
+
+# --------------------------------------------------------------------------------------
+# Loss and metrics plumbing
+
+
+def _resolve_loss(loss) -> Callable[[np.ndarray, np.ndarray], tuple[float, np.ndarray]]:
+    """A loss is a name from fastoptim.losses or a callable (output, y) -> (value, grad)."""
+    if isinstance(loss, str):
+        from fastoptim import losses
+
+        return losses.get(loss)
+    if callable(loss):
+        return loss
+    raise TypeError(f"loss must be a name or a callable (output, y) -> (value, grad), got "
+                    f"{type(loss).__name__}")
+
+
+def _metric_fn(name: str) -> Callable[[np.ndarray, np.ndarray], float]:
+    from fastoptim import metrics
+
+    return metrics.get(name)
+
+
+def _predictions(output: np.ndarray) -> np.ndarray:
+    """Class predictions of a batch of outputs (argmax; a threshold for one column)."""
+    if output.ndim == 2 and output.shape[1] > 1:
+        return output.argmax(axis=1)
+    return (output.reshape(len(output)) > 0).astype(np.int64)
+
+
+# --------------------------------------------------------------------------------------
+# The loop
+
+
+class _Trainer:
+    def __init__(self, model, optimizer, loss_fn, schedule, epochs, batch_size, metrics):
+        self.model, self.optimizer, self.loss_fn = model, optimizer, loss_fn
+        self.schedule, self.epochs, self.batch_size = schedule, epochs, batch_size
+        self.metrics = list(metrics)
+        self.history = History()
+        self.step = 0  # optimizer steps taken (drives the schedule)
+        self.lr_scale = 1.0  # ReduceLROnPlateau's factor on top of the schedule
+        self.stop_training = False
+        self.n_batches = 0
+
+    def set_lr(self) -> None:
+        if self.schedule is not None:
+            lr = float(self.schedule(self.step)) * self.lr_scale
+            for g in self.optimizer.param_groups:
+                g["lr"] = lr
+
+    def current_lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+
+def _batches(n: int, batch_size: int | None):
+    if batch_size is None:
+        return [(0, n)]
+    return [(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
+
+
+def fit(model, X, y, *, loss, optimizer, epochs: int = 1, batch_size: int | None = 32,
+        schedule=None, validation_data=None, validation_split: float = 0.0,
+        metrics: Sequence[str] = ("accuracy",), callbacks: Iterable[Callback] = (),
+        shuffle: bool = True, seed: int | None = None, verbose: bool | None = None,
+        initial_epoch: int = 0, resume_from: str | os.PathLike | None = None) -> History:
+    """Trains ``model`` on (X, y) and returns its History.
+
+    batch_size=None is full-batch gradient descent. ``schedule`` (a callable step -> lr)
+    sets every group's lr before each batch. ``validation_split`` holds out the last share
+    of (X, y) (before shuffling) when no validation_data is given. ``resume_from`` loads a
+    checkpoint written by ModelCheckpoint / save_training_state and continues from its
+    epoch: 2 epochs + resume + 2 epochs gives the same parameters as 4 epochs.
+    ``seed`` fixes the shuffling (per epoch, so a resumed run shuffles as an unbroken one).
+    ``verbose``: None shows a progress bar on a terminal only; False is silent.
+    """
+    X = np.asarray(X)
+    y = np.asarray(y)
+    if len(X) != len(y):
+        raise ValueError(f"X has {len(X)} samples but y has {len(y)}")
+    if epochs < 0:
+        raise ValueError(f"epochs must be >= 0, got {epochs}")
+    if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+    if not 0.0 <= validation_split < 1.0:
+        raise ValueError(f"validation_split must be in [0, 1), got {validation_split}")
+    if validation_data is None and validation_split > 0:
+        cut = len(X) - int(round(validation_split * len(X)))
+        validation_data = (X[cut:], y[cut:])
+        X, y = X[:cut], y[:cut]
+    if len(X) == 0:
+        raise ValueError("X has no training samples")
+
+    trainer = _Trainer(model, optimizer, _resolve_loss(loss), schedule, epochs, batch_size,
+                       metrics)
+    metric_fns = {name: _metric_fn(name) for name in metrics}
+    callbacks = list(callbacks)
+    if verbose is None and sys.stderr.isatty() or verbose:
+        callbacks.append(ProgressBar())
+    if resume_from is not None:
+        initial_epoch = load_training_state(resume_from, trainer)
+
+    n = len(X)
+    spans = _batches(n, batch_size)
+    trainer.n_batches = len(spans)
+    # One reused gather buffer for shuffled batches (never a fresh copy of the data set).
+    bs = n if batch_size is None else min(batch_size, n)
+    xbuf = np.empty((bs,) + X.shape[1:], X.dtype) if shuffle and batch_size is not None else None
+    ybuf = np.empty((bs,) + y.shape[1:], y.dtype) if xbuf is not None else None
+
+    for cb in callbacks:
+        cb.on_train_begin(trainer)
+    for epoch in range(initial_epoch, epochs):
+        for cb in callbacks:
+            cb.on_epoch_begin(trainer, epoch)
+        t0 = time.perf_counter()
+        order = None
+        if xbuf is not None:
+            rng = np.random.default_rng(None if seed is None else [seed, epoch])
+            order = rng.permutation(n)
+        total_loss = 0.0
+        preds = [] if metric_fns else None
+        for b, (lo, hi) in enumerate(spans):
+            if order is None:
+                xb, yb = X[lo:hi], y[lo:hi]
+            else:
+                idx = order[lo:hi]
+                xb = np.take(X, idx, axis=0, out=xbuf[: hi - lo])
+                yb = np.take(y, idx, axis=0, out=ybuf[: hi - lo])
+            trainer.set_lr()
+            out = model.forward(xb, training=True)
+            value, grad = trainer.loss_fn(out, yb)
+            model.zero_grad()
+            model.backward(grad)
+            optimizer.step(model.gradients())
+            trainer.step += 1
+            if not np.isfinite(value):
+                raise FloatingPointError(f"loss became {value} at epoch {epoch}, batch {b}; "
+                                         f"lower the learning rate or check the data")
+            total_loss += float(value) * (hi - lo)
+            if preds is not None:
+                preds.append((_predictions(out), yb.copy() if order is not None else yb))
+            for cb in callbacks:
+                cb.on_batch_end(trainer, b, {"loss": float(value)})
+        logs = {"loss": total_loss / n}
+        if preds is not None:
+            p = np.concatenate([a for a, _ in preds])
+            t = np.concatenate([c for _, c in preds])
+            for name, fn in metric_fns.items():
+                logs[name] = fn(t, p)
+        if validation_data is not None:
+            val = evaluate(model, *validation_data, loss=trainer.loss_fn, metrics=metrics,
+                           batch_size=max(bs, 256))
+            logs.update({f"val_{k}": v for k, v in val.items()})
+        logs["lr"] = trainer.current_lr()
+        logs["time"] = time.perf_counter() - t0
+        trainer.history.append(epoch, logs)
+        for cb in callbacks:
+            cb.on_epoch_end(trainer, epoch, logs)
+        if trainer.stop_training:
+            break
+    for cb in callbacks:
+        cb.on_train_end(trainer)
+    return trainer.history
+
+
+def predict(model, X, *, batch_size: int = 1024) -> np.ndarray:
+    """Model outputs for X in evaluation mode, computed in batches."""
+    X = np.asarray(X)
+    outs = [np.array(model.forward(X[i:i + batch_size], training=False), copy=True)
+            for i in range(0, len(X), batch_size)]
+    return np.concatenate(outs) if outs else np.empty((0,))
+
+
+def evaluate(model, X, y, *, loss=None, metrics: Sequence[str] = ("accuracy",),
+             batch_size: int = 1024) -> dict[str, float]:
+    """Loss (when given) and metrics of ``model`` on (X, y), in evaluation mode."""
+    X, y = np.asarray(X), np.asarray(y)
+    loss_fn = _resolve_loss(loss) if loss is not None else None
+    total, preds = 0.0, []
+    for i in range(0, len(X), batch_size):
+        out = model.forward(X[i:i + batch_size], training=False)
+        if loss_fn is not None:
+            value, _ = loss_fn(out, y[i:i + batch_size])
+            total += float(value) * len(out)
+        preds.append(_predictions(out))
+    res: dict[str, float] = {}
+    if loss_fn is not None:
+        res["loss"] = total / max(1, len(X))
+    p = np.concatenate(preds) if preds else np.empty(0, np.int64)
+    for name in metrics:
+        res[name] = _metric_fn(name)(y, p)
+    return res
+
+
+# --------------------------------------------------------------------------------------
+# Training state <-> checkpoint files
+
+
+def _flatten(prefix: str, obj, arrays: dict[str, np.ndarray]):
+    """JSON skeleton of a nested state, its arrays moved into ``arrays`` by path."""
+    if isinstance(obj, np.ndarray):
+        arrays[prefix] = obj
+        return {"__array__": prefix}
+    if hasattr(obj, "numpy") and hasattr(obj, "detach"):  # a torch tensor
+        return _flatten(prefix, obj.detach().cpu().numpy(), arrays)
+    if isinstance(obj, dict):
+        return {"__dict__": [[_flatten(f"{prefix}.k{i}", k, arrays),
+                              _flatten(f"{prefix}.{i}", v, arrays)]
+                             for i, (k, v) in enumerate(obj.items())]}
+    if isinstance(obj, tuple):
+        return {"__tuple__": [_flatten(f"{prefix}.{i}", v, arrays) for i, v in enumerate(obj)]}
+    if isinstance(obj, list):
+        return [_flatten(f"{prefix}.{i}", v, arrays) for i, v in enumerate(obj)]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(f"cannot store {type(obj).__name__} at {prefix} in a checkpoint")
+
+
+def _unflatten(skel, arrays: dict[str, np.ndarray]):
+    if isinstance(skel, dict):
+        if "__array__" in skel:
+            return arrays[skel["__array__"]]
+        if "__tuple__" in skel:
+            return tuple(_unflatten(v, arrays) for v in skel["__tuple__"])
+        return {_unflatten(k, arrays): _unflatten(v, arrays) for k, v in skel["__dict__"]}
+    if isinstance(skel, list):
+        return [_unflatten(v, arrays) for v in skel]
+    return skel
+
+
+def save_training_state(path, trainer: _Trainer, *, epoch: int) -> None:
+    """Writes model, optimizer, schedule position and history; ``epoch`` is the next epoch
+    to run when resuming."""
+    arrays: dict[str, np.ndarray] = {}
+    meta = {
+        "epoch": epoch,
+        "step": trainer.step,
+        "lr_scale": trainer.lr_scale,
+        "model": _flatten("model", trainer.model.state_dict(), arrays),
+        "optimizer": _flatten("optimizer", trainer.optimizer.state_dict(), arrays),
+        "history": trainer.history.to_dict(),
+    }
+    _ckpt.save_checkpoint(path, arrays, meta)
+
+
+def load_training_state(path, trainer: _Trainer) -> int:
+    """Restores what save_training_state wrote into ``trainer``; returns the next epoch."""
+    arrays, meta = _ckpt.load_checkpoint(path)
+    try:
+        model_state = _unflatten(meta["model"], arrays)
+        optim_state = _unflatten(meta["optimizer"], arrays)
+        epoch, step = int(meta["epoch"]), int(meta["step"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise _ckpt.CheckpointError(f"{path} is not a training checkpoint: {e}") from None
+    trainer.model.load_state_dict(model_state)
+    trainer.optimizer.load_state_dict(optim_state)
+    trainer.step = step
+    trainer.lr_scale = float(meta.get("lr_scale", 1.0))
+    trainer.history = History.from_dict(meta.get("history", {}))
+    return epoch

@@ -1,0 +1,194 @@
+"""fastoptim.torch: drop-in torch.optim optimizers, in lockstep with the originals on a
+real torch.nn model, state_dict interchange both ways, schedulers, clipping, errors."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+torch = pytest.importorskip("torch")
+ft = pytest.importorskip("fastoptim.torch")
+
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    # tiny tensors: torch's thread pool only adds contention (CI and dev machines are small)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+CASES = [
+    ("SGD", dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3)),
+    ("SGD", dict(lr=0.05, momentum=0.9, dampening=0.1, maximize=False)),
+    ("SGD", dict(lr=0.05)),
+    ("Adam", dict(lr=3e-3)),
+    ("Adam", dict(lr=3e-3, amsgrad=True, weight_decay=1e-2)),
+    ("AdamW", dict(lr=3e-3, weight_decay=0.1)),
+    ("RMSprop", dict(lr=1e-3, momentum=0.5, centered=True, weight_decay=1e-3)),
+    ("RMSprop", dict(lr=1e-3)),
+    ("Adagrad", dict(lr=0.05, lr_decay=1e-3, initial_accumulator_value=0.1)),
+]
+
+
+def _model(dtype):
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.Tanh(), torch.nn.Linear(32, 32),
+                               torch.nn.LayerNorm(32), torch.nn.Tanh(),
+                               torch.nn.Linear(32, 3)).to(dtype)
+
+
+def _data(dtype):
+    g = torch.Generator().manual_seed(1)
+    X = torch.randn(64, 8, generator=g, dtype=dtype)
+    y = torch.randint(0, 3, (64,), generator=g)
+    return X, y
+
+
+def _train_step(model, opt, X, y):
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(X), y)
+        loss.backward()
+        return loss
+    return opt.step(closure)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("name,kw", CASES, ids=[f"{n}-{i}" for i, (n, _) in enumerate(CASES)])
+def test_lockstep_real_training(name, kw, dtype):
+    """100 steps of real training of a torch.nn model by torch's optimizer; a copy of its
+    parameters is updated by ours from the same gradients every step, and parameters and
+    all state are compared every step. (Feeding each model its own gradients lets
+    last-ulp differences grow through the training dynamics, which tests the model rather
+    than the optimizer; fastoptim's own step(closure) is exercised in the tests below.)"""
+    ref_m = _model(dtype)
+    ref = getattr(torch.optim, name)(ref_m.parameters(), **kw)
+    ours_p = [p.detach().clone().requires_grad_() for p in ref_m.parameters()]
+    ours = getattr(ft, name)(ours_p, **kw)
+    X, y = _data(dtype)
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-14)
+    losses = []
+    for _ in range(100):
+        losses.append(float(_train_step(ref_m, ref, X, y).detach()))
+        for p, q in zip(ours_p, ref_m.parameters(), strict=False):
+            p.grad = q.grad.clone()
+        ours.step()
+        got, want = [], []  # every parameter and state tensor, compared in one call
+        for p, q in zip(ours_p, ref_m.parameters(), strict=False):
+            got.append(p.detach().flatten())
+            want.append(q.detach().flatten())
+            for key, v in ref.state[q].items():
+                if key == "step":
+                    assert int(ours.state[p]["step"]) == int(v)
+                else:
+                    got.append(ours.state[p][key].flatten())
+                    want.append(v.flatten())
+        torch.testing.assert_close(torch.cat(got), torch.cat(want), **tol)
+    assert losses[-1] < losses[0]  # it really trained
+
+
+def test_own_training_loop_converges_like_torch():
+    X, y = _data(torch.float32)
+    m1 = _model(torch.float32)
+    m2 = copy.deepcopy(m1)
+    o1, o2 = ft.Adam(m1.parameters(), lr=3e-3), torch.optim.Adam(m2.parameters(), lr=3e-3)
+    for _ in range(100):
+        l1, l2 = _train_step(m1, o1, X, y), _train_step(m2, o2, X, y)
+    assert float(l1.detach()) == pytest.approx(float(l2.detach()), rel=1e-3)
+
+
+@pytest.mark.parametrize("name,kw", [CASES[0], CASES[4], CASES[6], CASES[8]],
+                         ids=["SGD", "Adam", "RMSprop", "Adagrad"])
+def test_state_dict_interchange_both_ways(name, kw):
+    X, y = _data(torch.float32)
+    a_m = _model(torch.float32)
+    a = getattr(ft, name)(a_m.parameters(), **kw)
+    for _ in range(5):
+        _train_step(a_m, a, X, y)
+    # ours -> torch, continue both in lockstep
+    b_m = copy.deepcopy(a_m)
+    b = getattr(torch.optim, name)(b_m.parameters(), **kw)
+    b.load_state_dict(copy.deepcopy(a.state_dict()))  # torch shares loaded tensors
+    for _ in range(5):
+        _train_step(a_m, a, X, y)
+        _train_step(b_m, b, X, y)
+    for p, q in zip(a_m.parameters(), b_m.parameters(), strict=False):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+    # torch -> ours
+    c_m = copy.deepcopy(b_m)
+    c = getattr(ft, name)(c_m.parameters(), **kw)
+    c.load_state_dict(copy.deepcopy(b.state_dict()))
+    for _ in range(5):
+        _train_step(b_m, b, X, y)
+        _train_step(c_m, c, X, y)
+    for p, q in zip(b_m.parameters(), c_m.parameters(), strict=False):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+def test_torch_scheduler_and_clip_grad_norm():
+    X, y = _data(torch.float32)
+    m1 = _model(torch.float32)
+    m2 = copy.deepcopy(m1)
+    o1, o2 = ft.Adam(m1.parameters(), lr=1e-2), torch.optim.Adam(m2.parameters(), lr=1e-2)
+    s1 = torch.optim.lr_scheduler.StepLR(o1, 3, 0.5)
+    s2 = torch.optim.lr_scheduler.StepLR(o2, 3, 0.5)
+    for _ in range(10):
+        for m, o, s in ((m1, o1, s1), (m2, o2, s2)):
+            o.zero_grad()
+            torch.nn.functional.cross_entropy(m(X), y).backward()
+            torch.nn.utils.clip_grad_norm_(m.parameters(), 0.1)
+            o.step()
+            s.step()
+    assert o1.param_groups[0]["lr"] == o2.param_groups[0]["lr"] == 1e-2 * 0.5**3
+    for p, q in zip(m1.parameters(), m2.parameters(), strict=False):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+def test_params_without_grad_are_skipped():
+    a, b = torch.ones(3, requires_grad=True), torch.ones(3, requires_grad=True)
+    opt = ft.Adam([a, b], lr=0.1)
+    a.grad = torch.ones(3)
+    opt.step()
+    assert torch.equal(b.detach(), torch.ones(3)) and len(opt.state[b]) == 0
+    assert not torch.equal(a.detach(), torch.ones(3))
+
+
+def test_clear_errors():
+    with pytest.raises(TypeError, match="dtype"):
+        ft.Adam([torch.zeros(3, dtype=torch.complex64, requires_grad=True)])
+    with pytest.raises(ValueError, match="fused"):
+        ft.Adam([torch.zeros(3, requires_grad=True)], fused=True)
+    with pytest.raises(ValueError, match="betas"):
+        ft.Adam([torch.zeros(3, requires_grad=True)], betas=(1.5, 0.9))
+    with pytest.raises(ValueError, match="lr"):
+        ft.SGD([torch.zeros(3, requires_grad=True)], lr=-1)
+    p = torch.zeros(4, requires_grad=True)
+    opt = ft.SGD([p], lr=0.1)
+    p.grad = torch.zeros(8)[::2]  # non-contiguous gradient
+    with pytest.raises(ValueError, match="contiguous"):
+        opt.step()
+    p.grad = torch.zeros(4).to_sparse()
+    with pytest.raises(TypeError, match="sparse"):
+        opt.step()
+    assert torch.equal(p.detach(), torch.zeros(4))
+
+
+def test_state_dict_step_is_a_tensor_and_live_state_keeps_counting():
+    p = torch.zeros(3, requires_grad=True)
+    opt = ft.Adam([p], lr=0.1)
+    p.grad = torch.ones(3)
+    opt.step()
+    sd = opt.state_dict()
+    assert torch.is_tensor(sd["state"][0]["step"]) and int(sd["state"][0]["step"]) == 1
+    opt.step()
+    assert int(sd["state"][0]["step"]) == 1 and opt.state[p]["step"] == 2
+    # a float tensor step, as torch stores it (float64 here: float32 cannot hold 2**24 + 1)
+    sd["state"][0]["step"] = torch.tensor(float(2**24 + 1), dtype=torch.float64)
+    opt.load_state_dict(sd)
+    opt.step()
+    opt.step()
+    assert opt.state[p]["step"] == 2**24 + 3
