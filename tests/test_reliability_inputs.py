@@ -42,6 +42,17 @@ def adam_arrays(dtype):
     return {"params": p, "grads": g, "exp_avgs": m, "exp_avg_sqs": v, "max_exp_avg_sqs": vmax}
 
 
+def rmsprop_arrays(dtype):
+    p, g, sq, buf, gavg = normal(6, dtype, 5, positive=(2,))
+    return {"params": p, "grads": g, "square_avgs": sq, "momentum_buffers": buf,
+            "grad_avgs": gavg}
+
+
+def adagrad_arrays(dtype):
+    p, g, sums = normal(7, dtype, 3, positive=(2,))
+    return {"params": p, "grads": g, "sums": sums}
+
+
 ENTRY_POINTS = [
     EntryPoint(
         "sgd_step", fastoptim.sgd_step, sgd_arrays,
@@ -85,6 +96,29 @@ ENTRY_POINTS = [
             ({"decoupled_weight_decay": None}, TypeError,
              "decoupled_weight_decay must be a bool"),
             ({"betas": (0.9, 0.99)}, TypeError, "unexpected keyword argument 'betas'"),
+        ]),
+    EntryPoint(
+        "rmsprop_step", fastoptim.rmsprop_step, rmsprop_arrays,
+        kwargs={"lr": 1e-2, "momentum": 0.9, "centered": True, "weight_decay": 0.01},
+        inplace=frozenset({"params", "square_avgs", "momentum_buffers", "grad_avgs"}),
+        lists=True,
+        bad_kwargs=[
+            ({"lr": -1e-2}, ValueError, "lr"), ({"lr": NAN}, ValueError, "lr"),
+            ({"alpha": -0.5}, ValueError, "alpha"), ({"alpha": NAN}, ValueError, "alpha"),
+            ({"eps": -1e-8}, ValueError, "eps"), ({"momentum": -0.9}, ValueError, "momentum"),
+            ({"weight_decay": -0.1}, ValueError, "weight_decay"),
+            ({"centered": 1}, TypeError, "centered must be a bool"),
+        ]),
+    EntryPoint(
+        "adagrad_step", fastoptim.adagrad_step, adagrad_arrays,
+        kwargs={"step": 2, "lr": 1e-2, "lr_decay": 0.01, "weight_decay": 0.01},
+        inplace=frozenset({"params", "sums"}), lists=True,
+        bad_kwargs=[
+            ({"lr": -1e-2}, ValueError, "lr"), ({"lr": INF}, ValueError, "lr"),
+            ({"lr_decay": -0.1}, ValueError, "lr_decay"), ({"eps": NAN}, ValueError, "eps"),
+            ({"weight_decay": -0.1}, ValueError, "weight_decay"),
+            ({"step": 0}, ValueError, "step"),
+            ({"step": MISSING}, TypeError, "missing required argument 'step'"),
         ]),
     EntryPoint(
         "global_norm", fastoptim.global_norm, lambda dtype: {"arrays": normal(3, dtype, 1)[0]},

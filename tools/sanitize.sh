@@ -56,8 +56,11 @@ export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$PWD/$LOG_DIR/
 export PYTHONMALLOC=malloc
 
 if [ $# -eq 0 ]; then
+  # Every test file that drives native code (kernels, losses, layers, optimizers, the
+  # torch adapter, the bad-input table, threads and fork).
   set -- tests/test_kernels.py tests/test_reliability_inputs.py tests/test_properties.py \
-    tests/test_threads_fork.py tests/test_torch_lockstep.py
+    tests/test_threads_fork.py tests/test_torch_lockstep.py tests/test_losses.py \
+    tests/test_nn.py tests/test_optim.py tests/test_torch_adapter.py
 fi
 status=0
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@" || status=$?
