@@ -93,18 +93,22 @@ bool ArrayList::same_shape(std::size_t i, const ArrayList& o) const {
     return true;
 }
 
-void Gate::set_dtype(DType kind, const std::string& name, py::handle got) {
+std::string Gate::Name::str() const {
+    return index < 0 ? std::string(base) : std::string(base) + "[" + std::to_string(index) + "]";
+}
+
+void Gate::set_dtype(DType kind, const Name& name, py::handle got) {
     if (!have_dtype_) {
         dtype_ = kind;
         have_dtype_ = true;
     } else if (kind != dtype_) {
         const char* want = dtype_ == DType::f32 ? "float32" : "float64";
-        throw py::type_error(name + " has dtype " + std::string(py::str(got)) + " but " + ref_name_ + " are " + want +
+        throw py::type_error(name.str() + " has dtype " + std::string(py::str(got)) + " but " + ref_name_ + " are " + want +
                              "; every array of one call must have the same dtype");
     }
 }
 
-void Gate::add_array(ArrayList& out, py::handle item, const std::string& name, bool writable) {
+void Gate::add_array(ArrayList& out, py::handle item, const Name& name, bool writable) {
     py::array a = py::reinterpret_borrow<py::array>(item);
     const py::dtype dt = a.dtype();
     const int num = dt.num();
@@ -113,21 +117,21 @@ void Gate::add_array(ArrayList& out, py::handle item, const std::string& name, b
     if (num == py::detail::npy_api::NPY_FLOAT_ && native) kind = DType::f32;
     else if (num == py::detail::npy_api::NPY_DOUBLE_ && native) kind = DType::f64;
     else
-        throw py::type_error(name + " must be a float32 or float64 array (native byte order), got dtype " +
+        throw py::type_error(name.str() + " must be a float32 or float64 array (native byte order), got dtype " +
                              std::string(py::str(dt)));
     set_dtype(kind, name, dt);
     if (!(a.flags() & py::array::c_style))
-        throw py::value_error(name +
+        throw py::value_error(name.str() +
                               " must be C-contiguous (got a strided, Fortran-order or "
                               "negative-stride view); arrays are updated in place and never "
                               "copied, so pass a contiguous array and keep using it");
     // A float32 view at an odd byte offset (np.frombuffer with an offset, packed records):
     // kernels take T*, and a misaligned T* is undefined behaviour.
     if (!py::detail::check_flags(a.ptr(), py::detail::npy_api::NPY_ARRAY_ALIGNED_))
-        throw py::value_error(name + " is not aligned to its dtype (a view at an odd byte "
+        throw py::value_error(name.str() + " is not aligned to its dtype (a view at an odd byte "
                                      "offset); pass an aligned array");
     if (writable && !a.writeable())
-        throw py::value_error(name + " is read-only; it is updated in place and must be writeable");
+        throw py::value_error(name.str() + " is read-only; it is updated in place and must be writeable");
     Buffer b{a, const_cast<void*>(a.data()), static_cast<std::size_t>(a.size()), out.dims.size(),
              static_cast<int>(a.ndim())};
     for (py::ssize_t d = 0; d < a.ndim(); ++d) out.dims.push_back(a.shape(d));
@@ -140,24 +144,24 @@ void Gate::add_array(ArrayList& out, py::handle item, const std::string& name, b
 
 // A dense, contiguous CPU float32/float64 torch.Tensor, read through its Python API (no
 // libtorch link): device, layout, dtype, contiguity, shape and data pointer.
-void Gate::add_tensor(ArrayList& out, py::handle item, const std::string& name) {
+void Gate::add_tensor(ArrayList& out, py::handle item, const Name& name) {
     const TorchRefs& r = *torch_refs();
     if (get(item, r.s_layout).ptr() != r.strided)
-        throw py::type_error(name + " is a " + std::string(py::str(get(item, r.s_layout))) +
+        throw py::type_error(name.str() + " is a " + std::string(py::str(get(item, r.s_layout))) +
                              " tensor; fastoptim updates dense (torch.strided) tensors only");
     if (get(item, r.s_is_cpu).ptr() != Py_True)
-        throw py::value_error(name + " is on device " + std::string(py::str(get(item, r.s_device))) +
+        throw py::value_error(name.str() + " is on device " + std::string(py::str(get(item, r.s_device))) +
                               "; fastoptim updates CPU tensors only");
     py::object dt = get(item, r.s_dtype);
     DType kind;
     if (dt.ptr() == r.float32) kind = DType::f32;
     else if (dt.ptr() == r.float64) kind = DType::f64;
     else
-        throw py::type_error(name + " must be a float32 or float64 tensor, got " +
+        throw py::type_error(name.str() + " must be a float32 or float64 tensor, got " +
                              std::string(py::str(dt)));
     set_dtype(kind, name, dt);
     if (call0(item, r.s_is_contiguous).ptr() != Py_True)
-        throw py::value_error(name + " must be a contiguous tensor; tensors are updated in place "
+        throw py::value_error(name.str() + " must be a contiguous tensor; tensors are updated in place "
                                      "and never copied");
     py::object shape = get(item, r.s_shape);  // torch.Size, a tuple subclass
     const Py_ssize_t nd = PyTuple_GET_SIZE(shape.ptr());
@@ -180,12 +184,11 @@ void Gate::add_tensor(ArrayList& out, py::handle item, const std::string& name) 
 }
 
 void Gate::add(ArrayList& out, py::handle item, std::size_t i, bool writable) {
-    const std::string name =
-        out.single ? std::string(out.name) : std::string(out.name) + "[" + std::to_string(i) + "]";
+    const Name name{out.name, out.single ? -1 : static_cast<std::ptrdiff_t>(i)};
     if (py::isinstance<py::array>(item)) add_array(out, item, name, writable);
     else if (is_tensor(item)) add_tensor(out, item, name);
     else
-        throw py::type_error(name + " must be a numpy.ndarray or a torch.Tensor, got " +
+        throw py::type_error(name.str() + " must be a numpy.ndarray or a torch.Tensor, got " +
                              type_name(item));
 }
 
@@ -213,7 +216,13 @@ ArrayList Gate::first(py::handle obj, const char* name, bool writable) {
     ref_name_ = name;
     ArrayList l = parse(obj, name, writable);
     ref_single_ = l.single;
-    ref_ = l;
+    // Only the shapes are needed later: copy them without touching reference counts.
+    ref_.name = l.name;
+    ref_.single = l.single;
+    ref_.dims = l.dims;
+    ref_.items.clear();
+    ref_.items.reserve(l.items.size());
+    for (const Buffer& b : l.items) ref_.items.push_back(Buffer{py::object(), b.data, b.n, b.dim_off, b.ndim});
     return l;
 }
 
@@ -241,7 +250,7 @@ py::array Gate::single(py::handle obj, const char* name, bool writable) {
     ArrayList scratch;
     scratch.name = name;
     scratch.single = true;
-    add_array(scratch, obj, name, writable);
+    add_array(scratch, obj, Name{name, -1}, writable);
     return py::reinterpret_borrow<py::array>(obj);
 }
 
@@ -257,7 +266,7 @@ py::array Gate::indices(py::handle obj, const char* name) {
         throw py::value_error(std::string(name) + " must be C-contiguous");
     if (a.size() > 0) {
         const char* b = static_cast<const char*>(a.data());
-        ranges_.push_back(Range{b, b + a.nbytes(), name});
+        ranges_.push_back(Range{b, b + a.nbytes(), Name{name, -1}});
     }
     return a;
 }
@@ -270,7 +279,7 @@ void Gate::check_no_overlap() const {
     std::sort(r.begin(), r.end(), [](const Range* a, const Range* b) { return a->begin < b->begin; });
     for (std::size_t i = 1; i < r.size(); ++i)
         if (r[i]->begin < r[i - 1]->end)
-            throw py::value_error(r[i - 1]->name + " and " + r[i]->name +
+            throw py::value_error(r[i - 1]->name.str() + " and " + r[i]->name.str() +
                                   " share memory (the same buffer or overlapping views); "
                                   "every array of one call must be a separate buffer");
 }

@@ -66,13 +66,20 @@ public:
 private:
     ArrayList parse(py::handle obj, const char* name, bool writable);
     void add(ArrayList& out, py::handle item, std::size_t i, bool writable);
-    void add_array(ArrayList& out, py::handle item, const std::string& name, bool writable);
-    void add_tensor(ArrayList& out, py::handle item, const std::string& name);
-    void set_dtype(DType kind, const std::string& name, py::handle got);
+    // An argument's name, e.g. "params[17]", kept as parts: the string is only built for
+    // an error message (building it for every array cost ~100 ns per tensor).
+    struct Name {
+        const char* base;
+        std::ptrdiff_t index;  // -1: the argument itself, not a list element
+        std::string str() const;
+    };
+    void add_array(ArrayList& out, py::handle item, const Name& name, bool writable);
+    void add_tensor(ArrayList& out, py::handle item, const Name& name);
+    void set_dtype(DType kind, const Name& name, py::handle got);
     struct Range {
         const char* begin;
         const char* end;
-        std::string name;
+        Name name;
     };
     DType dtype_ = DType::f32;
     bool have_dtype_ = false;

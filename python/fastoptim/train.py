@@ -3,7 +3,7 @@
 fit() drives any model with this small protocol (fastoptim.nn.Sequential has it):
 
     model.forward(X, training: bool) -> output
-    model.backward(grad_output)          # fills the gradient arrays
+    model.backward(grad_output)          # overwrites the gradient arrays
     model.parameters() / model.gradients()   # lists of arrays, aligned
     model.state_dict() / model.load_state_dict(d)
 
@@ -137,37 +137,31 @@ class EarlyStopping(Callback):
 
 
 class ReduceLROnPlateau(Callback):
-    """Multiplies every group's lr by ``factor`` when ``monitor`` stalls for ``patience``
-    epochs (never below ``min_lr``); then waits ``cooldown`` epochs before watching again."""
+    """Multiplies every group's lr by ``factor`` when ``monitor`` has not improved by
+    ``min_delta`` for ``patience`` epochs (never below ``min_lr``), then waits ``cooldown``
+    epochs. The plateau logic is fastoptim.schedules.ReduceLROnPlateau's (torch's rules)."""
 
     def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 10,
                  min_delta: float = 1e-4, cooldown: int = 0, min_lr: float = 0.0,
                  mode: str = "auto"):
         if not 0.0 < factor < 1.0:
             raise ValueError(f"factor must be in (0, 1), got {factor}")
-        self.monitor, self.factor, self.patience = monitor, factor, patience
-        self.min_delta, self.cooldown, self.min_lr = min_delta, cooldown, min_lr
-        self.mode = _mode_for(monitor, mode)
+        self.monitor, self.min_lr = monitor, float(min_lr)
+        self._args = dict(mode=_mode_for(monitor, mode), factor=factor, patience=patience,
+                          threshold=min_delta, threshold_mode="abs", cooldown=cooldown)
 
     def on_train_begin(self, trainer):
-        self.best = math.inf if self.mode == "min" else -math.inf
-        self.wait = 0
-        self.cooldown_left = 0
+        from fastoptim.schedules import ReduceLROnPlateau as Plateau
+
+        self.plateau = Plateau(1.0, **self._args)  # tracks the scale factor on the lr
 
     def on_epoch_end(self, trainer, epoch, logs):
-        value = logs[self.monitor]
-        if self.cooldown_left > 0:
-            self.cooldown_left -= 1
-            self.wait = 0
-        if _is_better(self.mode, value, self.best, self.min_delta):
-            self.best, self.wait = value, 0
-        elif self.cooldown_left == 0:
-            self.wait += 1
-            if self.wait > self.patience:
-                trainer.lr_scale *= self.factor
-                for g in trainer.optimizer.param_groups:
-                    g["lr"] = max(self.min_lr, g["lr"] * self.factor)
-                self.cooldown_left, self.wait = self.cooldown, 0
+        before = self.plateau.lr
+        after = self.plateau.step(logs[self.monitor])
+        if after < before:
+            trainer.lr_scale *= after / before
+            for g in trainer.optimizer.param_groups:
+                g["lr"] = max(self.min_lr, g["lr"] * after / before)
 
 
 class ModelCheckpoint(Callback):
@@ -218,10 +212,9 @@ class ProgressBar(Callback):
 
     def on_epoch_end(self, trainer, epoch, logs):
         items = " ".join(f"{k} {v:.4g}" for k, v in logs.items() if k != "time")
-        prefix = "\r" if self.per_batch else ""
-        self.stream.write(f"{prefix}epoch {epoch + 1}/{trainer.epochs} {items} "
-                          f"({logs['time']:.2f}s)\033[K\n" if self.per_batch else
-                          f"epoch {epoch + 1}/{trainer.epochs} {items} ({logs['time']:.2f}s)\n")
+        line = f"epoch {epoch + 1}/{trainer.epochs} {items} ({logs['time']:.2f}s)"
+        # On a terminal, overwrite the batch line and clear what is left of it.
+        self.stream.write(f"\r{line}\033[K\n" if self.per_batch else line + "\n")
         self.stream.flush()
 
 
@@ -255,12 +248,30 @@ class JSONLinesLogger(Callback):
 # Loss and metrics plumbing
 
 
+_LOSSES = {
+    "cross_entropy": "softmax_cross_entropy",
+    "softmax_cross_entropy": "softmax_cross_entropy",
+    "binary_cross_entropy": "binary_cross_entropy_with_logits",
+    "binary_cross_entropy_with_logits": "binary_cross_entropy_with_logits",
+    "mse": "mean_squared_error",
+    "mean_squared_error": "mean_squared_error",
+    "mae": "mean_absolute_error",
+    "mean_absolute_error": "mean_absolute_error",
+    "huber": "huber",
+}
+
+
 def _resolve_loss(loss) -> Callable[[np.ndarray, np.ndarray], tuple[float, np.ndarray]]:
-    """A loss is a name from fastoptim.losses or a callable (output, y) -> (value, grad)."""
+    """A loss is a name (``"cross_entropy"``, ``"mse"``, ``"mae"``, ``"huber"``,
+    ``"binary_cross_entropy"`` or a fastoptim.losses function name) or a callable
+    (output, y) -> (value, grad)."""
     if isinstance(loss, str):
         from fastoptim import losses
 
-        return losses.get(loss)
+        if loss not in _LOSSES:
+            raise ValueError(f"unknown loss {loss!r}; choose from {sorted(_LOSSES)} or pass a "
+                             f"callable (output, y) -> (value, grad)")
+        return getattr(losses, _LOSSES[loss])
     if callable(loss):
         return loss
     raise TypeError(f"loss must be a name or a callable (output, y) -> (value, grad), got "
@@ -268,9 +279,19 @@ def _resolve_loss(loss) -> Callable[[np.ndarray, np.ndarray], tuple[float, np.nd
 
 
 def _metric_fn(name: str) -> Callable[[np.ndarray, np.ndarray], float]:
+    """Classification metrics on label predictions: accuracy, and macro-averaged
+    precision / recall / f1 (classes never predicted count as 0, as scikit-learn's
+    zero_division=0)."""
     from fastoptim import metrics
 
-    return metrics.get(name)
+    if name == "accuracy":
+        return metrics.accuracy_score
+    fns = {"precision": metrics.precision_score, "recall": metrics.recall_score,
+           "f1": metrics.f1_score}
+    if name not in fns:
+        raise ValueError(f"unknown metric {name!r}; choose from accuracy, precision, recall, f1")
+    fn = fns[name]
+    return lambda t, p: float(fn(t, p, average="macro", zero_division=0))
 
 
 def _predictions(output: np.ndarray) -> np.ndarray:
@@ -352,6 +373,7 @@ def fit(model, X, y, *, loss, optimizer, epochs: int = 1, batch_size: int | None
     if resume_from is not None:
         initial_epoch = load_training_state(resume_from, trainer)
 
+    penalties = getattr(model, "add_penalties", None)
     n = len(X)
     spans = _batches(n, batch_size)
     trainer.n_batches = len(spans)
@@ -382,8 +404,9 @@ def fit(model, X, y, *, loss, optimizer, epochs: int = 1, batch_size: int | None
             trainer.set_lr()
             out = model.forward(xb, training=True)
             value, grad = trainer.loss_fn(out, yb)
-            model.zero_grad()
-            model.backward(grad)
+            model.backward(grad)  # overwrites the gradients
+            if penalties is not None:
+                value += penalties()  # per-layer L1/L2, added to the gradients natively
             optimizer.step(model.gradients())
             trainer.step += 1
             if not np.isfinite(value):
@@ -483,6 +506,11 @@ def _unflatten(skel, arrays: dict[str, np.ndarray]):
     return skel
 
 
+def _dropouts(model) -> list:
+    """Layers with a native dropout stream whose position must survive a resume."""
+    return [layer for layer in getattr(model, "layers", []) if hasattr(layer, "calls")]
+
+
 def save_training_state(path, trainer: _Trainer, *, epoch: int) -> None:
     """Writes model, optimizer, schedule position and history; ``epoch`` is the next epoch
     to run when resuming."""
@@ -494,6 +522,7 @@ def save_training_state(path, trainer: _Trainer, *, epoch: int) -> None:
         "model": _flatten("model", trainer.model.state_dict(), arrays),
         "optimizer": _flatten("optimizer", trainer.optimizer.state_dict(), arrays),
         "history": trainer.history.to_dict(),
+        "dropout_calls": [layer.calls for layer in _dropouts(trainer.model)],
     }
     _ckpt.save_checkpoint(path, arrays, meta)
 
@@ -512,4 +541,6 @@ def load_training_state(path, trainer: _Trainer) -> int:
     trainer.step = step
     trainer.lr_scale = float(meta.get("lr_scale", 1.0))
     trainer.history = History.from_dict(meta.get("history", {}))
+    for layer, calls in zip(_dropouts(trainer.model), meta.get("dropout_calls", [])):
+        layer.calls = int(calls)
     return epoch

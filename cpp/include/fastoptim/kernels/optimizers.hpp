@@ -16,9 +16,12 @@
 namespace fastoptim {
 namespace FASTOPTIM_KERNEL_NS {
 
-// Elements per thread below which a parallel region costs more than it saves (bench/).
-constexpr std::size_t kMinPerThreadSGD = 8192;
-constexpr std::size_t kMinPerThreadAdam = 4096;
+// Elements per thread below which no parallel region is opened. On an idle machine two
+// threads break even near 4,096 elements per thread (bench/bench_parallel_threshold.py),
+// but when the cores are busy a region can wait milliseconds for a descheduled thread:
+// the thresholds sit well above break-even so small updates never risk that.
+constexpr std::size_t kMinPerThreadSGD = 65536;
+constexpr std::size_t kMinPerThreadAdam = 32768;
 
 enum class Decay { none, l2, decoupled };
 enum class Momentum { none, first, running };

@@ -16,8 +16,8 @@ namespace fastoptim {
 namespace FASTOPTIM_KERNEL_NS {
 
 constexpr std::size_t kNormChunk = 16384;
-constexpr std::size_t kMinPerThreadReduce = 16384;
-constexpr std::size_t kMinPerThreadScale = 8192;
+constexpr std::size_t kMinPerThreadReduce = 65536;
+constexpr std::size_t kMinPerThreadScale = 65536;
 
 // Sum of x[i]^2 accumulated in double. x: [n].
 template <class T>
