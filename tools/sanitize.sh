@@ -35,7 +35,8 @@ built=$(date +%s)
 
 # Located without importing it: an ASan-linked module cannot load before the preload.
 core=$(ls "$("$VENV/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['platlib'])")"/fastoptim/_core*.so)
-if ! ldd "$core" | grep -q libasan || ! ldd "$core" | grep -q libubsan; then
+deps=$(ldd "$core")  # not piped into grep -q: with pipefail, an early exit is a SIGPIPE
+if ! grep -q libasan <<<"$deps" || ! grep -q libubsan <<<"$deps"; then
   echo "sanitize.sh: $core is not linked against libasan and libubsan" >&2
   exit 1
 fi
