@@ -11,8 +11,8 @@
 #
 # Leak detection is off: CPython keeps interned strings, module state and its small-object
 # arenas alive until exit by design, so LeakSanitizer reports thousands of "leaks" that
-# are not fastoptim's; fastoptim itself never owns heap memory across calls (arrays
-# belong to numpy).
+# are not fastoptim's. ASan still catches every out-of-bounds access, use after free and
+# double free, which is what native kernels writing into numpy's buffers can get wrong.
 #
 # Usage: tools/sanitize.sh [pytest arguments]   (default: the subset below)
 # Env:   SANITIZE_VENV (default build/sanitize-venv), PYTHON (default python3)
