@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -77,13 +78,14 @@ def test_simd_targets_use_their_registers():
 def test_forced_target_from_environment():
     env = dict(os.environ, FASTOPTIM_SIMD="scalar")
     code = "import fastoptim; print(fastoptim.simd_target())"
-    out = subprocess.run(["python3", "-c", code], env=env, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.stdout.strip() == "scalar"
     env["FASTOPTIM_SIMD"] = "neon9"
-    out = subprocess.run(["python3", "-c", code], env=env, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.returncode != 0 and "unknown SIMD target 'neon9'" in out.stderr
     for target in fastoptim.compiled_simd_targets():
         if target not in fastoptim.simd_targets():  # compiled in, CPU lacks it
             env["FASTOPTIM_SIMD"] = target
-            out = subprocess.run(["python3", "-c", code], env=env, capture_output=True, text=True)
+            out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                                 text=True)
             assert out.returncode != 0 and "does not support" in out.stderr

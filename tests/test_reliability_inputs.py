@@ -7,6 +7,8 @@ the README figure: bad inputs x entry points, all rejected with nothing changed.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from badinputs import (
@@ -40,6 +42,39 @@ def sgd_arrays(dtype):
 def adam_arrays(dtype):
     p, g, m, v, vmax = normal(2, dtype, 5, positive=(3, 4))
     return {"params": p, "grads": g, "exp_avgs": m, "exp_avg_sqs": v, "max_exp_avg_sqs": vmax}
+
+
+def rmsprop_arrays(dtype):
+    p, g, sq, buf, gavg = normal(6, dtype, 5, positive=(2,))
+    return {"params": p, "grads": g, "square_avgs": sq, "momentum_buffers": buf,
+            "grad_avgs": gavg}
+
+
+def adagrad_arrays(dtype):
+    p, g, sums = normal(7, dtype, 3, positive=(2,))
+    return {"params": p, "grads": g, "sums": sums}
+
+
+def cross_entropy_arrays(dtype):
+    (logits, out) = normal(8, dtype, 2)
+    target = np.random.default_rng(8).integers(0, SHAPE[1], SHAPE[0])
+    return {"logits": logits, "target": target, "out": out}
+
+
+# Class indices are converted to int64 by design (read-only, so a copy is harmless):
+# only their values and shape can be wrong.
+CONVERTED = frozenset(["float16", "int32", "int64", "bool", "complex64", "object",
+                       "big-endian", "strided", "negative-stride", "fortran-order",
+                       "misaligned", "nested-list", "scalar", "float32-in-float64-call",
+                       "float64-in-float32-call"])
+
+
+def _set_first(value):
+    def t(a):
+        a = a.copy()
+        a[0] = value
+        return a
+    return t
 
 
 ENTRY_POINTS = [
@@ -87,6 +122,48 @@ ENTRY_POINTS = [
             ({"betas": (0.9, 0.99)}, TypeError, "unexpected keyword argument 'betas'"),
         ]),
     EntryPoint(
+        "rmsprop_step", fastoptim.rmsprop_step, rmsprop_arrays,
+        kwargs={"lr": 1e-2, "momentum": 0.9, "centered": True, "weight_decay": 0.01},
+        inplace=frozenset({"params", "square_avgs", "momentum_buffers", "grad_avgs"}),
+        lists=True,
+        bad_kwargs=[
+            ({"lr": -1e-2}, ValueError, "lr"), ({"lr": NAN}, ValueError, "lr"),
+            ({"alpha": -0.5}, ValueError, "alpha"), ({"alpha": NAN}, ValueError, "alpha"),
+            ({"eps": -1e-8}, ValueError, "eps"), ({"momentum": -0.9}, ValueError, "momentum"),
+            ({"weight_decay": -0.1}, ValueError, "weight_decay"),
+            ({"centered": 1}, TypeError, "centered must be a bool"),
+        ]),
+    EntryPoint(
+        "adagrad_step", fastoptim.adagrad_step, adagrad_arrays,
+        kwargs={"step": 2, "lr": 1e-2, "lr_decay": 0.01, "weight_decay": 0.01},
+        inplace=frozenset({"params", "sums"}), lists=True,
+        bad_kwargs=[
+            ({"lr": -1e-2}, ValueError, "lr"), ({"lr": INF}, ValueError, "lr"),
+            ({"lr_decay": -0.1}, ValueError, "lr_decay"), ({"eps": NAN}, ValueError, "eps"),
+            ({"weight_decay": -0.1}, ValueError, "weight_decay"),
+            ({"step": 0}, ValueError, "step"),
+            ({"step": MISSING}, TypeError, "missing required argument 'step'"),
+        ]),
+    EntryPoint(
+        "losses.softmax_cross_entropy",
+        lambda logits, target, out, **kw: fastoptim.losses.softmax_cross_entropy(
+            logits, target, out=out, **kw),
+        cross_entropy_arrays, kwargs={"label_smoothing": 0.1},
+        inplace=frozenset({"out"}), same_shape=["logits", "out"],
+        skip={"target": CONVERTED, "out": frozenset({"none"})},  # out=None: allocated
+        extra=[
+            ("target", "scalar", lambda a: 1.0, ValueError, "shape"),
+            ("target", "class-too-large", _set_first(SHAPE[1]), ValueError, "class index"),
+            ("target", "class-negative", _set_first(-1), ValueError, "class index"),
+            ("target", "one-short", lambda a: a[:-1].copy(), ValueError, "shape"),
+            ("target", "2-d-wrong", lambda a: np.zeros((SHAPE[0], 3)), ValueError, "shape"),
+        ],
+        bad_kwargs=[
+            ({"label_smoothing": -0.1}, ValueError, "label_smoothing"),
+            ({"label_smoothing": 1.5}, ValueError, "label_smoothing"),
+            ({"reduction": "avg"}, ValueError, "reduction"),
+        ]),
+    EntryPoint(
         "global_norm", fastoptim.global_norm, lambda dtype: {"arrays": normal(3, dtype, 1)[0]},
         lists=True),
     EntryPoint(
@@ -104,11 +181,19 @@ ENTRY_POINTS = [
 ]
 
 CASES = [case for entry in ENTRY_POINTS for case in bad_inputs(entry)]
+# Defects the table found, not fixed yet: (entry point, argument) -> the name the error
+# uses instead. Those cases are still checked in full (rejected, nothing changed) against
+# the wrong name, so a fix makes them fail until the entry here is removed.
+KNOWN_WRONG_NAMES = {
+    # losses.py passes out= to the native argument `grad`, whose name the gate reports.
+    ("losses.softmax_cross_entropy", "out"): "grad",
+}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input_rejected(case):
-    check_rejected(case)
+    wrong = KNOWN_WRONG_NAMES.get((case.entry.name, case.arg))
+    check_rejected(dataclasses.replace(case, arg=wrong) if wrong else case)
 
 
 @pytest.mark.parametrize("entry", ENTRY_POINTS, ids=[e.name for e in ENTRY_POINTS])
@@ -124,6 +209,9 @@ def test_every_standard_variant_is_generated(entry):
     for arg in entry.array_names():
         for kind in ("int32", "float16", "big-endian", "strided", "negative-stride",
                      "fortran-order", "misaligned", "nested-list"):
+            if kind in entry.skip.get(arg, ()):
+                assert (arg, kind, False) not in kinds
+                continue
             assert (arg, kind, False) in kinds
             assert (arg, kind, True) in kinds or not entry.lists
         assert ((arg, "read-only", False) in kinds) == (arg in entry.inplace)
@@ -143,8 +231,11 @@ def figure():
     per_entry = count(ENTRY_POINTS)
     total = sum(per_entry.values())
     detail = ", ".join(f"{k} {v}" for k, v in per_entry.items())
-    return total, (f"{total} bad inputs over {len(per_entry)} entry points ({detail}): "
-                   "all rejected with a clear error naming the argument, 0 bytes changed")
+    known = sum(1 for c in CASES if (c.entry.name, c.arg) in KNOWN_WRONG_NAMES)
+    line = (f"{total} bad inputs over {len(per_entry)} entry points ({detail}): all "
+            "rejected with TypeError/ValueError, 0 bytes changed; "
+            f"{total - known} name the argument, {known} known defects name it wrongly")
+    return total, line
 
 
 def test_bad_input_count():

@@ -2,6 +2,11 @@
 
 The native kernels update numpy arrays in place (one array or a list of arrays per call),
 with SIMD chosen at run time and OpenMP threads; see README.md for the tour.
+
+Threads follow OpenMP's setting (set_num_threads, OMP_NUM_THREADS, threadpoolctl). In a
+child created by fork() the kernels run serially: OpenMP's thread pool does not survive
+fork(), and a multi-threaded region there would hang. Use the spawn or forkserver start
+method for children that need threads.
 """
 
 from __future__ import annotations

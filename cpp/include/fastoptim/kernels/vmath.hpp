@@ -73,8 +73,12 @@ inline T vexp(T x) {
         p = T(1) + r * coef * p;
     }
     (void)coef;
-    const I ki = vm::bit_cast<I>(t) - vm::bit_cast<I>(C::shift);
-    const T scale = vm::bit_cast<T>(static_cast<I>((ki + C::bias) << C::mbits));
+    // 2^k built in the exponent field. Unsigned arithmetic: for a NaN or huge x the
+    // integer is garbage (the select below discards it), and a signed overflow or
+    // left shift of it would be undefined behaviour (UBSan reports it).
+    using U = std::make_unsigned_t<I>;
+    const U ki = vm::bit_cast<U>(t) - vm::bit_cast<U>(C::shift);
+    const T scale = vm::bit_cast<T>(static_cast<U>((ki + static_cast<U>(C::bias)) << C::mbits));
     const T y = p * scale;
     return x < C::lo ? T(0) : (x > C::hi ? std::numeric_limits<T>::infinity() : y);
 }
