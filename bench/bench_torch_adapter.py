@@ -12,13 +12,14 @@ medians (microseconds per step) and ratios; nothing is asserted.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import fastoptim
 import fastoptim.torch as ft
 import numpy as np
 import torch
-from fastoptim import optim
+from fastoptim import bench, optim
 
 
 def model() -> torch.nn.Module:
@@ -42,11 +43,17 @@ def median_us(f, repeats: int) -> float:
     return float(np.median(ts)) * 1e6
 
 
-def main() -> None:
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=50)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    args = ap.parse_args()
+    ap.add_argument("--quick", action="store_true", help="fewer repeats")
+    ap.add_argument("--json")
+    ap.add_argument("--markdown")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.repeats = 15
+    table, goals = [], []
     params = [p for p in model().parameters()]
     for p in params:
         p.grad = torch.randn_like(p)
@@ -87,7 +94,34 @@ def main() -> None:
             print(f"  DeepSpeed / fastoptim.torch:          {ds / fo:.2f}x")
         ratio = res["fastoptim.optim.Adam (numpy list)"] / res["adam_step on one flat array"]
         print(f"  numpy list / one flat call:           {ratio:.2f}x")
+        for k, v in res.items():
+            table.append([nt, k, f"{v:.0f}", f"{v / fo:.2f}"])
+        goals.append({"goal": f"fastoptim.torch.Adam vs torch fused, {nt} thread(s)",
+                      "target": 3.0, "measured": f"{res['torch fused'] / fo:.2f}x",
+                      "met": res["torch fused"] / fo >= 3.0})
+        if "DeepSpeedCPUAdam" in res:
+            goals.append({"goal": f"fastoptim.torch.Adam vs DeepSpeedCPUAdam, {nt} thread(s)",
+                          "target": 2.0, "measured": f"{res['DeepSpeedCPUAdam'] / fo:.2f}x",
+                          "met": res["DeepSpeedCPUAdam"] / fo >= 2.0})
+        goals.append({"goal": f"numpy optim.Adam list vs one flat call, {nt} thread(s)",
+                      "target": 1.2, "measured": f"{ratio:.2f}x", "met": ratio <= 1.2})
+    md = (f"Adam step on a deep MLP's parameter list ({len(params)} tensors, {n:,} float32 "
+          f"parameters); median microseconds per step, and time relative to "
+          f"fastoptim.torch.Adam.\n\n"
+          + bench.markdown_table(["threads", "optimizer", "us / step", "x fastoptim.torch"],
+                                 table))
+    if "DeepSpeedCPUAdam" not in {row[1] for row in table}:
+        md += "\nDeepSpeed is not installed here (bench/install_peers.sh): no DeepSpeed row.\n"
+    print(md)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"title": "Optimizer step on a real model's parameters (torch adapter)",
+                       "rows": table, "goals": goals}, f, indent=1)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(md)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
