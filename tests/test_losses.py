@@ -219,8 +219,8 @@ def test_bad_inputs_raise_and_touch_nothing(rng):
         (ValueError, "target", lambda: _core.softmax_cross_entropy(z, y[:7], out)),
         (TypeError, "target", lambda: _core.softmax_cross_entropy(z, y.astype(np.int32), out)),
         (ValueError, "logits must be 2-D", lambda: _core.softmax_cross_entropy(z[0], y, out)),
-        (ValueError, "grad", lambda: _core.softmax_cross_entropy(z, y, out[:4])),
-        (TypeError, "grad", lambda: _core.softmax_cross_entropy(z, y, out.astype(np.float64))),
+        (ValueError, "out", lambda: _core.softmax_cross_entropy(z, y, out[:4])),
+        (TypeError, "out", lambda: _core.softmax_cross_entropy(z, y, out.astype(np.float64))),
         (ValueError, "C-contiguous", lambda: _core.softmax_cross_entropy(z[:, ::2], y, None)),
         (ValueError, "weight", lambda: _core.softmax_cross_entropy(
             z, y, out, weight=np.ones(4, np.float32))),
@@ -235,7 +235,7 @@ def test_bad_inputs_raise_and_touch_nothing(rng):
         (ValueError, "delta", lambda: _core.point_loss("huber", z, z, out, delta=0.0)),
         (ValueError, "share memory", lambda: _core.point_loss("mse", z, z.copy(), z)),
         (ValueError, "C-contiguous", lambda: _core.point_loss("mse", z, z, np.asfortranarray(out))),
-        (TypeError, "grad", lambda: _core.point_loss("mse", z, z, out.astype(np.float64))),
+        (TypeError, "out", lambda: _core.point_loss("mse", z, z, out.astype(np.float64))),
     ]
     ro = out.copy()
     ro.flags.writeable = False

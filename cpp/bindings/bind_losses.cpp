@@ -54,7 +54,7 @@ double point_loss(const std::string& kind, py::handle input, py::handle target, 
     if (!in.single) throw py::type_error("input must be a numpy.ndarray");
     ArrayList tg = gate.like(target, "target", false);
     ArrayList g;
-    if (!grad.is_none()) g = gate.like(grad, "grad", true);
+    if (!grad.is_none()) g = gate.like(grad, "out", true);
     gate.check_no_overlap();
     const std::size_t n = in.count(0);
     c.scale = mean ? 1.0 / static_cast<double>(n) : 1.0;  // mean of nothing: NaN, as torch
@@ -117,9 +117,9 @@ double softmax_cross_entropy(py::handle logits, py::handle target, py::handle gr
                                   ",), one per class, got " + shape_str(w));
     }
     if (!grad.is_none()) {
-        g = gate.single(grad, "grad", true);
+        g = gate.single(grad, "out", true);
         if (g.ndim() != 2 || g.shape(0) != z.shape(0) || g.shape(1) != z.shape(1))
-            throw py::value_error("grad must have the shape of logits " + shape_str(z) +
+            throw py::value_error("out must have the shape of logits " + shape_str(z) +
                                   ", got " + shape_str(g));
     }
     gate.check_no_overlap();
@@ -176,16 +176,16 @@ double penalty(py::handle params, py::handle grads, double l1, double l2) {
 
 void bind_losses(py::module_& m) {
     using namespace pybind11::literals;
-    m.def("point_loss", &point_loss, "kind"_a, "input"_a, "target"_a, "grad"_a = py::none(),
+    m.def("point_loss", &point_loss, "kind"_a, "input"_a, "target"_a, "out"_a = py::none(),
           py::kw_only(), "reduction"_a = "mean", "delta"_a = 1.0,
           R"doc(Elementwise loss ('mse', 'mae', 'huber', 'bce_logits') of input against target
-(same shape, same float dtype) and, when grad is given, its gradient written into grad in the
+(same shape, same float dtype) and, when out is given, its gradient written into out in the
 same pass. Returns the loss reduced by 'mean' or 'sum'. See fastoptim.losses.)doc");
     m.def("softmax_cross_entropy", &softmax_cross_entropy, "logits"_a, "target"_a,
-          "grad"_a = py::none(), py::kw_only(), "weight"_a = py::none(),
+          "out"_a = py::none(), py::kw_only(), "weight"_a = py::none(),
           "label_smoothing"_a = 0.0, "reduction"_a = "mean",
           R"doc(Softmax cross-entropy of logits (N, C) against int64 class indices (N,) or
-probabilities (N, C), with torch's class-weight and label-smoothing semantics; grad (N, C), if
+probabilities (N, C), with torch's class-weight and label-smoothing semantics; out (N, C), if
 given, receives the gradient. See fastoptim.losses.)doc");
     m.def("penalty", &penalty, "params"_a, "grads"_a = py::none(), py::kw_only(), "l1"_a = 0.0,
           "l2"_a = 0.0,
