@@ -12,7 +12,6 @@ activation, loss and Adam over the flat parameter arena). PyTorch: torch.nn + F.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import fastoptim
@@ -142,13 +141,8 @@ def main(argv=None) -> int:
                                  [[r[0], r[1], f"{r[2]:.1f}", f"{r[3]:.1f}", f"{r[4]:.1f}"]
                                   for r in loss_rows]))
     print(md)
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump({"title": "MLP training step and loss kernels", "rows": step_rows,
-                       "loss_rows": loss_rows, "goals": goals}, f, indent=1)
-    if a.markdown:
-        with open(a.markdown, "w") as f:
-            f.write(md)
+    bench.write_script_outputs(a.json, a.markdown, title="MLP training step and loss kernels",
+                               rows=step_rows, markdown=md, goals=goals, loss_rows=loss_rows)
     return 0
 
 

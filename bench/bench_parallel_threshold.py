@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
-
 import fastoptim
+import numpy as np
 from fastoptim import _core
 
 

@@ -12,7 +12,6 @@ medians (microseconds per step) and ratios; nothing is asserted.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import fastoptim
@@ -113,13 +112,9 @@ def main(argv=None) -> int:
     if "DeepSpeedCPUAdam" not in {row[1] for row in table}:
         md += "\nDeepSpeed is not installed here (bench/install_peers.sh): no DeepSpeed row.\n"
     print(md)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"title": "Optimizer step on a real model's parameters (torch adapter)",
-                       "rows": table, "goals": goals}, f, indent=1)
-    if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(md)
+    bench.write_script_outputs(
+        args.json, args.markdown, rows=table, markdown=md, goals=goals,
+        title="Optimizer step on a real model's parameters (torch adapter)")
     return 0
 
 

@@ -14,13 +14,11 @@ Follows the bench/ convention (bench/README.md).
 from __future__ import annotations
 
 import argparse
-import json
 import time
 import warnings
 
-import numpy as np
-
 import fastoptim
+import numpy as np
 from fastoptim import bench, data, nn, optim, train
 
 try:
@@ -162,13 +160,9 @@ def main(argv=None) -> int:
               f"median seconds per epoch over {epochs} epochs, test accuracy after them.\n\n"
               + table)
         print(md)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"title": "Training on Fashion-MNIST", "rows": rows, "goals": goals,
-                       "machine": bench.machine_summary()}, f, indent=1)
-    if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(md)
+    bench.write_script_outputs(args.json, args.markdown, title="Training on Fashion-MNIST",
+                               rows=rows, markdown=md, goals=goals,
+                               machine=bench.machine_summary())
     return 0
 
 

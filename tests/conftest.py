@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import os
 
+import fastoptim
 import numpy as np
 import pytest
-
-import fastoptim
 
 # FASTOPTIM_SIMD=<target> pins the whole suite to that target (CI runs it once per target);
 # otherwise the per-target tests run every target this CPU supports.

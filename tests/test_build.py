@@ -11,10 +11,9 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+import fastoptim
 import numpy as np
 import pytest
-
-import fastoptim
 from fastoptim import _core
 
 HERE = Path(__file__).parent

@@ -11,7 +11,6 @@ import zipfile
 
 import numpy as np
 import pytest
-
 from fastoptim.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 

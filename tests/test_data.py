@@ -7,7 +7,6 @@ import os
 
 import numpy as np
 import pytest
-
 from fastoptim import data
 
 HAVE_FASHION = os.path.isdir(data.FASHION_MNIST_DIR)

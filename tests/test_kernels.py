@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import fastoptim
 import numpy as np
 import pytest
 import reference as ref
 from conftest import SIZES, THREADS
-
-import fastoptim
 
 DTYPES = [np.float32, np.float64]
 # Error bound: a small multiple of the dtype's eps times the reference's magnitude.

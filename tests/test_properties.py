@@ -17,13 +17,12 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
+import fastoptim
 import numpy as np
 import reference as ref
 from conftest import TARGETS, THREADS
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import fastoptim
 
 K = 16
 SETTINGS = settings(max_examples=50, deadline=None)

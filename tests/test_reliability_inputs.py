@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import fastoptim
+import fastoptim.optim
 import numpy as np
 import pytest
 from badinputs import (
@@ -19,9 +21,6 @@ from badinputs import (
     check_rejected,
     count,
 )
-
-import fastoptim
-import fastoptim.optim
 
 NAN, INF = float("nan"), float("inf")
 SHAPE = (8, 12)

@@ -22,10 +22,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import fastoptim
 import numpy as np
 import pytest
-
-import fastoptim
 
 # Python >= 3.12 warns when os.fork() runs while other threads (here, libgomp's idle
 # workers) exist; forking after multi-threaded kernels is exactly what these tests do.

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import itertools
 
+import fastoptim
 import numpy as np
 import pytest
-
-import fastoptim
 
 torch = pytest.importorskip("torch")
 

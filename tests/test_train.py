@@ -8,7 +8,6 @@ import os
 
 import numpy as np
 import pytest
-
 from fastoptim import cli, data, nn, optim, schedules, train
 from fastoptim.checkpoint import CheckpointError
 

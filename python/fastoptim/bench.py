@@ -513,6 +513,20 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
     return "\n".join(lines) + "\n"
 
 
+def write_script_outputs(json_path: str | None, markdown_path: str | None, *, title: str,
+                         rows: Any, markdown: str, goals: Sequence[dict] = (),
+                         **extra: Any) -> None:
+    """Writes a bench/ script's --json and --markdown files (bench/README.md convention)."""
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump({"title": title, "rows": rows, "goals": list(goals), **extra}, f,
+                      indent=1)
+            f.write("\n")
+    if markdown_path:
+        with open(markdown_path, "w") as f:
+            f.write(markdown)
+
+
 def goal_mark(met: bool | None) -> str:
     """How a goal's outcome reads in a table: yes, **no**, or n/a (not measured)."""
     return "n/a" if met is None else "yes" if met else "**no**"

@@ -95,6 +95,22 @@ void act_forward_rows(T* y, T* z, const T* bias, std::size_t b, std::size_t e, s
     }
 }
 
+// Calls run(std::integral_constant<Act, a>{}) for the runtime activation a: one
+// instantiation of the row kernels per activation.
+template <class F>
+void with_act(Act a, F&& run) {
+    switch (a) {
+        case Act::none: run(std::integral_constant<Act, Act::none>{}); break;
+        case Act::relu: run(std::integral_constant<Act, Act::relu>{}); break;
+        case Act::leaky_relu: run(std::integral_constant<Act, Act::leaky_relu>{}); break;
+        case Act::sigmoid: run(std::integral_constant<Act, Act::sigmoid>{}); break;
+        case Act::tanh: run(std::integral_constant<Act, Act::tanh>{}); break;
+        case Act::gelu_tanh: run(std::integral_constant<Act, Act::gelu_tanh>{}); break;
+        case Act::gelu: run(std::integral_constant<Act, Act::gelu>{}); break;
+        case Act::softmax: run(std::integral_constant<Act, Act::softmax>{}); break;
+    }
+}
+
 // z [rows, C] += bias [C] (bias may be null); y [rows, C] = act(z). y may be z itself (the
 // activation then replaces the pre-activation); for Act::none y is not written.
 template <class T>
@@ -107,16 +123,7 @@ void bias_act_forward(T* y, T* z, const T* bias, std::size_t rows, std::size_t C
             act_forward_rows<T, A>(y, z, bias, b, e, C, alpha);
         });
     };
-    switch (cfg.act) {
-        case Act::none: run(std::integral_constant<Act, Act::none>{}); break;
-        case Act::relu: run(std::integral_constant<Act, Act::relu>{}); break;
-        case Act::leaky_relu: run(std::integral_constant<Act, Act::leaky_relu>{}); break;
-        case Act::sigmoid: run(std::integral_constant<Act, Act::sigmoid>{}); break;
-        case Act::tanh: run(std::integral_constant<Act, Act::tanh>{}); break;
-        case Act::gelu_tanh: run(std::integral_constant<Act, Act::gelu_tanh>{}); break;
-        case Act::gelu: run(std::integral_constant<Act, Act::gelu>{}); break;
-        case Act::softmax: run(std::integral_constant<Act, Act::softmax>{}); break;
-    }
+    with_act(cfg.act, run);
 }
 
 // Rows [b, e): dz = dy * act'(z, y); part[c] += dz (in double) when part is not null.
@@ -180,16 +187,7 @@ void act_backward(T* dz, const T* dy, const T* z, const T* y, T* dbias, std::siz
 #endif
         }
     };
-    switch (cfg.act) {
-        case Act::none: run(std::integral_constant<Act, Act::none>{}); break;
-        case Act::relu: run(std::integral_constant<Act, Act::relu>{}); break;
-        case Act::leaky_relu: run(std::integral_constant<Act, Act::leaky_relu>{}); break;
-        case Act::sigmoid: run(std::integral_constant<Act, Act::sigmoid>{}); break;
-        case Act::tanh: run(std::integral_constant<Act, Act::tanh>{}); break;
-        case Act::gelu_tanh: run(std::integral_constant<Act, Act::gelu_tanh>{}); break;
-        case Act::gelu: run(std::integral_constant<Act, Act::gelu>{}); break;
-        case Act::softmax: run(std::integral_constant<Act, Act::softmax>{}); break;
-    }
+    with_act(cfg.act, run);
     if (!dbias) return;
     for (std::size_t c = 0; c < C; ++c) {
         double s = accumulate_bias ? static_cast<double>(dbias[c]) : 0.0;
