@@ -317,8 +317,11 @@ def _run_trial(number: int, params: dict[str, Any], fixed: Mapping[str, Any], re
     try:
         for r in range(repeats):
             args = _trial_args(fixed, params, r)
-            history, result, _ = tc.train_and_evaluate(
-                args, output=None, verbose=False, report=report if r == 0 else None)
+            # A diverging trial overflows before its loss turns NaN: it ends as a
+            # FloatingPointError from fit's NaN check, without a screen of numpy warnings.
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                history, result, _ = tc.train_and_evaluate(
+                    args, output=None, verbose=False, report=report if r == 0 else None)
             trial.epochs = len(history.epochs)
             scores.append(_score(history, bool(args.early_stopping)))
             tests.append(result["accuracy"])

@@ -176,7 +176,7 @@ class _BaseMLP(BaseEstimator):
 
     def _fit(self, X, y, *, partial: bool, classes=None):
         first = not (partial and hasattr(self, "_model"))
-        X, y = _validate_data(self, X, y, reset=first, dtype=self._np_dtype(),
+        X, y = _validate_data(self, X, y, reset=first, dtype=self._np_dtype(), order="C",
                               multi_output=self._loss != "cross_entropy", y_numeric=False)
         y = self._targets(y, fitting=first, classes=classes)
         rs = check_random_state(self.random_state)
@@ -203,7 +203,7 @@ class _BaseMLP(BaseEstimator):
         from fastoptim import train
 
         check_is_fitted(self, "_model")
-        X = _validate_data(self, X, reset=False, dtype=self._np_dtype())
+        X = _validate_data(self, X, reset=False, dtype=self._np_dtype(), order="C")
         saved = self._threads()
         try:
             return np.asarray(train.predict(self._model, X), dtype=np.float64)
@@ -314,6 +314,11 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     def partial_fit(self, X, y):
         """One epoch on (X, y), continuing the network and optimizer state (constant lr)."""
         return self._fit(X, y, partial=True)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
 
     def predict(self, X):
         out = self._output(X)
