@@ -129,9 +129,10 @@ class _BaseMLP(BaseEstimator):
         if saved is None:
             return
         before, limits = saved
-        fastoptim.set_num_threads(before)
+        # BLAS first: an OpenMP-built OpenBLAS restores through the same OpenMP runtime.
         if limits is not None:
             limits.unregister()
+        fastoptim.set_num_threads(before)
 
     # ---------------------------------------------------------------- training
     def _targets(self, y, *, fitting: bool, classes=None):
@@ -289,7 +290,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return np.log(self.predict_proba(X))
 
     def predict(self, X):
-        return self.classes_[self._output(X).argmax(axis=1)]
+        index = self._output(X).argmax(axis=1)
+        return self.classes_[index]
 
 
 class MLPRegressor(RegressorMixin, _BaseMLP):
