@@ -426,7 +426,11 @@ def _run_optuna(space, n_trials, fixed, seed, repeats, storage, study_name, prun
             raise ValueError(f"{name}: tpe takes lists or loguniform/uniform/int ranges, not "
                              f"{type(v).__name__}")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    pruner = (optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+    # Validation accuracy in the first epochs is noisy and favours large steps: judge a
+    # trial only after a quarter of its epochs, against the median of 5 earlier trials.
+    epochs = space.get("epochs") if isinstance(space.get("epochs"), list) else None
+    epochs = min(epochs) if epochs else int(fixed.get("epochs", tc.option_defaults()["epochs"]))
+    pruner = (optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=max(1, epochs // 4))
               if pruning else optuna.pruners.NopPruner())
     study = optuna.create_study(storage=storage, study_name=study_name, direction="maximize",
                                 sampler=optuna.samplers.TPESampler(seed=seed), pruner=pruner,
