@@ -195,3 +195,26 @@ def test_tpe_resumes_an_interrupted_study(tmp_path):
     again = search.run_search({"lr": "loguniform:1e-4:1e-1", "hidden": [[8], [16]]}, **kw)
     assert len(optuna.load_study(study_name="resume", storage=storage).trials) == 5
     assert again.best.number == result.best.number
+
+
+def test_two_processes_share_one_study(tmp_path):
+    import subprocess
+    import sys
+
+    optuna = pytest.importorskip("optuna")
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    cmd = [sys.executable, "-m", "fastoptim.cli", "search", "--sampler", "tpe",
+           "--random", "lr=loguniform:1e-4:1e-1", "--trials", "6", "--epochs", "2",
+           "--hidden", "16", "--storage", storage, "--study-name", "shared", "--quiet"]
+    procs = [subprocess.Popen([*cmd, "--output", str(tmp_path / f"out{i}")],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for i in range(2)]
+    for p in procs:
+        out, _ = p.communicate(timeout=120)
+        assert p.returncode == 0, out
+    trials = optuna.load_study(study_name="shared", storage=storage).trials
+    # 6 for the study as a whole, plus at most one that was running in the other process.
+    assert 6 <= len(trials) <= 7
+    numbers = [{t["number"] for t in json.loads((tmp_path / f"out{i}" / "results.json")
+                                                .read_text())["trials"]} for i in range(2)]
+    assert numbers[0] | numbers[1] == {t.number for t in trials}

@@ -432,9 +432,17 @@ def _run_optuna(space, n_trials, fixed, seed, repeats, storage, study_name, prun
     epochs = min(epochs) if epochs else int(fixed.get("epochs", tc.option_defaults()["epochs"]))
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=max(1, epochs // 4))
               if pruning else optuna.pruners.NopPruner())
-    study = optuna.create_study(storage=storage, study_name=study_name, direction="maximize",
-                                sampler=optuna.samplers.TPESampler(seed=seed), pruner=pruner,
-                                load_if_exists=True)
+    for attempt in range(5):
+        try:
+            study = optuna.create_study(
+                storage=storage, study_name=study_name, direction="maximize",
+                sampler=optuna.samplers.TPESampler(seed=seed), pruner=pruner,
+                load_if_exists=True)
+            break
+        except Exception:  # noqa: BLE001 - processes creating one new database race
+            if storage is None or attempt == 4:
+                raise
+            time.sleep(0.2 * (attempt + 1))
     state = optuna.trial.TrialState
     done = (state.COMPLETE, state.PRUNED, state.FAIL)
 
@@ -484,7 +492,11 @@ def _run_optuna(space, n_trials, fixed, seed, repeats, storage, study_name, prun
         return trial.score
 
     if n_trials > n_finished:
-        study.optimize(objective, n_trials=n_trials - n_finished, catch=(_TrialFailed,))
+        # n_trials is for the whole study: processes sharing the storage stop once it holds
+        # n_trials complete or pruned trials (plus those still running elsewhere).
+        cap = optuna.study.MaxTrialsCallback(n_trials, states=(state.COMPLETE, state.PRUNED))
+        study.optimize(objective, n_trials=n_trials - n_finished, catch=(_TrialFailed,),
+                       callbacks=[cap])
     trials = []
     for ot in study.get_trials(deepcopy=False):
         if ot.state not in done:
