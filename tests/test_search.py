@@ -218,3 +218,29 @@ def test_two_processes_share_one_study(tmp_path):
     numbers = [{t["number"] for t in json.loads((tmp_path / f"out{i}" / "results.json")
                                                 .read_text())["trials"]} for i in range(2)]
     assert numbers[0] | numbers[1] == {t.number for t in trials}
+
+
+def test_cross_validation_scores_stratified_folds_of_the_training_split():
+    from fastoptim import data
+    from sklearn.model_selection import StratifiedKFold
+
+    fixed = {"hidden": [16], "epochs": 2, "batch_size": 64, "seed": 3}
+    result = search.run_search({"lr": [1e-7, 3e-3]}, fixed=fixed, cv=3)
+    assert result.best_params == {"lr": 3e-3} and result.best.std > 0
+    # The same folds by hand, each through train_and_evaluate with its own scaling.
+    ds = data.load("digits", seed=3)
+    scores = []
+    for tr, va in StratifiedKFold(3, shuffle=True, random_state=3).split(ds.X_train,
+                                                                          ds.y_train):
+        sc = data.Standardizer().fit(ds.X_train[tr])
+        f = lambda a: sc.transform(a).astype(np.float32)  # noqa: E731, B023
+        prepared = (f(ds.X_train[tr]), ds.y_train[tr], f(ds.X_train[va]), ds.y_train[va],
+                    f(ds.X_test), ds.y_test, "digits", 10)
+        args = argparse.Namespace(**{**tc.option_defaults(), **fixed, "lr": 3e-3})
+        h, _, _ = tc.train_and_evaluate(args, output=None, verbose=False, prepared=prepared)
+        assert len(va) == len(ds.y_train) // 3 or len(va) == len(ds.y_train) // 3 + 1
+        scores.append(h.history["val_accuracy"][-1])
+    assert result.best.score == pytest.approx(np.mean(scores), abs=1e-12)
+    assert result.best.std == pytest.approx(np.std(scores), abs=1e-12)
+    with pytest.raises(ValueError, match="cv must be >= 2"):
+        search.run_search({"lr": [1e-3]}, cv=1)

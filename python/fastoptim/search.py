@@ -306,22 +306,58 @@ def _trial_args(fixed: Mapping[str, Any], params: Mapping[str, Any], seed_offset
     return argparse.Namespace(**options)
 
 
+class _Folds:
+    """k stratified folds (scikit-learn's StratifiedKFold, shuffled with the trial's seed) of
+    a data set's training split, each standardised with its own training part's statistics
+    and shaped like prepare_data's result; built once per (dataset, seed, dtype)."""
+
+    def __init__(self, k: int):
+        self.k, self.cache = k, {}
+
+    def __call__(self, args: argparse.Namespace) -> list[tuple]:
+        key = (args.dataset, args.seed, args.dtype)
+        if key not in self.cache:
+            from sklearn.model_selection import StratifiedKFold
+
+            from fastoptim import data
+
+            try:
+                ds = data.load(args.dataset, seed=args.seed)
+            except (FileNotFoundError, ValueError) as e:
+                raise tc.CommandError(str(e)) from None
+            dtype = np.float32 if args.dtype == "float32" else np.float64
+            folds = []
+            splitter = StratifiedKFold(self.k, shuffle=True, random_state=args.seed)
+            for tr, va in splitter.split(ds.X_train, ds.y_train):
+                scaler = data.Standardizer().fit(ds.X_train[tr])
+                Xtr, Xva, Xte = (scaler.transform(a).astype(dtype, copy=False)
+                                 for a in (ds.X_train[tr], ds.X_train[va], ds.X_test))
+                folds.append((Xtr, ds.y_train[tr], Xva, ds.y_train[va], Xte, ds.y_test,
+                              ds.name, ds.n_classes))
+            self.cache[key] = folds
+        return self.cache[key]
+
+
 def _run_trial(number: int, params: dict[str, Any], fixed: Mapping[str, Any], repeats: int,
                report: Callable[[int, dict], None] | None = None,
-               pruned: tuple[type[BaseException], ...] = ()) -> Trial:
+               pruned: tuple[type[BaseException], ...] = (),
+               folds: _Folds | None = None) -> Trial:
     """Trains ``repeats`` times (seeds seed, seed+1, ...: each a different validation split,
-    initialisation and shuffling) and records the mean/std validation accuracy."""
+    initialisation and shuffling), or once per cross-validation fold, and records the
+    mean/std validation accuracy."""
     trial = Trial(number, dict(params))
     scores, tests = [], []
     t0 = time.perf_counter()
     try:
-        for r in range(repeats):
-            args = _trial_args(fixed, params, r)
+        for r in range(repeats if folds is None else folds.k):
+            args = _trial_args(fixed, params, r if folds is None else 0)
+            prepared = None if folds is None else folds(args)[r]
             # A diverging trial overflows before its loss turns NaN: it ends as a
             # FloatingPointError from fit's NaN check, without a screen of numpy warnings.
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
                 history, result, _ = tc.train_and_evaluate(
-                    args, output=None, verbose=False, report=report if r == 0 else None)
+                    args, output=None, verbose=False, report=report if r == 0 else None,
+                    prepared=prepared)
             trial.epochs = len(history.epochs)
             scores.append(_score(history, bool(args.early_stopping)))
             tests.append(result["accuracy"])
@@ -358,7 +394,7 @@ def _candidates(space: dict[str, Any], method: str, n_trials: int | None, seed: 
 
 def run_search(space: Mapping[str, Any], *, method: str = "grid", n_trials: int | None = None,
                fixed: Mapping[str, Any] | None = None, seed: int = 0, repeats: int = 1,
-               storage: str | None = None, study_name: str | None = None,
+               cv: int | None = None, storage: str | None = None, study_name: str | None = None,
                pruning: bool = True, output: str | Path | None = None,
                on_trial: Callable[[Trial], None] | None = None) -> SearchResult:
     """Searches ``space`` (see the module docstring) and returns the trials, best first.
@@ -372,6 +408,9 @@ def run_search(space: Mapping[str, Any], *, method: str = "grid", n_trials: int 
         seed: seeds the sampler (random, tpe); trials train with ``fixed['seed']``.
         repeats: trainings per trial on seeds seed, seed+1, ... (other validation split,
             initialisation and shuffling); the score is their mean, with its std.
+        cv: k-fold cross-validation instead of the held-out split: scikit-learn's
+            StratifiedKFold (shuffled by the training seed) over the data set's training
+            split; the score is the mean over the folds, with its std.
         storage, study_name: tpe only: an Optuna storage URL (``sqlite:///search.db``)
             shared by several processes; rerunning on it resumes the study up to
             ``n_trials`` finished trials.
@@ -382,6 +421,9 @@ def run_search(space: Mapping[str, Any], *, method: str = "grid", n_trials: int 
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
+    if cv is not None and (cv < 2 or repeats != 1):
+        raise ValueError(f"cv must be >= 2 and used with repeats=1, got cv={cv}, "
+                         f"repeats={repeats}")
     if n_trials is not None and n_trials < 1:
         raise ValueError(f"n_trials must be >= 1, got {n_trials}")
     space = normalize_space(space)
@@ -392,19 +434,21 @@ def run_search(space: Mapping[str, Any], *, method: str = "grid", n_trials: int 
     overlap = set(fixed) & set(space)
     if overlap:
         raise ValueError(f"option(s) both fixed and searched: {', '.join(sorted(overlap))}")
-    if float(fixed.get("validation_split", tc.option_defaults()["validation_split"])) <= 0:
+    if cv is None and float(fixed.get("validation_split",
+                                      tc.option_defaults()["validation_split"])) <= 0:
         raise ValueError("search scores on validation data: validation_split must be > 0")
+    folds = None if cv is None else _Folds(int(cv))
     t0 = time.perf_counter()
     if method == "tpe":
         trials = _run_optuna(space, n_trials or 10, fixed, seed, repeats, storage, study_name,
-                             pruning, on_trial)
+                             pruning, on_trial, folds)
     else:
         if storage is not None:
             raise ValueError("storage is for method='tpe' (Optuna)")
         trials = []
         for i, params in enumerate(_candidates(space, method, n_trials, seed)):
             params = {k: _jsonable(v) for k, v in params.items()}
-            trial = _run_trial(i, params, fixed, repeats)
+            trial = _run_trial(i, params, fixed, repeats, folds=folds)
             trials.append(trial)
             if on_trial is not None:
                 on_trial(trial)
@@ -416,7 +460,7 @@ def run_search(space: Mapping[str, Any], *, method: str = "grid", n_trials: int 
 
 
 def _run_optuna(space, n_trials, fixed, seed, repeats, storage, study_name, pruning,
-                on_trial) -> list[Trial]:
+                on_trial, folds) -> list[Trial]:
     try:
         import optuna
     except ImportError:
@@ -475,7 +519,7 @@ def _run_optuna(space, n_trials, fixed, seed, repeats, storage, study_name, prun
 
         try:
             trial = _run_trial(ot.number, params, fixed, repeats, report,
-                               pruned=(optuna.TrialPruned,))
+                               pruned=(optuna.TrialPruned,), folds=folds)
         except optuna.TrialPruned:
             if on_trial is not None:
                 on_trial(Trial(ot.number, params, status="pruned"))
@@ -588,6 +632,9 @@ def add_subparser(subparsers) -> None:
                    help="default: grid with --grid only, random otherwise; tpe needs optuna")
     s.add_argument("--repeats", type=int, default=1,
                    help="trainings per trial on successive seeds (mean/std score)")
+    s.add_argument("--cv", type=int, default=None, metavar="K",
+                   help="score by stratified K-fold cross-validation of the training split "
+                        "instead of the --validation-split hold-out")
     s.add_argument("--no-pruning", action="store_true", help="tpe: never prune a trial")
     s.add_argument("--storage", default=None, metavar="URL",
                    help="tpe: Optuna storage (sqlite:///search.db) shared by processes; "
@@ -629,7 +676,8 @@ def run(args: argparse.Namespace) -> int:
                       flush=True)
 
         result = run_search(space, method=method, n_trials=args.trials, fixed=fixed,
-                            seed=args.search_seed, repeats=args.repeats, storage=args.storage,
+                            seed=args.search_seed, repeats=args.repeats, cv=args.cv,
+                            storage=args.storage,
                             study_name=args.study_name, pruning=not args.no_pruning,
                             on_trial=show)
         written = result.save(args.output)
