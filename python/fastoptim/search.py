@@ -277,8 +277,8 @@ class SearchResult:
 
 
 def _fmt(v) -> str:
-    if v is None:
-        return "-"
+    if v is None:  # batch_size None is full-batch; lr None is the optimizer's default
+        return "None"
     if isinstance(v, float):
         return f"{v:.4g}"
     if isinstance(v, list):
@@ -599,7 +599,12 @@ def save_plot(result: SearchResult, path: Path) -> str | None:
             if name in ("lr", "weight_decay", "l1") and positive:
                 ax.set_xscale("log")
         else:
-            labels = sorted({_fmt(v) for v in values})
+            unique = list({_fmt(v): v for v in values}.values())
+            try:
+                unique.sort()  # hidden [64] before [128]
+            except TypeError:  # mixed types (batch_size 32 and None): by text
+                unique.sort(key=_fmt)
+            labels = [_fmt(v) for v in unique]
             ax.scatter([labels.index(_fmt(v)) for v in values], scores)
             ax.set_xticks(range(len(labels)), labels)
         ax.set(xlabel=name, ylabel="validation accuracy")
