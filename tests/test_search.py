@@ -244,3 +244,45 @@ def test_cross_validation_scores_stratified_folds_of_the_training_split():
     assert result.best.std == pytest.approx(np.std(scores), abs=1e-12)
     with pytest.raises(ValueError, match="cv must be >= 2"):
         search.run_search({"lr": [1e-3]}, cv=1)
+
+
+def test_a_killed_search_resumes_on_its_storage(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    optuna = pytest.importorskip("optuna")
+    storage = f"sqlite:///{tmp_path / 'killed.db'}"
+    cmd = [sys.executable, "-m", "fastoptim.cli", "search", "--sampler", "tpe",
+           "--random", "lr=loguniform:1e-3:1e-2", "--trials", "3", "--epochs", "40",
+           "--hidden", "64", "--no-pruning", "--storage", storage, "--study-name", "k",
+           "--quiet", "--output", str(tmp_path / "out")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = optuna.trial.TrialState
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                states = [t.state for t in optuna.load_study(study_name="k",
+                                                              storage=storage).trials]
+            except KeyError:  # the study is not created yet
+                states = []
+            if state.COMPLETE in states and states[-1] == state.RUNNING:
+                proc.send_signal(signal.SIGKILL)  # mid-trial: that trial stays RUNNING
+                break
+            time.sleep(0.02)
+    finally:
+        proc.kill()
+        proc.wait()
+    before = optuna.load_study(study_name="k", storage=storage).trials
+    if proc.returncode == 0 or before[-1].state != state.RUNNING:
+        pytest.skip("the search finished before it could be killed mid-trial")
+    done_before = sum(t.state == state.COMPLETE for t in before)
+    assert cli.main([*cmd[3:]]) == 0
+    after = optuna.load_study(study_name="k", storage=storage).trials
+    assert sum(t.state == state.COMPLETE for t in after) == 3
+    assert len(after) == len(before) + 3 - done_before  # only the missing trials ran
+    assert [t.params for t in after[:done_before]] == [t.params for t in before[:done_before]]
+    listed = json.loads((tmp_path / "out" / "results.json").read_text())["trials"]
+    assert len(listed) == 3 and all(t["status"] == "ok" for t in listed)
