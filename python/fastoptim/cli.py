@@ -11,7 +11,7 @@ import argparse
 import importlib
 from collections.abc import Sequence
 
-COMMANDS = ("fastoptim.train_command", "fastoptim.bench")
+COMMANDS = ("fastoptim.train_command", "fastoptim.search", "fastoptim.bench")
 
 
 class _Parser(argparse.ArgumentParser):

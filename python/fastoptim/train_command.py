@@ -236,14 +236,17 @@ def set_threads(n: int | None):
 
 
 def train_and_evaluate(args: argparse.Namespace, *, output: Path | None, verbose: bool | None,
-                       report=None):
+                       report=None, prepared=None):
     """Runs one training run with these options; returns (history, test metrics, model).
 
-    ``report(epoch, logs)`` is called after every epoch (search uses it for pruning)."""
+    ``report(epoch, logs)`` is called after every epoch (search uses it for pruning).
+    ``prepared`` replaces prepare_data(args) with a tuple of the same form (search's
+    cross-validation folds)."""
     from fastoptim import train
 
     validate(args)
-    X, y, X_val, y_val, X_test, y_test, name, n_classes = prepare_data(args)
+    X, y, X_val, y_val, X_test, y_test, name, n_classes = (
+        prepare_data(args) if prepared is None else prepared)
     model, opt, lr = build(args, X.shape[1], n_classes)
     steps = 1 if args.batch_size is None else -(-len(X) // args.batch_size)
     callbacks: list = []
