@@ -178,14 +178,7 @@ void act_backward(T* dz, const T* dy, const T* z, const T* y, T* dbias, std::siz
         };
         const int nt = std::min<int>(threads_for(rows * C, nthreads, kMinPerThreadAct),
                                      static_cast<int>(std::min<std::size_t>(nchunks, 1 << 30)));
-        if (nt <= 1) {
-            for (std::size_t k = 0; k < nchunks; ++k) chunk(k);
-        } else {
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(nt) schedule(static)
-            for (std::size_t k = 0; k < nchunks; ++k) chunk(k);
-#endif
-        }
+        for_each_chunk(nchunks, nt, chunk);
     };
     with_act(cfg.act, run);
     if (!dbias) return;

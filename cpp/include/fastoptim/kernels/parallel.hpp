@@ -30,6 +30,21 @@ inline int threads_for(std::size_t total, int nthreads, std::size_t min_per_thre
 #endif
 }
 
+// Calls f(c) for every chunk c in [0, nchunks): serially when nt <= 1, else on nt threads
+// with a static schedule. Chunk boundaries are the caller's, so per-chunk results are the
+// same for any thread count.
+template <class F>
+void for_each_chunk(std::size_t nchunks, int nt, F&& f) {
+    if (nt <= 1) {
+        for (std::size_t c = 0; c < nchunks; ++c) f(c);
+        return;
+    }
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (std::size_t c = 0; c < nchunks; ++c) f(c);
+#endif
+}
+
 // Calls f(i, begin, end) for element ranges of the `count` arrays whose sizes size_of(i)
 // returns, covering every element exactly once; in parallel when the total is large.
 template <class SizeOf, class F>

@@ -50,15 +50,7 @@ double sumsq_multi(const T* const* xs, const std::size_t* sizes, std::size_t cou
         const std::size_t off = (c - first[i]) * kNormChunk;
         part[c] = sumsq_range(xs[i] + off, std::min(kNormChunk, sizes[i] - off));
     };
-    const int nt = threads_for(total, nthreads, kMinPerThreadReduce);
-    if (nt <= 1) {
-        for (std::size_t c = 0; c < nchunks; ++c) chunk(c);
-    } else {
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(nt) schedule(static)
-        for (std::size_t c = 0; c < nchunks; ++c) chunk(c);
-#endif
-    }
+    for_each_chunk(nchunks, threads_for(total, nthreads, kMinPerThreadReduce), chunk);
     double s = 0.0;
     for (double v : part) s += v;  // fixed order: deterministic
     return s;

@@ -50,14 +50,7 @@ double chunked_sum(std::size_t n, std::size_t chunk, std::size_t item_cost, int 
     const int nt = std::min<int>(threads_for(n * item_cost, nthreads, min_per_thread),
                                  static_cast<int>(std::min<std::size_t>(nchunks, 1 << 30)));
     auto one = [&](std::size_t c) { part[c] = f(c * chunk, std::min(n, (c + 1) * chunk)); };
-    if (nt <= 1) {
-        for (std::size_t c = 0; c < nchunks; ++c) one(c);
-    } else {
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(nt) schedule(static)
-        for (std::size_t c = 0; c < nchunks; ++c) one(c);
-#endif
-    }
+    for_each_chunk(nchunks, nt, one);
     double s = 0.0;
     for (double v : part) s += v;  // fixed order: deterministic
     return s;
