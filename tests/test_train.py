@@ -89,6 +89,20 @@ def test_resume_refuses_damaged_checkpoint(digits, tmp_path):
                   resume_from=path)
 
 
+def test_resume_refuses_other_dropout_layout(digits, tmp_path):
+    X, y, _, _ = digits
+    model, opt = make(dropout=0.2)
+    path = tmp_path / "c.npz"
+    train.fit(model, X, y, loss="cross_entropy", optimizer=opt, epochs=1, verbose=False,
+              callbacks=[train.ModelCheckpoint(path)])
+    plain, plain_opt = make()
+    before = plain.flat_parameters().copy()
+    with pytest.raises(CheckpointError, match="dropout"):
+        train.fit(plain, X, y, loss="cross_entropy", optimizer=plain_opt, epochs=2,
+                  verbose=False, resume_from=path)
+    assert plain.flat_parameters().tobytes() == before.tobytes()  # nothing loaded
+
+
 def test_early_stopping_restores_best(digits):
     X, y, Xv, yv = digits
     model, opt = make(lr=0.05)  # a high lr: validation loss soon stops improving

@@ -85,7 +85,8 @@ def load_idx(path: str | os.PathLike) -> np.ndarray:
     if len(raw) != expected:
         raise ValueError(f"{path} is corrupt: header says {shape} ({expected} bytes), "
                          f"file has {len(raw)} bytes")
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+    values = np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
+    return values.astype(dtype.newbyteorder("="))
 
 
 def _find(directory: Path, stem: str) -> Path:

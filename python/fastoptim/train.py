@@ -60,7 +60,8 @@ class History:
             self.history.setdefault(k, []).append(float(v))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"epochs": list(self.epochs), "history": {k: list(v) for k, v in self.history.items()}}
+        return {"epochs": list(self.epochs),
+                "history": {k: list(v) for k, v in self.history.items()}}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> History:
@@ -573,11 +574,15 @@ def load_training_state(path, trainer: _Trainer) -> int:
         epoch, step = int(meta["epoch"]), int(meta["step"])
     except (KeyError, TypeError, ValueError) as e:
         raise _ckpt.CheckpointError(f"{path} is not a training checkpoint: {e}") from None
+    layers, streams = _dropouts(trainer.model), meta.get("dropout_streams", [])
+    if len(layers) != len(streams):  # checked before anything is changed
+        raise _ckpt.CheckpointError(f"{path} holds {len(streams)} dropout streams but the model "
+                                    f"has {len(layers)} dropout layers")
     trainer.model.load_state_dict(model_state)
     trainer.optimizer.load_state_dict(optim_state)
     trainer.step = step
     trainer.lr_scale = float(meta.get("lr_scale", 1.0))
     trainer.history = History.from_dict(meta.get("history", {}))
-    for layer, (seed, calls) in zip(_dropouts(trainer.model), meta.get("dropout_streams", [])):
+    for layer, (seed, calls) in zip(layers, streams, strict=True):
         layer.seed, layer.calls = int(seed), int(calls)
     return epoch

@@ -31,7 +31,8 @@ def _batch_size(text: str):
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer or 'full', got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"must be a positive integer or 'full', got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer or 'full', got {text!r}")
     return value
