@@ -1,6 +1,6 @@
 // Vectorizable elementary functions for the loss and activation kernels.
 //
-// glibc's vector math library is only used under -ffast-math, which fastoptim never
+// glibc's vector math library is only used under fast-math, which fastoptim never
 // enables, so std::exp inside an `omp simd` loop stays scalar. These inline versions are
 // branch-free (selects only) so the compiler vectorizes them for every target:
 //   exp: Cody-Waite reduction x = k ln2 + r, |r| <= ln2/2, Taylor polynomial on r
