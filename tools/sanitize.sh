@@ -25,8 +25,11 @@ LOG_DIR=build/sanitize-logs
 start=$(date +%s)
 
 if [ ! -x "$VENV/bin/python" ]; then
-  "$PYTHON" -m venv --system-site-packages "$VENV"
+  "$PYTHON" -m venv "$VENV"
 fi
+# Its own venv with only what the build and these tests need (torch pinned to the CPU build).
+"$VENV/bin/python" -m pip install --quiet numpy pytest hypothesis threadpoolctl scikit-learn \
+  scikit-build-core pybind11 ninja cmake "torch==2.13.0"
 export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-2}
 "$VENV/bin/python" -m pip install --quiet --no-build-isolation --no-deps . \
   -Ccmake.define.FASTOPTIM_SANITIZE=ON -Ccmake.build-type=RelWithDebInfo \
