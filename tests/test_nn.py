@@ -224,7 +224,7 @@ def test_arena_views_and_optimizer_step(rng):
         assert np.shares_memory(view, p)
     for view in model.gradients():
         assert np.shares_memory(view, g)
-    names = [n for n, _, _ in model.named_parameters()]
+    names = [n for n, _ in model.named_parameters()]
     assert names == ["0.weight", "2.weight", "0.bias", "2.bias"]
     groups = model.param_groups()
     assert [grp["kind"] for grp in groups] == ["weight", "bias"]

@@ -427,8 +427,13 @@ class Sequential:
     def flat_gradients(self) -> np.ndarray:
         return self._grads
 
-    def named_parameters(self) -> list[tuple[str, np.ndarray, np.ndarray]]:
-        """(name, parameter view, gradient view), names like ``"0.weight"``."""
+    def named_parameters(self) -> list[tuple[str, np.ndarray]]:
+        """(name, parameter view) pairs as in torch, names like ``"0.weight"``."""
+        return list(zip(self._names, self._pviews, strict=True))
+
+    def named_parameters_and_gradients(self) -> list[tuple[str, np.ndarray, np.ndarray]]:
+        """(name, parameter view, gradient view) triples, in the order of
+        ``named_parameters()``."""
         return list(zip(self._names, self._pviews, self._gviews, strict=True))
 
     def param_groups(self) -> list[dict]:
