@@ -172,7 +172,7 @@ def test_fit_rejects_bad_arguments(digits):
     (["--dropout", "1.5"], "--dropout must be in"),
     (["--batch-size", "zero"], "positive integer or 'full'"),
     (["--optimizer", "lion"], "invalid choice"),
-    (["--nesterov"], "--nesterov needs --momentum"),
+    (["--nesterov"], "--nesterov needs momentum > 0"),
 ])
 def test_cli_bad_options_one_line_exit_2(tmp_path, capsys, argv, fragment):
     with pytest.raises(SystemExit) if "invalid" in fragment or "positive" in fragment \

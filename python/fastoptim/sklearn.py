@@ -34,7 +34,7 @@ except ImportError:  # pragma: no cover - older scikit-learn
         return est._validate_data(X, y, reset=reset, **kw)
 
 from fastoptim import train_command as tc
-from fastoptim.config import ConfigError, TrainConfig
+from fastoptim.config import ConfigError, TrainConfig, check_option
 
 # TrainConfig field -> the estimator parameter it comes from (for error messages).
 _PARAM_OF_FIELD = {"beta1": "betas", "beta2": "betas", "hidden": "hidden_layer_sizes",
@@ -114,8 +114,12 @@ class _BaseMLP(BaseEstimator):
 
         if self.n_threads is None:
             return None
+        try:
+            n = check_option("threads", self.n_threads)
+        except ConfigError as e:
+            raise ValueError(f"n_threads {e.detail}") from None
         before = fastoptim.get_num_threads()
-        limits = tc.set_threads(int(self.n_threads))
+        limits = tc.set_threads(n)
         return before, limits
 
     @staticmethod
