@@ -71,7 +71,7 @@ def test_resume_2_plus_2_equals_4(digits, tmp_path):
     train.fit(m1, X, y, optimizer=o1, epochs=2, callbacks=[train.ModelCheckpoint(ckpt)], **kw)
     m2, o2 = make(seed=99, dropout=0.3)  # a fresh process would start from other weights
     resumed = train.fit(m2, X, y, optimizer=o2, epochs=4,
-                        resume_from=tmp_path / "ck-1.npz", **kw)
+                        resume_from=tmp_path / "ck-2.npz", **kw)
     assert m2.flat_parameters().tobytes() == want.tobytes()
     assert resumed["loss"] == full["loss"] and resumed.epochs == [0, 1, 2, 3]
     assert o2.state_dict()["state"][0]["step"] == o1.state_dict()["state"][0]["step"] * 2
