@@ -721,6 +721,8 @@ def run(args: argparse.Namespace) -> int:
                             study_name=args.study_name, pruning=not args.no_pruning,
                             on_trial=show)
         written = result.save(args.output)
+    except BrokenPipeError:
+        raise
     except (tc.CommandError, ValueError, ImportError, OSError) as e:
         return fail(str(e))
     print(result.table())

@@ -131,8 +131,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     defaults = TrainConfig().to_dict()
     merged, origin = dict(defaults), {}
     sources = []
-    if getattr(args, "resume", None) is not None:
-        sources.append((Path(args.resume) / "config.json", "--resume"))
+    resume = getattr(args, "resume", None)
+    if resume is not None and (Path(resume) / "config.json").is_file():
+        sources.append((Path(resume) / "config.json", "--resume"))
     if getattr(args, "config", None) is not None:
         sources.append((Path(args.config), "--config"))
     for path, label in sources:
@@ -331,13 +332,13 @@ def run(args: argparse.Namespace) -> int:
     from fastoptim.checkpoint import CheckpointError
 
     try:
-        cfg = config_from_args(args)
-        output = args.output or args.resume or Path("fastoptim-run")
         resume_from = None
         if args.resume is not None:
             resume_from = Path(args.resume) / "checkpoint.npz"
             if not resume_from.is_file():
                 raise CommandError(f"--resume {args.resume}: no checkpoint.npz there")
+        cfg = config_from_args(args)
+        output = args.output or args.resume or Path("fastoptim-run")
         output.mkdir(parents=True, exist_ok=True)
         (output / "config.json").write_text(json.dumps({"params": cfg.to_dict()}, indent=1))
         t0 = time.perf_counter()
@@ -345,6 +346,8 @@ def run(args: argparse.Namespace) -> int:
         history, result, _ = train_and_evaluate(cfg, output=output, verbose=verbose,
                                                 resume_from=resume_from)
         seconds = time.perf_counter() - t0
+    except BrokenPipeError:
+        raise
     except (CommandError, CheckpointError, FloatingPointError, OSError) as e:
         print(f"fastoptim train: error: {e}", file=sys.stderr)
         return 2
