@@ -13,8 +13,12 @@ import time
 import numpy as np
 import pytest
 from fastoptim import cli, data, nn, optim, train
-from fastoptim.checkpoint import (CheckpointError, load_checkpoint, remove_stale_temp_files,
-                                  save_checkpoint)
+from fastoptim.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    remove_stale_temp_files,
+    save_checkpoint,
+)
 from fastoptim.config import TrainConfig
 
 

@@ -20,6 +20,7 @@ from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
+
 def _small(cls, dtype):
     return cls(hidden_layer_sizes=(32,), lr=1e-2, epochs=40, dtype=dtype, random_state=0)
 

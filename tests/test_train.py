@@ -111,7 +111,8 @@ def test_early_stopping_restores_best(digits):
                   seed=0, validation_data=(Xv, yv), callbacks=[stop], verbose=False)
     assert stop.stopped_epoch is not None and len(h.epochs) < 60
     best = min(h["val_loss"])
-    assert train.evaluate(model, Xv, yv, loss="cross_entropy")["loss"] == pytest.approx(best, rel=1e-5)
+    loss = train.evaluate(model, Xv, yv, loss="cross_entropy")["loss"]
+    assert loss == pytest.approx(best, rel=1e-5)
 
 
 def test_full_batch_and_views_not_copies(digits):
@@ -216,7 +217,7 @@ def test_cli_config_file(tmp_path, capsys):
 def test_fashion_mnist_88_percent_in_10_epochs(tmp_path):
     out = tmp_path / "fm"
     assert cli.main(["train", "--dataset", "fashion-mnist", "--hidden", "128", "--epochs",
-                     "10", "--batch-size", "128", "--validation-split", "0", "--threads", "1", "--output",
-                     str(out), "--quiet"]) == 0
+                     "10", "--batch-size", "128", "--validation-split", "0", "--threads", "1",
+                     "--output", str(out), "--quiet"]) == 0
     result = json.loads((out / "metrics.json").read_text())["test"]
     assert result["accuracy"] >= 0.88 and result["n_test"] == 10000

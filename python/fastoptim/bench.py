@@ -452,12 +452,14 @@ def _kernel_width() -> int:
 
 
 def _header() -> str:
-    return (f"{'kernel':<{_kernel_width()}}{'dtype':<9}{'tensors':>8}{'n':>11}{'thr':>5}{'us/call':>11}"
+    return (f"{'kernel':<{_kernel_width()}}{'dtype':<9}{'tensors':>8}{'n':>11}{'thr':>5}"
+            f"{'us/call':>11}"
             f"{'ns/elem':>10}{'GB/s':>8}{'roof ns/el':>12}{'ratio':>8}")
 
 
 def _line(r: dict[str, Any]) -> str:
-    return (f"{r['kernel']:<{_kernel_width()}}{r['dtype']:<9}{r['tensors']:>8}{r['n']:>11.0e}{r['threads']:>5}"
+    return (f"{r['kernel']:<{_kernel_width()}}{r['dtype']:<9}{r['tensors']:>8}"
+            f"{r['n']:>11.0e}{r['threads']:>5}"
             f"{r['us_per_call']:>11.2f}{r['ns_per_elem']:>10.3f}{r['gbps']:>8.1f}"
             f"{r['roofline_ns_per_elem']:>12.3f}{r['ratio']:>8.2f}")
 

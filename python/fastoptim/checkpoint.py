@@ -102,7 +102,7 @@ def remove_stale_temp_files(path: str | os.PathLike,
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     pattern = re.compile(re.escape(f".{path.name}.") + r"[a-z0-9_]{8}\.tmp")
-    removed = []
+    removed: list[Path] = []
     now = time.time()
     try:
         names = os.listdir(folder)

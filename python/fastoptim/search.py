@@ -35,8 +35,15 @@ from typing import Any
 import numpy as np
 
 from fastoptim import train_command as tc
-from fastoptim.config import (ACTIVATIONS, DTYPES, OPTIMIZERS, SCHEDULES, ConfigError,
-                              TrainConfig, check_option)
+from fastoptim.config import (
+    ACTIVATIONS,
+    DTYPES,
+    OPTIMIZERS,
+    SCHEDULES,
+    ConfigError,
+    TrainConfig,
+    check_option,
+)
 
 __all__ = ["Distribution", "SearchResult", "Trial", "parse_space_arg", "run_search"]
 

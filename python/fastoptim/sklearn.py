@@ -86,7 +86,7 @@ class _BaseMLP(BaseEstimator):
         except (TypeError, ValueError):
             raise ValueError(f"betas must be a pair (beta1, beta2), got {self.betas!r}") from None
         if self.early_stopping and not (isinstance(self.validation_fraction, numbers.Real)
-                                        and 0 < self.validation_fraction < 1):
+                                        and 0 < float(self.validation_fraction) < 1):
             raise ValueError(f"validation_fraction must be in (0, 1), got "
                              f"{self.validation_fraction!r}")
         options = {"hidden": hidden, "activation": self.activation, "dropout": self.dropout,

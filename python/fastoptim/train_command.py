@@ -20,8 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
-from fastoptim.config import (ACTIVATIONS, DEFAULT_LR, DTYPES, OPTIMIZERS,  # noqa: F401
-                              SCHEDULES, ConfigError, TrainConfig)
+from fastoptim.config import (  # noqa: F401
+    ACTIVATIONS,
+    DEFAULT_LR,
+    DTYPES,
+    OPTIMIZERS,
+    SCHEDULES,
+    ConfigError,
+    TrainConfig,
+)
 
 
 class CommandError(Exception):
