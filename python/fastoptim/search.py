@@ -637,7 +637,7 @@ def save_plot(result: SearchResult, path: Path) -> str | None:
         if numeric:
             ax.scatter(values, scores)
             positive = all(v > 0 for v in values)
-            if name in ("lr", "weight_decay", "l1") and positive:
+            if name in ("lr", "weight_decay", "l1", "batch_size", "eps") and positive:
                 ax.set_xscale("log")
         else:
             unique = list({_fmt(v, name): v for v in values}.values())

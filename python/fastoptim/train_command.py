@@ -55,7 +55,8 @@ class HelpFormatter(argparse.HelpFormatter):
         text = action.help or ""
         default = action.default
         if (not action.option_strings or default in (None, False, argparse.SUPPRESS)
-                or "%(default)" in text or isinstance(action, argparse._HelpAction)):
+                or "%(default)" in text or isinstance(action, argparse._HelpAction)
+                or (isinstance(action, argparse._AppendAction) and not default)):
             return text
         if isinstance(default, (list, tuple)):
             default = " ".join(map(str, default)) or "none"
