@@ -78,6 +78,18 @@ SEARCH = [
     ([], "nothing to search"),
 ]
 
+BENCH = [
+    (["--threads", "0"], "threads must be a non-empty list of numbers >= 1"),
+    (["--threads", ","], "threads must be a non-empty list"),
+    (["--kernels", "bogus"], "unknown kernel(s) ['bogus']"),
+    (["--repeats", "0"], "repeats must be >= 1"),
+    (["--sizes", "0"], "sizes must be"),
+    (["--sizes", "abc"], "argument --sizes"),
+    (["--tensors", "0"], "tensors must be"),
+    (["--dtypes", "float16"], "dtypes must be among"),
+    (["--simd", "bogus"], "unknown SIMD target"),
+]
+
 
 def _run(args, cwd, **kw):
     return subprocess.run([*CMD, *args], capture_output=True, text=True, cwd=cwd,
@@ -108,6 +120,11 @@ def test_train_config_file_errors(tmp_path, content, fragment):
 @pytest.mark.parametrize("args,fragment", SEARCH, ids=[" ".join(a) or "none" for a, _ in SEARCH])
 def test_search_errors(tmp_path, args, fragment):
     _assert_one_line(_run(["search", "--quiet", "--output", "o", *args], tmp_path), fragment)
+
+
+@pytest.mark.parametrize("args,fragment", BENCH, ids=[" ".join(a) for a, _ in BENCH])
+def test_bench_errors(tmp_path, args, fragment):
+    _assert_one_line(_run(["bench", "--out", "o", *args], tmp_path), fragment)
 
 
 def test_every_option_the_validator_rejects_is_one_line_on_the_command_line(tmp_path):

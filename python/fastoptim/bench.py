@@ -381,6 +381,23 @@ class BenchConfig:
                    threads=sorted({1, cpu_count()}), repeats=5, target_s=0.002,
                    budget_s=2.0, quick=True)
 
+    def check(self) -> None:
+        """ValueError naming the first bad field."""
+        bad = [d for d in self.dtypes if d not in DTYPES]
+        if bad:
+            raise ValueError(f"dtypes must be among {DTYPES}, got {bad}")
+        known = [s.name for s in KERNELS]
+        unknown = [k for k in self.kernels if k not in known]
+        if unknown:
+            raise ValueError(f"unknown kernel(s) {unknown}; known: {', '.join(known)}")
+        for name, values in (("threads", self.threads), ("tensors", self.tensors),
+                             ("sizes", self.sizes)):
+            if not values or any(v < 1 for v in values):
+                raise ValueError(f"{name} must be a non-empty list of numbers >= 1, got "
+                                 f"{values}")
+        if self.repeats < 1:
+            raise ValueError(f"repeats must be >= 1, got {self.repeats}")
+
 
 @dataclass
 class BenchResult:
@@ -469,15 +486,10 @@ def run(config: BenchConfig | None = None, *, log: Callable[[str], None] | None 
     """Runs the benchmark grid of `config` and returns every row (kernel and roofline)."""
     cfg = config or BenchConfig()
     say = log or (lambda _s: None)
-    unknown = [k for k in cfg.kernels if k not in {s.name for s in KERNELS}]
-    if unknown:
-        raise ValueError(f"unknown kernel(s) {unknown}; known: {[s.name for s in KERNELS]}")
+    cfg.check()
     specs = [s for s in KERNELS if s.name in cfg.kernels and s.available()]
     skipped = [f"{s.name}: fastoptim._core.{s.entry} is not in this build"
                for s in KERNELS if s.name in cfg.kernels and not s.available()]
-    bad_threads = [t for t in cfg.threads if t < 1]
-    if bad_threads:
-        raise ValueError(f"threads must be >= 1, got {bad_threads}")
 
     # The bandwidth probe needs 4 float32 arrays; shrink it to what memory allows.
     bw_n = cfg.bandwidth_n
@@ -695,9 +707,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
             setattr(cfg, name, value)
     if args.bandwidth_size is not None:
         cfg.bandwidth_n = args.bandwidth_size or None
-    bad = [d for d in cfg.dtypes if d not in DTYPES]
-    if bad:
-        raise ValueError(f"dtypes must be among {DTYPES}, got {bad}")
+    cfg.check()
     return cfg
 
 
