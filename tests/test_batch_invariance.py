@@ -89,3 +89,18 @@ def test_backward_after_an_inference_forward_still_works(rng):
     Xm[3, 2] -= h
     fd = (model.forward(Xp).sum() - model.forward(Xm).sum()) / (2 * h)
     assert abs(dx[3, 2] - fd) < 1e-7
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_large_batches_split_across_threads_stay_invariant(simd_target, num_threads, dtype):
+    # Large enough that the native bias + activation kernels run in parallel chunks whose
+    # boundaries move with the batch size.
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((20001, 19)).astype(dtype)
+    for activation in ("tanh", "gelu", "sigmoid"):
+        model = _model(dtype, activation)
+        full = _rows(model, X, np.arange(len(X)))
+        for i in rng.choice(len(X), 25, replace=False):
+            np.testing.assert_array_equal(_rows(model, X, [i]), full[i:i + 1])
+            np.testing.assert_array_equal(_rows(model, X, np.arange(i, min(len(X), i + 77))),
+                                          full[i:i + 77])
