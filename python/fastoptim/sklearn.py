@@ -223,9 +223,11 @@ class _BaseMLP(BaseEstimator):
         model_state = state.pop("_model_state", None)
         opt_state = state.pop("_opt_state", None)
         self.__dict__.update(state)
+        if "_args" in state:  # pickles of older versions hold an argparse.Namespace
+            self._args = tc.as_config(state["_args"])
         if model_state is not None:
-            self._model, self._opt, _ = tc.as_config(self._args).build(
-                self.n_features_in_, self._n_outputs())
+            self._model, self._opt, _ = self._args.build(self.n_features_in_,
+                                                         self._n_outputs())
             self._model.load_state_dict(model_state)
             self._opt.load_state_dict(opt_state)
 
