@@ -92,3 +92,33 @@ def test_the_estimator_builds_what_the_cli_builds():
                               weight_decay=0.01, epochs=5, batch_size=None,
                               validation_split=0.0, seed=4)
     assert tc.as_config(argparse.Namespace(**{**cfg.to_dict(), "config": None})) == cfg
+
+
+def test_an_option_typed_at_its_default_still_wins_over_the_config_file(tmp_path,
+                                                                        monkeypatch):
+    from fastoptim import cli
+
+    (tmp_path / "c.json").write_text('{"params": {"dropout": 0.2, "epochs": 5, "lr": 0.01}}')
+    parser = cli.build_parser()
+    args = parser.parse_args(["train", "--config", str(tmp_path / "c.json"), "--dropout", "0",
+                              "--epochs", "30"])
+    cfg = tc.config_from_args(args)
+    assert (cfg.dropout, cfg.epochs, cfg.lr) == (0.0, 30, 0.01)
+    # the same for a resumed run's saved options
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text('{"params": {"dropout": 0.2, "seed": 4}}')
+    args = parser.parse_args(["train", "--resume", str(tmp_path / "run"), "--dropout", "0.0"])
+    cfg = tc.config_from_args(args)
+    assert (cfg.dropout, cfg.seed) == (0.0, 4)
+    # search reads the same way
+    from fastoptim import search
+
+    captured = {}
+    args = parser.parse_args(["search", "--grid", "lr=1e-3", "--config",
+                              str(tmp_path / "c.json"), "--dropout", "0", "--quiet",
+                              "--output", str(tmp_path / "s")])
+    real = search.run_search
+    monkeypatch.setattr(search, "run_search",
+                        lambda space, **kw: (captured.update(kw), real({}, **kw))[1])
+    assert args.func(args) == 2  # run_search({}) refuses an empty space: nothing trains
+    assert captured["fixed"]["dropout"] == 0 and captured["fixed"]["epochs"] == 5

@@ -706,14 +706,13 @@ def run(args: argparse.Namespace) -> int:
         if not space:
             return fail("nothing to search: give --grid NAME=V1,V2 or --random NAME=SPEC")
         method = args.sampler or ("grid" if args.grid and not args.random else "random")
-        # --config values, then options given on the command line (those not left at
-        # their default); each is checked by run_search.
-        defaults = TrainConfig().to_dict()
-        given = {} if args.config is None else tc._read_options(args.config, "--config")
-        for k in defaults:
-            if k not in given or getattr(args, k) != defaults[k]:
-                given[k] = getattr(args, k)
-        fixed = {k: v for k, v in given.items() if k not in space}
+        # The defaults, then --config values, then options given on the command line; each
+        # is checked by run_search.
+        options = {k: getattr(args, k) for k in TrainConfig.field_names()}
+        if args.config is not None:
+            options.update(tc.read_options(args.config, "--config"))
+        options.update(tc.given_options(args))
+        fixed = {k: v for k, v in options.items() if k not in space}
 
         def show(t: Trial):
             if not args.quiet:

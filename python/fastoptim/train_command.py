@@ -68,8 +68,27 @@ def option_name(field: str) -> str:
     return "--" + field.replace("_", "-")
 
 
+_GIVEN = "_given_options"  # Namespace attribute: the options typed on the command line
+
+
+class _StoreGiven(argparse._StoreAction):
+    """Stores the value and records that the option was given (so a value equal to the
+    default still wins over --config and --resume)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        super().__call__(parser, namespace, values, option_string)
+        setattr(namespace, _GIVEN, {*getattr(namespace, _GIVEN, ()), self.dest})
+
+
+class _StoreTrueGiven(argparse._StoreTrueAction):
+    def __call__(self, parser, namespace, values, option_string=None):
+        super().__call__(parser, namespace, values, option_string)
+        setattr(namespace, _GIVEN, {*getattr(namespace, _GIVEN, ()), self.dest})
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The training options (every TrainConfig field), shared by `train` and `search`."""
+    p.set_defaults(**{_GIVEN: ()})
     groups: dict[str, argparse._ArgumentGroup] = {}
     defaults = TrainConfig()
     for f in dataclasses.fields(TrainConfig):
@@ -77,9 +96,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         group = meta.pop("group")
         g = groups.get(group) or groups.setdefault(group, p.add_argument_group(group))
         default = getattr(defaults, f.name)
-        kw: dict = {"default": default, **meta}
+        kw: dict = {"default": default, "action": _StoreGiven, **meta}
         if f.name == "nesterov":
-            kw = {"action": "store_true", "help": meta["help"]}
+            kw = {"action": _StoreTrueGiven, "help": meta["help"]}
         elif f.name == "hidden":
             kw.update(type=int, nargs="*")
         elif f.name == "batch_size":
@@ -117,7 +136,9 @@ def option_defaults() -> dict:
     return {**TrainConfig().to_dict(), "config": None}
 
 
-def _read_options(path: Path, label: str) -> dict:
+def read_options(path: Path, label: str) -> dict:
+    """The options of a JSON file (``{"params": {...}}`` or a plain object), by field name;
+    CommandError (one line) for an unreadable file or an unknown option."""
     try:
         cfg = json.loads(Path(path).read_text())
     except (OSError, ValueError) as e:
@@ -134,8 +155,8 @@ def _read_options(path: Path, label: str) -> dict:
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The TrainConfig of parsed `train`/`search` options: the defaults, then the resumed
-    run's config.json (--resume), then --config, then options given on the command line
-    (those that differ from the default). Any bad value is a CommandError naming it."""
+    run's config.json (--resume), then --config, then options given on the command line.
+    Any bad value is a CommandError naming it."""
     defaults = TrainConfig().to_dict()
     merged, origin = dict(defaults), {}
     sources = []
@@ -145,20 +166,30 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if getattr(args, "config", None) is not None:
         sources.append((Path(args.config), "--config"))
     for path, label in sources:
-        for name, value in _read_options(path, label).items():
+        for name, value in read_options(path, label).items():
             merged[name], origin[name] = value, f"{label} {path}"
-    given = {}
+    given = given_options(args)
     for name in defaults:
-        if hasattr(args, name):
-            value = getattr(args, name)
-            if name not in origin or value != defaults[name]:
-                merged[name] = given[name] = value
+        if hasattr(args, name) and (name not in origin or name in given):
+            merged[name] = getattr(args, name)
     try:
         return TrainConfig(**merged)
     except ConfigError as e:
         if e.field in origin and e.field not in given:
             raise CommandError(f"{origin[e.field]}: {e.field} {e.detail}") from None
         raise CommandError(f"{option_name(e.field)} {e.detail}") from None
+
+
+def given_options(args: argparse.Namespace) -> dict:
+    """The training options given on the command line, by name: those parsed from argv
+    (recorded by add_arguments' actions), or for a Namespace built otherwise those that
+    differ from the defaults."""
+    defaults = TrainConfig().to_dict()
+    explicit = getattr(args, _GIVEN, None)
+    if explicit is not None:
+        return {k: getattr(args, k) for k in defaults if k in explicit}
+    return {k: getattr(args, k) for k in defaults
+            if hasattr(args, k) and getattr(args, k) != defaults[k]}
 
 
 def as_config(options) -> TrainConfig:
