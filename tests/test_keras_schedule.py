@@ -1,6 +1,7 @@
 """The README's Keras 3 example (docs/keras_schedule.py, verbatim): a fastoptim schedule
-drives keras.optimizers.Adam inside compiled train steps, on each Keras backend installed
-here (jax, torch, tensorflow), and survives Keras serialization."""
+drives keras.optimizers.Adam inside compiled train steps on the jax and the torch backend,
+and survives Keras serialization. (TensorFlow, Keras's third training backend, is not
+installed by CI: too large a download for one check.)"""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ print("ok", keras.backend.backend())
 """
 
 
-@pytest.mark.parametrize("backend", ["jax", "torch", "tensorflow"])
+@pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_keras_snippet_on_each_backend(backend, tmp_path):
     for module in ("keras", backend):
         if importlib.util.find_spec(module) is None:
