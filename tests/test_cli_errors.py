@@ -154,6 +154,8 @@ def test_help_prints_each_default_once(tmp_path):
     assert lines.count("(default: 0.999)") == 1 and "default 0.999" not in lines
     assert lines.count("(default: 30)") == 1 and "(default: 256)" in lines
     assert "(default: None)" not in lines and "(default: False)" not in lines
+    assert "probability after each hidden layer (default: 0.0)" in lines  # zero is shown
+    assert lines.count("(default:") == out.count("(default:")  # none split across lines
 
 
 @pytest.mark.parametrize("command", [["train", "--hidden", "8", "--epochs", "1"],

@@ -54,7 +54,7 @@ class HelpFormatter(argparse.HelpFormatter):
     def _get_help_string(self, action):
         text = action.help or ""
         default = action.default
-        if (not action.option_strings or default in (None, False, argparse.SUPPRESS)
+        if (not action.option_strings or any(default is v for v in (None, False, argparse.SUPPRESS))
                 or "%(default)" in text or isinstance(action, argparse._HelpAction)
                 or (isinstance(action, argparse._AppendAction) and not default)):
             return text
