@@ -372,7 +372,9 @@ def plot(rows: list[dict[str, Any]], names: list[str], path: str, date: str) -> 
         ys = [by[(lab, c)]["us_per_step"] if (lab, c) in by else 0 for lab in labels]
         ax.bar(xs, ys, width, label=c, color="0.6" if c == "roofline" else None)
     ax.set_yscale("log")
-    ax.set_xticks(range(len(labels)), labels, fontsize=7)
+    # Case names are long: slanted, anchored at their right end, so none overlaps the next.
+    ax.set_xticks(range(len(labels)), labels, fontsize=7, rotation=30, ha="right",
+                  rotation_mode="anchor")
     ax.set_ylabel("µs per Adam step (float32)")
     ax.set_title(f"Adam step vs peers, {t} thread, {date}", fontsize=9)
     ax.legend(fontsize=7, ncol=4)

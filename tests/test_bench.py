@@ -301,3 +301,13 @@ def test_measure_interleaved_rounds_and_budget():
     s = bench.measure_interleaved([slow, fast], repeats=6, target_s=1e-4, budget_s=0.005)
     assert [len(v) for v in s.values()] == [3, 3]
     assert bench.paired_ratio([2.0, 4.0, 9.0], [1.0, 1.0, 3.0]) == 3.0
+
+
+def test_table_columns_stay_apart_for_the_longest_kernel_name():
+    longest = max((k.name for k in bench.KERNELS), key=len)
+    row = {"kernel": longest, "dtype": "float32", "tensors": 1, "n": 1000, "threads": 1,
+           "us_per_call": 1.0, "ns_per_elem": 1.0, "gbps": 1.0, "roofline_ns_per_elem": 1.0,
+           "ratio": 1.0}
+    line, head = bench._line(row), bench._header()
+    assert line.split()[:2] == [longest, "float32"]  # never "rmsprop_momentumfloat32"
+    assert head.index("dtype") == line.index("float32")

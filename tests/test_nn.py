@@ -224,8 +224,13 @@ def test_arena_views_and_optimizer_step(rng):
         assert np.shares_memory(view, p)
     for view in model.gradients():
         assert np.shares_memory(view, g)
-    names = [n for n, _, _ in model.named_parameters()]
+    names = [n for n, _ in model.named_parameters()]  # (name, parameter) pairs, as torch
     assert names == ["0.weight", "2.weight", "0.bias", "2.bias"]
+    assert all(p is q for (_, p), q in zip(model.named_parameters(), model.parameters(),
+                                           strict=True))
+    triples = model.named_parameters_and_gradients()
+    assert [n for n, _, _ in triples] == names
+    assert all(np.shares_memory(gv, g) and gv.shape == pv.shape for _, pv, gv in triples)
     groups = model.param_groups()
     assert [grp["kind"] for grp in groups] == ["weight", "bias"]
     assert groups[0]["params"].size == 12 * 9 + 9 * 4 and groups[1]["params"].size == 13

@@ -286,3 +286,29 @@ def test_a_killed_search_resumes_on_its_storage(tmp_path):
     assert [t.params for t in after[:done_before]] == [t.params for t in before[:done_before]]
     listed = json.loads((tmp_path / "out" / "results.json").read_text())["trials"]
     assert len(listed) == 3 and all(t["status"] == "ok" for t in listed)
+
+
+def test_full_batch_shows_as_full_and_batch_sizes_sort_by_value(tmp_path):
+    trials = [search.Trial(0, {"batch_size": None, "lr": None}, score=0.5),
+              search.Trial(1, {"batch_size": 128, "lr": 1e-3}, score=0.7),
+              search.Trial(2, {"batch_size": 32, "lr": 1e-3}, score=0.6)]
+    result = search.SearchResult(trials)
+    table = result.table()
+    assert "| full |" in table and "None" not in table and "| default |" in table
+    assert sorted([None, 128, 32], key=search._category_key) == [32, 128, None]
+    assert sorted([[128], [64, 32], [64]], key=search._category_key) == [[64], [64, 32], [128]]
+    pytest.importorskip("matplotlib")
+    written = result.save(tmp_path)
+    assert "search.png" in written and result.plot_notice is None
+
+
+def test_search_says_why_it_wrote_no_plot(tmp_path, capsys, monkeypatch):
+    failed = search.SearchResult([search.Trial(0, {"lr": 1.0}, status="failed", error="x")])
+    assert "search.png" not in failed.save(tmp_path)
+    assert failed.plot_notice == "no successful trial to plot"
+    # The command line prints the reason next to the files it wrote.
+    monkeypatch.setattr(search, "save_plot", lambda result, path: "matplotlib is not installed")
+    assert cli.main(["search", "--grid", "lr=3e-3", "--hidden", "8", "--epochs", "1",
+                     "--quiet", "--output", str(tmp_path / "s")]) == 0
+    out = capsys.readouterr().out
+    assert "(no search.png: matplotlib is not installed)" in out

@@ -20,25 +20,16 @@ from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
-# Checks that cannot apply to the float32 default, with the reason (parametrize_with_checks
-# marks them xfail, strict: if one starts passing, the run fails). The float64 instances
-# must pass every check.
-FLOAT32_EXPECTED_FAILED = {
-    "check_methods_subset_invariance":
-        "float32 matrix products (BLAS sgemm) round differently with the number of rows: "
-        "~5e-7 relative on predict / predict_proba, above the check's 1e-7 tolerance",
-}
-
 
 def _small(cls, dtype):
     return cls(hidden_layer_sizes=(32,), lr=1e-2, epochs=40, dtype=dtype, random_state=0)
 
 
+# Every check passes for both dtypes, with no expected failure: inference is batch-invariant
+# (fastoptim.nn.ROW_BLOCK), so check_methods_subset_invariance holds in float32 too.
 @parametrize_with_checks(
     [_small(cls, dtype) for dtype in ("float32", "float64") for cls in (MLPClassifier,
-                                                                          MLPRegressor)],
-    expected_failed_checks=lambda est: FLOAT32_EXPECTED_FAILED if est.dtype == "float32"
-    else {})
+                                                                          MLPRegressor)])
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
 
@@ -125,7 +116,15 @@ def test_bad_parameters_raise_value_error(digits):
     X_tr, _, y_tr, _ = digits
     for kw, match in [({"optimizer": "lbfgs"}, "optimizer must be one of"),
                       ({"epochs": 0}, "epochs must be"),
-                      ({"lr": -1.0}, "lr must be > 0"),
+                      ({"lr": -1.0}, "lr must be a finite number > 0"),
+                      ({"lr": "fast"}, "lr must be a number"),
+                      ({"betas": (1.0, 0.999)}, r"betas must be in \[0, 1\), got 1.0"),
+                      ({"betas": 0.9}, "betas must be a pair"),
+                      ({"eps": -1.0}, "eps must be"),
+                      ({"momentum": -0.5, "optimizer": "sgd"}, "momentum must be"),
+                      ({"hidden_layer_sizes": (16, 0)}, "hidden_layer_sizes sizes must be"),
+                      ({"n_threads": 0}, "n_threads must be >= 1"),
+                      ({"random_state": -1}, "random_state must be >= 0|Seed must be"),
                       ({"dropout": 1.0}, "dropout must be in"),
                       ({"batch_size": 0}, "batch_size must be"),
                       ({"nesterov": True}, "nesterov needs")]:

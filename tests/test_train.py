@@ -71,7 +71,7 @@ def test_resume_2_plus_2_equals_4(digits, tmp_path):
     train.fit(m1, X, y, optimizer=o1, epochs=2, callbacks=[train.ModelCheckpoint(ckpt)], **kw)
     m2, o2 = make(seed=99, dropout=0.3)  # a fresh process would start from other weights
     resumed = train.fit(m2, X, y, optimizer=o2, epochs=4,
-                        resume_from=tmp_path / "ck-1.npz", **kw)
+                        resume_from=tmp_path / "ck-2.npz", **kw)
     assert m2.flat_parameters().tobytes() == want.tobytes()
     assert resumed["loss"] == full["loss"] and resumed.epochs == [0, 1, 2, 3]
     assert o2.state_dict()["state"][0]["step"] == o1.state_dict()["state"][0]["step"] * 2
@@ -111,7 +111,8 @@ def test_early_stopping_restores_best(digits):
                   seed=0, validation_data=(Xv, yv), callbacks=[stop], verbose=False)
     assert stop.stopped_epoch is not None and len(h.epochs) < 60
     best = min(h["val_loss"])
-    assert train.evaluate(model, Xv, yv, loss="cross_entropy")["loss"] == pytest.approx(best, rel=1e-5)
+    loss = train.evaluate(model, Xv, yv, loss="cross_entropy")["loss"]
+    assert loss == pytest.approx(best, rel=1e-5)
 
 
 def test_full_batch_and_views_not_copies(digits):
@@ -172,7 +173,7 @@ def test_fit_rejects_bad_arguments(digits):
     (["--dropout", "1.5"], "--dropout must be in"),
     (["--batch-size", "zero"], "positive integer or 'full'"),
     (["--optimizer", "lion"], "invalid choice"),
-    (["--nesterov"], "--nesterov needs --momentum"),
+    (["--nesterov"], "--nesterov needs momentum > 0"),
 ])
 def test_cli_bad_options_one_line_exit_2(tmp_path, capsys, argv, fragment):
     with pytest.raises(SystemExit) if "invalid" in fragment or "positive" in fragment \
@@ -216,7 +217,7 @@ def test_cli_config_file(tmp_path, capsys):
 def test_fashion_mnist_88_percent_in_10_epochs(tmp_path):
     out = tmp_path / "fm"
     assert cli.main(["train", "--dataset", "fashion-mnist", "--hidden", "128", "--epochs",
-                     "10", "--batch-size", "128", "--validation-split", "0", "--threads", "1", "--output",
-                     str(out), "--quiet"]) == 0
+                     "10", "--batch-size", "128", "--validation-split", "0", "--threads", "1",
+                     "--output", str(out), "--quiet"]) == 0
     result = json.loads((out / "metrics.json").read_text())["test"]
     assert result["accuracy"] >= 0.88 and result["n_test"] == 10000

@@ -381,6 +381,23 @@ class BenchConfig:
                    threads=sorted({1, cpu_count()}), repeats=5, target_s=0.002,
                    budget_s=2.0, quick=True)
 
+    def check(self) -> None:
+        """ValueError naming the first bad field."""
+        bad = [d for d in self.dtypes if d not in DTYPES]
+        if bad:
+            raise ValueError(f"dtypes must be among {DTYPES}, got {bad}")
+        known = [s.name for s in KERNELS]
+        unknown = [k for k in self.kernels if k not in known]
+        if unknown:
+            raise ValueError(f"unknown kernel(s) {unknown}; known: {', '.join(known)}")
+        for name, values in (("threads", self.threads), ("tensors", self.tensors),
+                             ("sizes", self.sizes)):
+            if not values or any(v < 1 for v in values):
+                raise ValueError(f"{name} must be a non-empty list of numbers >= 1, got "
+                                 f"{values}")
+        if self.repeats < 1:
+            raise ValueError(f"repeats must be >= 1, got {self.repeats}")
+
 
 @dataclass
 class BenchResult:
@@ -446,13 +463,20 @@ def bench_case(spec: KernelSpec, dtype: str, n: int, tensors: int, threads: int,
     return [krow, rrow]
 
 
+def _kernel_width() -> int:
+    """The kernel column's width: the longest registered name plus a space."""
+    return max([len("kernel"), *(len(k.name) for k in KERNELS)]) + 1
+
+
 def _header() -> str:
-    return (f"{'kernel':<14}{'dtype':<9}{'tensors':>8}{'n':>11}{'thr':>5}{'us/call':>11}"
+    return (f"{'kernel':<{_kernel_width()}}{'dtype':<9}{'tensors':>8}{'n':>11}{'thr':>5}"
+            f"{'us/call':>11}"
             f"{'ns/elem':>10}{'GB/s':>8}{'roof ns/el':>12}{'ratio':>8}")
 
 
 def _line(r: dict[str, Any]) -> str:
-    return (f"{r['kernel']:<14}{r['dtype']:<9}{r['tensors']:>8}{r['n']:>11.0e}{r['threads']:>5}"
+    return (f"{r['kernel']:<{_kernel_width()}}{r['dtype']:<9}{r['tensors']:>8}"
+            f"{r['n']:>11.0e}{r['threads']:>5}"
             f"{r['us_per_call']:>11.2f}{r['ns_per_elem']:>10.3f}{r['gbps']:>8.1f}"
             f"{r['roofline_ns_per_elem']:>12.3f}{r['ratio']:>8.2f}")
 
@@ -462,15 +486,10 @@ def run(config: BenchConfig | None = None, *, log: Callable[[str], None] | None 
     """Runs the benchmark grid of `config` and returns every row (kernel and roofline)."""
     cfg = config or BenchConfig()
     say = log or (lambda _s: None)
-    unknown = [k for k in cfg.kernels if k not in {s.name for s in KERNELS}]
-    if unknown:
-        raise ValueError(f"unknown kernel(s) {unknown}; known: {[s.name for s in KERNELS]}")
+    cfg.check()
     specs = [s for s in KERNELS if s.name in cfg.kernels and s.available()]
     skipped = [f"{s.name}: fastoptim._core.{s.entry} is not in this build"
                for s in KERNELS if s.name in cfg.kernels and not s.available()]
-    bad_threads = [t for t in cfg.threads if t < 1]
-    if bad_threads:
-        raise ValueError(f"threads must be >= 1, got {bad_threads}")
 
     # The bandwidth probe needs 4 float32 arrays; shrink it to what memory allows.
     bw_n = cfg.bandwidth_n
@@ -554,10 +573,13 @@ def have_matplotlib() -> bool:
     return True
 
 
-def plot(result: BenchResult, path: str | os.PathLike[str], threads: int = 1) -> bool:
-    """ns/element vs size (log-log) at `threads`: one line per kernel, dashed rooflines.
+def plot(result: BenchResult, path: str | os.PathLike[str],
+         threads: Sequence[int] | None = None) -> bool:
+    """ns/element vs size (log-log): one line per kernel, dashed rooflines.
 
-    One panel per (dtype, tensors) layout. Returns False when matplotlib is missing.
+    One panel per (tensors layout) row and (dtype, thread count) column, every thread
+    count measured unless ``threads`` picks some; one shared legend below the panels.
+    Returns False when matplotlib is missing or there is nothing to plot.
     """
     if not have_matplotlib():
         return False
@@ -565,22 +587,29 @@ def plot(result: BenchResult, path: str | os.PathLike[str], threads: int = 1) ->
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    rows = [r for r in result.rows if r["threads"] == threads]
-    dtypes = sorted({r["dtype"] for r in rows})
-    layouts = sorted({r["tensors"] for r in rows})
+    counts = sorted({r["threads"] for r in result.rows}) if threads is None else list(threads)
+    rows = [r for r in result.rows if r["threads"] in counts]
     if not rows:
         return False
-    fig, axes = plt.subplots(len(layouts), len(dtypes), squeeze=False,
-                             figsize=(5.5 * len(dtypes), 4 * len(layouts)))
+    dtypes = sorted({r["dtype"] for r in rows})
+    layouts = sorted({r["tensors"] for r in rows})
+    columns = [(d, t) for d in dtypes for t in counts]
+    fig, axes = plt.subplots(len(layouts), len(columns), squeeze=False,
+                             figsize=(4.2 * len(columns), 3.4 * len(layouts) + 0.8))
+    plain = FuncFormatter(lambda v, _pos: f"{v:g}")  # 0.2, 1, 10 instead of 2x10^-1
+    handles: dict[str, Any] = {}
     for i, tensors in enumerate(layouts):
-        for j, dtype in enumerate(dtypes):
+        for j, (dtype, t) in enumerate(columns):
             ax = axes[i][j]
-            sel = [r for r in rows if r["dtype"] == dtype and r["tensors"] == tensors]
-            names = list(dict.fromkeys(r["kernel"] for r in sel))
+            sel = [r for r in rows if r["dtype"] == dtype and r["tensors"] == tensors
+                   and r["threads"] == t]
+            names = list(dict.fromkeys(r["kernel"] for r in result.rows
+                                       if r["dtype"] == dtype and r["tensors"] == tensors))
             names.sort(key=lambda k: k.startswith("roofline"))  # kernels first, stable
             grays = iter(["0.2", "0.45", "0.65"])
-            for name in names:
+            for k, name in enumerate(names):
                 pts: dict[int, list[float]] = {}
                 for r in sel:
                     if r["kernel"] == name:
@@ -590,21 +619,27 @@ def plot(result: BenchResult, path: str | os.PathLike[str], threads: int = 1) ->
                 is_roof = name.startswith("roofline")
                 label = (f"roofline, {name[-1]} read-write arrays" if is_roof else name)
                 style = {"linestyle": "--", "color": next(grays, "0.8")} if is_roof else \
-                    {"marker": "o"}
-                ax.plot(xs, ys, label=label, linewidth=1 if is_roof else 1.5, markersize=3,
-                        **style)
+                    {"marker": "o", "color": f"C{k % 10}"}
+                (line,) = ax.plot(xs, ys, label=label, linewidth=1 if is_roof else 1.5,
+                                  markersize=3, **style)
+                handles.setdefault(label, line)
             ax.set_xscale("log")
             ax.set_yscale("log")
+            ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            ax.yaxis.set_major_formatter(plain)
+            ax.yaxis.set_minor_formatter(NullFormatter())
             ax.set_xlabel("elements per step")
             ax.set_ylabel("ns per element")
             what = "1 array" if tensors == 1 else f"{tensors} arrays"
-            ax.set_title(f"{dtype}, {what}, {threads} thread(s)")
+            ax.set_title(f"{dtype}, {what}, {t} thread{'s' if t > 1 else ''}", fontsize=9)
             ax.grid(True, which="both", alpha=0.3)
-            ax.legend(fontsize=7)
     m = result.machine
     fig.suptitle(f"fastoptim update kernels vs roofline: {m['cpu']}, {m['simd_target']}, "
                  f"{m['date']}", fontsize=9)
-    fig.tight_layout()
+    fig.legend(list(handles.values()), list(handles), loc="lower center", fontsize=7,
+               ncol=min(6, len(handles)), frameon=False)
+    legend_rows = -(-len(handles) // min(6, max(1, len(handles))))
+    fig.tight_layout(rect=(0, 0.035 * legend_rows + 0.02, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
@@ -672,9 +707,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
             setattr(cfg, name, value)
     if args.bandwidth_size is not None:
         cfg.bandwidth_n = args.bandwidth_size or None
-    bad = [d for d in cfg.dtypes if d not in DTYPES]
-    if bad:
-        raise ValueError(f"dtypes must be among {DTYPES}, got {bad}")
+    cfg.check()
     return cfg
 
 

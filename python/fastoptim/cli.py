@@ -3,12 +3,18 @@
 Each subcommand lives in its own module, which defines ``add_subparser(subparsers)``:
 it adds its parser and sets ``func`` (called with the parsed arguments, returns the exit
 status). To add a command, append its module to ``COMMANDS``.
+
+Errors are one line on stderr with exit status 2. When the reader of stdout goes away
+(``fastoptim train | head -4``) the command stops quietly with exit status 1, as Python
+recommends for a broken pipe.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import sys
 from collections.abc import Sequence
 
 COMMANDS = ("fastoptim.train_command", "fastoptim.search", "fastoptim.bench")
@@ -32,7 +38,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        code = int(args.func(args))
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Point stdout at /dev/null so the interpreter's final flush cannot fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 1
+    return code
 
 
 if __name__ == "__main__":

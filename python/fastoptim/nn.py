@@ -31,6 +31,12 @@ Conventions:
   ``forward``; copy it to keep it. Inputs must be C-contiguous arrays of the model's dtype.
 * Matrix products go through numpy (its BLAS); bias add + activation and their backward
   (with the bias gradient), dropout and penalties are fused native kernels.
+* Inference is batch-invariant: with ``training=False`` a ``Dense`` layer multiplies in
+  blocks of ``ROW_BLOCK`` rows (the last block padded with zero rows in a reused
+  buffer), so every row goes through the same matrix-product call shape and its output
+  is bitwise the same whichever other rows share its batch. (BLAS kernels block rows
+  differently for different row counts, which changes float rounding by ~1e-7.)
+  Training keeps one matrix product per batch.
 """
 
 from __future__ import annotations
@@ -52,6 +58,8 @@ __all__ = [
     "Tanh",
     "penalty",
 ]
+
+ROW_BLOCK = 64  # rows per matrix product in evaluation mode (batch-invariant inference)
 
 _ACTIVATIONS = (None, "relu", "leaky_relu", "sigmoid", "tanh", "gelu", "gelu_tanh", "softmax")
 _INITS = ("he_normal", "he_uniform", "glorot_uniform", "glorot_normal", "zeros")
@@ -237,7 +245,10 @@ class Dense(Layer):
     def forward(self, x, training=False):
         _check_input(x, self.dtype, self.in_features)
         z = self._buffer("z", (x.shape[0], self.out_features))
-        np.matmul(x, self.weight, out=z)
+        if training:
+            np.matmul(x, self.weight, out=z)
+        else:
+            self._blocked_matmul(x, z)
         if self.activation is None:
             if self.bias is not None:
                 _core.bias_act_forward(z, None, self.bias)
@@ -248,6 +259,21 @@ class Dense(Layer):
                                    alpha=self.alpha)
         self._x, self._z, self._y = x, z, y
         return y
+
+    def _blocked_matmul(self, x, z):
+        """z = x @ W in blocks of ROW_BLOCK rows, each one identical BLAS call shape."""
+        n, b = x.shape[0], ROW_BLOCK
+        full = n - n % b
+        for i in range(0, full, b):
+            np.matmul(x[i:i + b], self.weight, out=z[i:i + b])
+        rest = n - full
+        if rest:
+            xp = self._buffer("pad_x", (b, self.in_features))
+            zp = self._buffer("pad_z", (b, self.out_features))
+            xp[:rest] = x[full:]
+            xp[rest:] = 0
+            np.matmul(xp, self.weight, out=zp)
+            z[full:] = zp[:rest]
 
     def backward(self, dy, *, accumulate=False, input_grad=True):
         if dy.shape != self._y.shape or dy.dtype != self.dtype:
@@ -427,8 +453,13 @@ class Sequential:
     def flat_gradients(self) -> np.ndarray:
         return self._grads
 
-    def named_parameters(self) -> list[tuple[str, np.ndarray, np.ndarray]]:
-        """(name, parameter view, gradient view), names like ``"0.weight"``."""
+    def named_parameters(self) -> list[tuple[str, np.ndarray]]:
+        """(name, parameter view) pairs as in torch, names like ``"0.weight"``."""
+        return list(zip(self._names, self._pviews, strict=True))
+
+    def named_parameters_and_gradients(self) -> list[tuple[str, np.ndarray, np.ndarray]]:
+        """(name, parameter view, gradient view) triples, in the order of
+        ``named_parameters()``."""
         return list(zip(self._names, self._pviews, self._gviews, strict=True))
 
     def param_groups(self) -> list[dict]:

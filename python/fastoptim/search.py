@@ -35,12 +35,23 @@ from typing import Any
 import numpy as np
 
 from fastoptim import train_command as tc
+from fastoptim.config import (
+    ACTIVATIONS,
+    DTYPES,
+    OPTIMIZERS,
+    SCHEDULES,
+    ConfigError,
+    TrainConfig,
+    check_option,
+)
 
 __all__ = ["Distribution", "SearchResult", "Trial", "parse_space_arg", "run_search"]
 
 METHODS = ("grid", "random", "tpe")
 # Options that name files or the run itself: never searched, never written to best.json.
-_NOT_OPTIONS = ("config", "output", "func", "command", "quiet")
+_NOT_OPTIONS = ("config", "output", "func", "command", "quiet", "resume")
+_CHOICES_OF = {"activation": ACTIVATIONS, "dtype": DTYPES, "optimizer": OPTIMIZERS,
+               "schedule": SCHEDULES}
 
 
 @dataclass(frozen=True)
@@ -79,28 +90,45 @@ class Distribution:
 # ---------------------------------------------------------------------------- values
 
 
-def _option_actions() -> dict[str, argparse.Action]:
-    p = argparse.ArgumentParser(add_help=False)
-    tc.add_arguments(p)
-    return {a.dest: a for a in p._actions if a.dest not in _NOT_OPTIONS}
+_INT_OPTIONS = ("epochs", "early_stopping", "threads", "seed")
+_TEXT_OPTIONS = ("dataset", "activation", "dtype", "optimizer", "schedule")
 
 
-def _convert(name: str, text: str, action: argparse.Action):
-    """One value written on the command line, converted as `fastoptim train` would."""
-    if action.nargs == "*":  # --hidden: layers joined by 'x' ("64x32"); "none" is linear
-        if text.lower() in ("none", ""):
-            return []
-        return [action.type(t) for t in text.split("x")]  # type: ignore[misc]
-    if action.const is True and action.nargs == 0:  # store_true flags
-        if text.lower() in ("true", "1", "yes"):
-            return True
-        if text.lower() in ("false", "0", "no"):
-            return False
-        raise ValueError(f"{name}: expected true/false, got {text!r}")
-    value = action.type(text) if action.type is not None else text  # type: ignore[misc]
-    if action.choices is not None and value not in action.choices:
-        raise ValueError(f"{name}: {value!r} is not one of {', '.join(map(str, action.choices))}")
-    return value
+def _option_names() -> tuple[str, ...]:
+    return tuple(n for n in TrainConfig.field_names() if n not in _NOT_OPTIONS)
+
+
+def _convert(name: str, text: str):
+    """One value written on the command line, converted and checked as `fastoptim train`
+    would (ValueError naming the option otherwise)."""
+    try:
+        if name == "hidden":  # layers joined by 'x' ("64x32"); "none" is linear
+            value: Any = [] if text.lower() in ("none", "") else [int(t) for t in text.split("x")]
+        elif name == "nesterov":
+            if text.lower() not in ("true", "1", "yes", "false", "0", "no"):
+                raise ValueError(f"expected true/false, got {text!r}")
+            value = text.lower() in ("true", "1", "yes")
+        elif name == "batch_size":
+            value = None if text == "full" else int(text)
+        elif name in _INT_OPTIONS:
+            value = int(text)
+        elif name in _TEXT_OPTIONS:
+            value = text
+        else:
+            value = float(text)
+    except ValueError as e:
+        raise ValueError(f"{name}: {e}") from None
+    return _check(name, value)
+
+
+def _check(name: str, value):
+    try:
+        return check_option(name, value)
+    except ConfigError as e:
+        if e.field in _CHOICES_OF:
+            raise ValueError(f"{name}: {value!r} is not one of "
+                             f"{', '.join(_CHOICES_OF[e.field])}") from None
+        raise ValueError(str(e)) from None
 
 
 def _canonical(name: str) -> str:
@@ -116,9 +144,8 @@ def parse_space_arg(text: str) -> tuple[str, list | Distribution]:
     return _canonical(name.strip()), _parse_values(_canonical(name.strip()), spec.strip())
 
 
-def _parse_values(name: str, spec: str, actions=None) -> list | Distribution:
-    actions = actions or _option_actions()
-    if name not in actions:
+def _parse_values(name: str, spec: str) -> list | Distribution:
+    if name not in _option_names():
         raise ValueError(f"unknown training option {name!r}")
     kind, sep, rest = spec.partition(":")
     if sep and kind in ("loguniform", "uniform", "int"):
@@ -126,7 +153,7 @@ def _parse_values(name: str, spec: str, actions=None) -> list | Distribution:
         if not sep2:
             raise ValueError(f"{name}: expected {kind}:LOW:HIGH, got {spec!r}")
         return Distribution(kind, float(low), float(high))
-    values = [_convert(name, v.strip(), actions[name]) for v in spec.split(",")]
+    values = [_convert(name, v.strip()) for v in spec.split(",")]
     if not values:
         raise ValueError(f"{name}: no values")
     return values
@@ -135,16 +162,16 @@ def _parse_values(name: str, spec: str, actions=None) -> list | Distribution:
 def normalize_space(space: Mapping[str, Any]) -> dict[str, Any]:
     """Validates names and converts strings: lists stay lists, 'kind:low:high' becomes a
     Distribution, scipy distributions pass through (random search only)."""
-    actions = _option_actions()
+    names = _option_names()
     out: dict[str, Any] = {}
     for raw, value in space.items():
         name = _canonical(raw)
-        if name not in actions:
+        if name not in names:
             raise ValueError(f"unknown training option {raw!r}")
         if isinstance(value, str):
-            value = _parse_values(name, value, actions)
+            value = _parse_values(name, value)
         elif isinstance(value, (list, tuple)):
-            value = [_convert(name, v, actions[name]) if isinstance(v, str) else v
+            value = [_convert(name, v) if isinstance(v, str) else _check(name, v)
                      for v in value]
             if not value:
                 raise ValueError(f"{raw}: no values")
@@ -211,6 +238,7 @@ class SearchResult:
     fixed: dict[str, Any] = field(default_factory=dict)
     method: str = "grid"
     seconds: float = 0.0
+    plot_notice: str | None = None  # why save() wrote no search.png (None: it did)
 
     @property
     def best(self) -> Trial:
@@ -241,7 +269,7 @@ class SearchResult:
         head = ["#", *names, "score", "std", "time (s)", "status"]
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for t in self.trials:
-            cells = [str(t.number), *(_fmt(t.params.get(n)) for n in names),
+            cells = [str(t.number), *(_fmt(t.params.get(n), n) for n in names),
                      "-" if math.isnan(t.score) else f"{t.score:.4f}",
                      "-" if math.isnan(t.std) else f"{t.std:.4f}",
                      f"{t.seconds:.2f}", t.status + (f" ({t.error})" if t.error else "")]
@@ -271,14 +299,15 @@ class SearchResult:
         if any(t.status == "ok" for t in self.trials):
             (folder / "best.json").write_text(json.dumps(self.best_config(), indent=1))
             written.append("best.json")
-        if save_plot(self, folder / "search.png") is None:
+        self.plot_notice = save_plot(self, folder / "search.png")
+        if self.plot_notice is None:
             written.append("search.png")
         return written
 
 
-def _fmt(v) -> str:
+def _fmt(v, name: str | None = None) -> str:
     if v is None:  # batch_size None is full-batch; lr None is the optimizer's default
-        return "None"
+        return "full" if name == "batch_size" else "default"
     if isinstance(v, float):
         return f"{v:.4g}"
     if isinstance(v, list):
@@ -297,13 +326,12 @@ def _score(history, early_stopping: bool) -> float:
     return float(h["val_accuracy"][-1])
 
 
-def _trial_args(fixed: Mapping[str, Any], params: Mapping[str, Any], seed_offset: int):
-    options = tc.option_defaults()
-    options.update(fixed)
-    options.update(params)
-    options["seed"] = int(options["seed"]) + seed_offset
-    options["config"] = None
-    return argparse.Namespace(**options)
+def _trial_args(fixed: Mapping[str, Any], params: Mapping[str, Any],
+                seed_offset: int) -> TrainConfig:
+    """The trial's TrainConfig (ConfigError, a ValueError, for an invalid combination)."""
+    options = {**fixed, **params}
+    options["seed"] = int(options.get("seed", 0)) + seed_offset
+    return TrainConfig(**options)
 
 
 class _Folds:
@@ -314,7 +342,7 @@ class _Folds:
     def __init__(self, k: int):
         self.k, self.cache = k, {}
 
-    def __call__(self, args: argparse.Namespace) -> list[tuple]:
+    def __call__(self, args: TrainConfig) -> list[tuple]:
         key = (args.dataset, args.seed, args.dtype)
         if key not in self.cache:
             from sklearn.model_selection import StratifiedKFold
@@ -325,7 +353,7 @@ class _Folds:
                 ds = data.load(args.dataset, seed=args.seed)
             except (FileNotFoundError, ValueError) as e:
                 raise tc.CommandError(str(e)) from None
-            dtype = np.float32 if args.dtype == "float32" else np.float64
+            dtype = args.np_dtype
             folds = []
             splitter = StratifiedKFold(self.k, shuffle=True, random_state=args.seed)
             for tr, va in splitter.split(ds.X_train, ds.y_train):
@@ -428,9 +456,10 @@ def run_search(space: Mapping[str, Any], *, method: str = "grid", n_trials: int 
         raise ValueError(f"n_trials must be >= 1, got {n_trials}")
     space = normalize_space(space)
     fixed = {_canonical(k): v for k, v in (fixed or {}).items()}
-    unknown = set(fixed) - set(tc.option_defaults())
+    unknown = set(fixed) - set(_option_names())
     if unknown:
         raise ValueError(f"unknown training option(s): {', '.join(sorted(unknown))}")
+    fixed = {k: _check(k, v) for k, v in fixed.items()}
     overlap = set(fixed) & set(space)
     if overlap:
         raise ValueError(f"option(s) both fixed and searched: {', '.join(sorted(overlap))}")
@@ -573,6 +602,18 @@ class _TrialFailed(Exception):
 # ---------------------------------------------------------------------------- plot
 
 
+def _category_key(v):
+    """Sorts a plot's categories: numbers (and lists of them) by value, None (full batch,
+    default lr) after them, anything else by its text."""
+    if v is None:
+        return (1, (), "")
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return (0, (float(v),), "")
+    if isinstance(v, list) and all(isinstance(h, (int, float)) for h in v):
+        return (0, tuple(float(h) for h in v), "")
+    return (2, (), str(v))
+
+
 def save_plot(result: SearchResult, path: Path) -> str | None:
     """Score against each searched option (one panel each, log x-axis for lr); a notice
     instead when matplotlib is missing."""
@@ -596,16 +637,13 @@ def save_plot(result: SearchResult, path: Path) -> str | None:
         if numeric:
             ax.scatter(values, scores)
             positive = all(v > 0 for v in values)
-            if name in ("lr", "weight_decay", "l1") and positive:
+            if name in ("lr", "weight_decay", "l1", "batch_size", "eps") and positive:
                 ax.set_xscale("log")
         else:
-            unique = list({_fmt(v): v for v in values}.values())
-            try:
-                unique.sort()  # hidden [64] before [128]
-            except TypeError:  # mixed types (batch_size 32 and None): by text
-                unique.sort(key=_fmt)
-            labels = [_fmt(v) for v in unique]
-            ax.scatter([labels.index(_fmt(v)) for v in values], scores)
+            unique = list({_fmt(v, name): v for v in values}.values())
+            unique.sort(key=_category_key)  # hidden [64] before [128]; full batch last
+            labels = [_fmt(v, name) for v in unique]
+            ax.scatter([labels.index(_fmt(v, name)) for v in values], scores)
             ax.set_xticks(range(len(labels)), labels)
         ax.set(xlabel=name, ylabel="validation accuracy")
     fig.suptitle(f"{result.method} search: {len(result.trials)} trials")
@@ -623,7 +661,7 @@ def add_subparser(subparsers) -> None:
         "search", help="grid, random or TPE search over training options",
         description="Searches `fastoptim train`'s options; each trial trains exactly as "
                     "`fastoptim train` and is scored by validation accuracy.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=tc.HelpFormatter)
     s = p.add_argument_group("search")
     s.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2",
                    help="searched option and its values (repeatable); hidden layers as "
@@ -659,7 +697,6 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
     try:
-        args = tc.apply_config(args)
         space: dict[str, Any] = {}
         for text in [*args.grid, *args.random]:
             name, values = parse_space_arg(text)
@@ -669,9 +706,13 @@ def run(args: argparse.Namespace) -> int:
         if not space:
             return fail("nothing to search: give --grid NAME=V1,V2 or --random NAME=SPEC")
         method = args.sampler or ("grid" if args.grid and not args.random else "random")
-        defaults = tc.option_defaults()
-        fixed = {k: getattr(args, k) for k in defaults
-                 if k not in space and k not in _NOT_OPTIONS}
+        # The defaults, then --config values, then options given on the command line; each
+        # is checked by run_search.
+        options = {k: getattr(args, k) for k in TrainConfig.field_names()}
+        if args.config is not None:
+            options.update(tc.read_options(args.config, "--config"))
+        options.update(tc.given_options(args))
+        fixed = {k: v for k, v in options.items() if k not in space}
 
         def show(t: Trial):
             if not args.quiet:
@@ -686,6 +727,8 @@ def run(args: argparse.Namespace) -> int:
                             study_name=args.study_name, pruning=not args.no_pruning,
                             on_trial=show)
         written = result.save(args.output)
+    except BrokenPipeError:
+        raise
     except (tc.CommandError, ValueError, ImportError, OSError) as e:
         return fail(str(e))
     print(result.table())
@@ -700,5 +743,6 @@ def run(args: argparse.Namespace) -> int:
         return 1
     print(f"best: {best.params} validation accuracy {best.score:.4f}")
     print(f"wrote {args.output}/" + ", ".join(written)
+          + ("" if result.plot_notice is None else f" (no search.png: {result.plot_notice})")
           + f"\nreproduce: fastoptim train --config {args.output}/best.json")
     return 0

@@ -1,7 +1,7 @@
 """scikit-learn estimators backed by fastoptim: ``MLPClassifier`` and ``MLPRegressor``.
 
 They build their network and optimizer with the same code as `fastoptim train`
-(``train_command.build``) and train with ``fastoptim.train.fit``, so the options mean the
+(``fastoptim.config.TrainConfig``) and train with ``fastoptim.train.fit``, so the options mean the
 same thing in both places. They work with ``clone``, pickle, ``Pipeline``,
 ``GridSearchCV`` / ``RandomizedSearchCV`` (``n_jobs`` > 1 included) and pass
 ``sklearn.utils.estimator_checks``.
@@ -18,7 +18,6 @@ to the bias-corrected sqrt(v)) and L2 ``weight_decay`` on weights instead of alp
 
 from __future__ import annotations
 
-import argparse
 import numbers
 
 import numpy as np
@@ -35,6 +34,13 @@ except ImportError:  # pragma: no cover - older scikit-learn
         return est._validate_data(X, y, reset=reset, **kw)
 
 from fastoptim import train_command as tc
+from fastoptim.config import ConfigError, TrainConfig, check_option
+
+# TrainConfig field -> the estimator parameter it comes from (for error messages).
+_PARAM_OF_FIELD = {"beta1": "betas", "beta2": "betas", "hidden": "hidden_layer_sizes",
+                   "early_stopping": "n_iter_no_change",
+                   "validation_split": "validation_fraction", "threads": "n_threads",
+                   "seed": "random_state"}
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
@@ -69,45 +75,35 @@ class _BaseMLP(BaseEstimator):
         self.n_threads = n_threads
 
     # ---------------------------------------------------------------- options
-    def _options(self, seed: int) -> argparse.Namespace:
-        """These parameters as `fastoptim train` options, validated by the same code."""
+    def _options(self, seed: int) -> TrainConfig:
+        """These parameters as a TrainConfig (the options of `fastoptim train`), validated
+        by the same code; errors name the estimator's parameter."""
         hidden = ([] if self.hidden_layer_sizes is None else
                   [self.hidden_layer_sizes] if isinstance(self.hidden_layer_sizes, numbers.Integral)
-                  else list(self.hidden_layer_sizes))
-        for name, value, allowed in (("activation", self.activation, tc.ACTIVATIONS),
-                                     ("optimizer", self.optimizer, tc.OPTIMIZERS),
-                                     ("schedule", self.schedule, tc.SCHEDULES),
-                                     ("dtype", self.dtype, ("float32", "float64"))):
-            if value not in allowed:
-                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
-        if not (isinstance(self.epochs, numbers.Integral) and self.epochs >= 1):
-            raise ValueError(f"epochs must be an integer >= 1, got {self.epochs!r}")
-        if self.batch_size is not None and not (
-                isinstance(self.batch_size, numbers.Integral) and self.batch_size >= 1):
-            raise ValueError(f"batch_size must be a positive integer or None (full batch), "
-                             f"got {self.batch_size!r}")
-        if self.early_stopping and not 0 < self.validation_fraction < 1:
-            raise ValueError(f"validation_fraction must be in (0, 1), got "
-                             f"{self.validation_fraction}")
-        beta1, beta2 = self.betas
-        options = {**tc.option_defaults(), "hidden": [int(h) for h in hidden],
-                   "activation": self.activation, "dropout": float(self.dropout),
-                   "dtype": self.dtype, "optimizer": self.optimizer, "lr": float(self.lr),
-                   "momentum": float(self.momentum), "nesterov": bool(self.nesterov),
-                   "beta1": float(beta1), "beta2": float(beta2), "eps": float(self.eps),
-                   "weight_decay": float(self.weight_decay), "l1": float(self.l1),
-                   "schedule": self.schedule, "epochs": int(self.epochs),
-                   "batch_size": self.batch_size,
-                   "early_stopping": int(self.n_iter_no_change) if self.early_stopping else 0,
-                   "validation_split": float(self.validation_fraction)
-                   if self.early_stopping else 0.0,
-                   "threads": self.n_threads, "seed": seed}
-        args = argparse.Namespace(**options)
+                  else self.hidden_layer_sizes)
         try:
-            tc.validate(args)
-        except tc.CommandError as e:
-            raise ValueError(str(e).replace("--", "").replace("-", "_")) from None
-        return args
+            beta1, beta2 = self.betas
+        except (TypeError, ValueError):
+            raise ValueError(f"betas must be a pair (beta1, beta2), got {self.betas!r}") from None
+        if self.early_stopping and not (isinstance(self.validation_fraction, numbers.Real)
+                                        and 0 < float(self.validation_fraction) < 1):
+            raise ValueError(f"validation_fraction must be in (0, 1), got "
+                             f"{self.validation_fraction!r}")
+        options = {"hidden": hidden, "activation": self.activation, "dropout": self.dropout,
+                   "dtype": self.dtype, "optimizer": self.optimizer, "lr": self.lr,
+                   "momentum": self.momentum, "nesterov": self.nesterov, "beta1": beta1,
+                   "beta2": beta2, "eps": self.eps, "weight_decay": self.weight_decay,
+                   "l1": self.l1, "schedule": self.schedule, "epochs": self.epochs,
+                   "batch_size": self.batch_size,
+                   "early_stopping": self.n_iter_no_change if self.early_stopping else 0,
+                   "validation_split": self.validation_fraction if self.early_stopping
+                   else 0.0,
+                   "threads": self.n_threads, "seed": seed}
+        try:
+            return TrainConfig(**options)
+        except ConfigError as e:
+            param = _PARAM_OF_FIELD.get(e.field, e.field)
+            raise ValueError(f"{param} {e.detail}") from None
 
     def _np_dtype(self):
         return np.float32 if self.dtype == "float32" else np.float64
@@ -118,8 +114,12 @@ class _BaseMLP(BaseEstimator):
 
         if self.n_threads is None:
             return None
+        try:
+            n = check_option("threads", self.n_threads)
+        except ConfigError as e:
+            raise ValueError(f"n_threads {e.detail}") from None
         before = fastoptim.get_num_threads()
-        limits = tc.set_threads(int(self.n_threads))
+        limits = tc.set_threads(n)
         return before, limits
 
     @staticmethod
@@ -143,7 +143,7 @@ class _BaseMLP(BaseEstimator):
 
     def _new_model(self, n_features: int, seed: int):
         self._args = self._options(seed)
-        self._model, self._opt, lr = tc.build(self._args, n_features, self._n_outputs())
+        self._model, self._opt, lr = self._args.build(n_features, self._n_outputs())
         self._lr = lr
 
     def _train(self, X, y, *, epochs: int, seed: int, schedule: bool):
@@ -165,9 +165,8 @@ class _BaseMLP(BaseEstimator):
                 validation = (Xv, yv)
                 callbacks.append(train.EarlyStopping("val_loss", patience=args.early_stopping,
                                                      restore_best_weights=True))
-        steps = 1 if args.batch_size is None else -(-len(X) // args.batch_size)
-        args.epochs = epochs
-        sched = tc.make_schedule(args, self._lr, steps) if schedule else None
+        steps = args.steps_per_epoch(len(X))
+        sched = args.build_schedule(self._lr, steps, epochs=epochs) if schedule else None
         history = train.fit(self._model, X, y, loss=self._loss, optimizer=self._opt,
                             epochs=epochs, batch_size=args.batch_size, schedule=sched,
                             validation_data=validation, metrics=(), callbacks=callbacks,
@@ -224,9 +223,11 @@ class _BaseMLP(BaseEstimator):
         model_state = state.pop("_model_state", None)
         opt_state = state.pop("_opt_state", None)
         self.__dict__.update(state)
+        if "_args" in state:  # pickles of older versions hold an argparse.Namespace
+            self._args = tc.as_config(state["_args"])
         if model_state is not None:
-            self._model, self._opt, _ = tc.build(self._args, self.n_features_in_,
-                                                 self._n_outputs())
+            self._model, self._opt, _ = self._args.build(self.n_features_in_,
+                                                         self._n_outputs())
             self._model.load_state_dict(model_state)
             self._opt.load_state_dict(opt_state)
 

@@ -168,7 +168,9 @@ class ReduceLROnPlateau(Callback):
 class ModelCheckpoint(Callback):
     """Saves the full training state (model, optimizer, schedule position, history) after
     each epoch, or only when ``monitor`` improves (save_best_only). ``path`` may contain
-    ``{epoch}``. Files are written atomically and load without pickle."""
+    ``{epoch}``: the number of epochs completed, counted from 1 as the progress line shows
+    them (``ckpt-{epoch}.npz`` after the second epoch is ``ckpt-2.npz``). Files are written
+    atomically and load without pickle."""
 
     def __init__(self, path: str | os.PathLike, monitor: str = "val_loss",
                  save_best_only: bool = False, mode: str = "auto"):
@@ -187,7 +189,7 @@ class ModelCheckpoint(Callback):
             if not _is_better(self.mode, value, self.best, 0.0):
                 return
             self.best = value
-        save_training_state(self.path.format(epoch=epoch), trainer, epoch=epoch + 1)
+        save_training_state(self.path.format(epoch=epoch + 1), trainer, epoch=epoch + 1)
 
 
 class ProgressBar(Callback):
@@ -220,7 +222,8 @@ class ProgressBar(Callback):
 
 
 class CSVLogger(Callback):
-    """Appends one row per epoch (epoch, then every logged value) to a CSV file."""
+    """Appends one row per epoch (epoch counted from 1, then every logged value) to a CSV
+    file."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
@@ -231,18 +234,18 @@ class CSVLogger(Callback):
             w = csv.writer(f)
             if new:
                 w.writerow(["epoch", *logs])
-            w.writerow([epoch, *logs.values()])
+            w.writerow([epoch + 1, *logs.values()])
 
 
 class JSONLinesLogger(Callback):
-    """Appends one JSON object per epoch to a .jsonl file."""
+    """Appends one JSON object per epoch (``epoch`` counted from 1) to a .jsonl file."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
 
     def on_epoch_end(self, trainer, epoch, logs):
         with self.path.open("a") as f:
-            f.write(json.dumps({"epoch": epoch, **logs}) + "\n")
+            f.write(json.dumps({"epoch": epoch + 1, **logs}) + "\n")
 
 
 # --------------------------------------------------------------------------------------
@@ -565,24 +568,77 @@ def save_training_state(path, trainer: _Trainer, *, epoch: int) -> None:
     _ckpt.save_checkpoint(path, arrays, meta)
 
 
+def _layout(state: dict) -> dict[str, tuple]:
+    return {str(k): (np.shape(v), np.asarray(v).dtype.str) for k, v in state.items()}
+
+
 def load_training_state(path, trainer: _Trainer) -> int:
-    """Restores what save_training_state wrote into ``trainer``; returns the next epoch."""
+    """Restores what save_training_state wrote into ``trainer``; returns the next epoch.
+
+    All or nothing: the file's digest, the model's parameter names, shapes and dtypes, the
+    optimizer's parameter groups, the schedule position and the dropout streams are all
+    checked before anything is changed; a CheckpointError leaves the model, the optimizer
+    and the trainer exactly as they were."""
     arrays, meta = _ckpt.load_checkpoint(path)
+
+    def refuse(message: str):
+        return _ckpt.CheckpointError(f"cannot resume from {path}: {message}")
+
     try:
         model_state = _unflatten(meta["model"], arrays)
         optim_state = _unflatten(meta["optimizer"], arrays)
         epoch, step = int(meta["epoch"]), int(meta["step"])
-    except (KeyError, TypeError, ValueError) as e:
+        lr_scale = float(meta.get("lr_scale", 1.0))
+        history = History.from_dict(meta.get("history", {}))
+        streams = [(int(a), int(b)) for a, b in meta.get("dropout_streams", [])]
+        saved_groups = optim_state["param_groups"]
+        if not isinstance(model_state, dict) or not isinstance(optim_state.get("state"), dict):
+            raise TypeError("model or optimizer state is not a mapping")
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise _ckpt.CheckpointError(f"{path} is not a training checkpoint: {e}") from None
-    layers, streams = _dropouts(trainer.model), meta.get("dropout_streams", [])
-    if len(layers) != len(streams):  # checked before anything is changed
-        raise _ckpt.CheckpointError(f"{path} holds {len(streams)} dropout streams but the model "
-                                    f"has {len(layers)} dropout layers")
-    trainer.model.load_state_dict(model_state)
-    trainer.optimizer.load_state_dict(optim_state)
+    # dropout streams
+    layers = _dropouts(trainer.model)
+    if len(layers) != len(streams):
+        raise refuse(f"it holds {len(streams)} dropout streams but the model has "
+                     f"{len(layers)} dropout layers")
+    # model layout
+    have, want = _layout(trainer.model.state_dict()), _layout(model_state)
+    if have != want:
+        missing = sorted(set(have) - set(want))
+        extra = sorted(set(want) - set(have))
+        differ = sorted(k for k in set(have) & set(want) if have[k] != want[k])
+        raise refuse(f"the model's layout differs (missing {missing}, unexpected {extra}, "
+                     f"other shape or dtype {differ})")
+    # optimizer groups
+    groups = trainer.optimizer.param_groups
+    if len(saved_groups) != len(groups):
+        raise refuse(f"it holds {len(saved_groups)} optimizer parameter groups but the "
+                     f"optimizer has {len(groups)}")
+    for i, (saved, group) in enumerate(zip(saved_groups, groups, strict=True)):
+        if len(saved.get("params", ())) != len(group["params"]):
+            raise refuse(f"optimizer group {i} has {len(saved.get('params', ()))} parameters "
+                         f"in the checkpoint but {len(group['params'])} here")
+    # schedule position
+    if epoch < 0 or step < 0 or not (math.isfinite(lr_scale) and lr_scale > 0):
+        raise refuse(f"bad schedule position (epoch {epoch}, step {step}, lr_scale "
+                     f"{lr_scale})")
+    if trainer.schedule is not None and not math.isfinite(float(trainer.schedule(step))):
+        raise refuse(f"the schedule gives a non-finite learning rate at step {step}")
+    # Everything checked: the optimizer validates its own state before changing anything,
+    # and the model's load cannot fail now; undo the optimizer's if it does all the same.
+    before = trainer.optimizer.state_dict()
+    try:
+        trainer.optimizer.load_state_dict(optim_state)
+    except (KeyError, TypeError, ValueError) as e:
+        raise refuse(f"optimizer state: {e}") from None
+    try:
+        trainer.model.load_state_dict(model_state)
+    except BaseException:
+        trainer.optimizer.load_state_dict(before)
+        raise
     trainer.step = step
-    trainer.lr_scale = float(meta.get("lr_scale", 1.0))
-    trainer.history = History.from_dict(meta.get("history", {}))
+    trainer.lr_scale = lr_scale
+    trainer.history = history
     for layer, (seed, calls) in zip(layers, streams, strict=True):
-        layer.seed, layer.calls = int(seed), int(calls)
+        layer.seed, layer.calls = seed, calls
     return epoch

@@ -2,12 +2,17 @@
 
 With no arguments it trains 64 -> 256 (ReLU) -> 10 with softmax cross-entropy and Adam on
 the embedded digits set, shows progress, and ends with held-out accuracy, macro
-precision/recall/F1 and the confusion matrix. Everything it writes goes to --output.
+precision/recall/F1 and the confusion matrix. Everything it writes goes to --output;
+``--resume DIR`` continues a run from DIR/checkpoint.npz.
+
+The options are the fields of :class:`fastoptim.config.TrainConfig` (defaults and
+validation live there).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -15,10 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
-OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adagrad")
-SCHEDULES = ("constant", "cosine", "exponential", "step", "inverse-time", "one-cycle")
-ACTIVATIONS = ("relu", "leaky_relu", "gelu", "tanh", "sigmoid")
-DEFAULT_LR = {"adam": 1e-3, "adamw": 1e-3, "sgd": 0.05, "rmsprop": 1e-3, "adagrad": 1e-2}
+from fastoptim.config import (  # noqa: F401
+    ACTIVATIONS,
+    DEFAULT_LR,
+    DTYPES,
+    OPTIMIZERS,
+    SCHEDULES,
+    ConfigError,
+    TrainConfig,
+)
 
 
 class CommandError(Exception):
@@ -38,63 +48,82 @@ def _batch_size(text: str):
     return value
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Appends each option's default once (none for flags and unset options)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if (not action.option_strings or any(default is v for v in (None, False, argparse.SUPPRESS))
+                or "%(default)" in text or isinstance(action, argparse._HelpAction)
+                or (isinstance(action, argparse._AppendAction) and not default)):
+            return text
+        if isinstance(default, (list, tuple)):
+            default = " ".join(map(str, default)) or "none"
+        return f"{text} (default: {str(default).replace('%', '%%')})"
+
+
+def option_name(field: str) -> str:
+    """The command-line spelling of a TrainConfig field: ``--batch-size``."""
+    return "--" + field.replace("_", "-")
+
+
+_GIVEN = "_given_options"  # Namespace attribute: the options typed on the command line
+
+
+class _StoreGiven(argparse._StoreAction):
+    """Stores the value and records that the option was given (so a value equal to the
+    default still wins over --config and --resume)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        super().__call__(parser, namespace, values, option_string)
+        setattr(namespace, _GIVEN, {*getattr(namespace, _GIVEN, ()), self.dest})
+
+
+class _StoreTrueGiven(argparse._StoreTrueAction):
+    def __call__(self, parser, namespace, values, option_string=None):
+        super().__call__(parser, namespace, values, option_string)
+        setattr(namespace, _GIVEN, {*getattr(namespace, _GIVEN, ()), self.dest})
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The training options, shared by `train` and `search`."""
-    d = p.add_argument_group("data")
-    d.add_argument("--dataset", default="digits",
-                   help="'digits' (embedded, default), 'fashion-mnist' (Debian's "
-                        "dataset-fashion-mnist) or a folder holding MNIST-style IDX files")
-    d.add_argument("--validation-split", type=float, default=0.1, metavar="F",
-                   help="share of the training data held out for validation and early "
-                        "stopping (default 0.1; 0 disables)")
-    m = p.add_argument_group("model")
-    m.add_argument("--hidden", type=int, nargs="*", default=[256], metavar="N",
-                   help="hidden layer sizes (default: 256; none gives a linear model)")
-    m.add_argument("--activation", choices=ACTIVATIONS, default="relu",
-                   help="hidden activation (default relu)")
-    m.add_argument("--dropout", type=float, default=0.0, metavar="P",
-                   help="dropout probability after each hidden layer (default 0)")
-    m.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    o = p.add_argument_group("optimization")
-    o.add_argument("--optimizer", choices=OPTIMIZERS, default="adam", help="default adam")
-    o.add_argument("--lr", type=float, default=None,
-                   help="learning rate (default: adam/adamw/rmsprop 1e-3, sgd 0.05, adagrad 1e-2)")
-    o.add_argument("--momentum", type=float, default=0.0, help="SGD/RMSprop momentum")
-    o.add_argument("--nesterov", action="store_true", help="Nesterov momentum (SGD)")
-    o.add_argument("--beta1", type=float, default=0.9, help="Adam beta1 (default 0.9)")
-    o.add_argument("--beta2", type=float, default=0.999, help="Adam beta2 (default 0.999)")
-    o.add_argument("--eps", type=float, default=1e-8, help="Adam/RMSprop/Adagrad eps")
-    o.add_argument("--weight-decay", type=float, default=0.0, metavar="WD",
-                   help="L2 weight decay on weights, not biases (decoupled for adamw)")
-    o.add_argument("--l1", type=float, default=0.0, help="L1 penalty on hidden weights")
-    o.add_argument("--schedule", choices=SCHEDULES, default="constant",
-                   help="learning-rate schedule over the whole run, stepped per batch")
-    o.add_argument("--warmup-epochs", type=float, default=0.0, metavar="E",
-                   help="linear warm-up before the schedule (default 0)")
-    o.add_argument("--epochs", type=int, default=30, help="default 30")
-    o.add_argument("--batch-size", type=_batch_size, default=32, metavar="N|full",
-                   help="mini-batch size, or 'full' for full-batch gradient descent")
-    o.add_argument("--early-stopping", type=int, default=0, metavar="PATIENCE",
-                   help="stop after PATIENCE epochs without val_loss improvement and keep "
-                        "the best weights (default 0: off)")
-    r = p.add_argument_group("run")
-    r.add_argument("--threads", type=int, default=None,
-                   help="threads for fastoptim's kernels and numpy's matrix products (BLAS, "
-                        "through threadpoolctl when installed)")
-    r.add_argument("--seed", type=int, default=0, help="seeds initialisation and shuffling")
-    r.add_argument("--config", type=Path, default=None, metavar="JSON",
-                   help="a JSON file of options (as written by `fastoptim search`); "
-                        "options given on the command line win")
+    """The training options (every TrainConfig field), shared by `train` and `search`."""
+    p.set_defaults(**{_GIVEN: ()})
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    defaults = TrainConfig()
+    for f in dataclasses.fields(TrainConfig):
+        meta = dict(f.metadata)
+        group = meta.pop("group")
+        g = groups.get(group) or groups.setdefault(group, p.add_argument_group(group))
+        default = getattr(defaults, f.name)
+        kw: dict = {"default": default, "action": _StoreGiven, **meta}
+        if f.name == "nesterov":
+            kw = {"action": _StoreTrueGiven, "help": meta["help"]}
+        elif f.name == "hidden":
+            kw.update(type=int, nargs="*")
+        elif f.name == "batch_size":
+            kw.update(type=_batch_size)
+        elif f.name in ("epochs", "early_stopping", "threads", "seed"):
+            kw.update(type=int)
+        elif f.name not in ("dataset", "activation", "dtype", "optimizer", "schedule"):
+            kw.update(type=float)
+        g.add_argument(option_name(f.name), dest=f.name, **kw)
+    groups["run"].add_argument("--config", type=Path, default=None, metavar="JSON",
+                               help="a JSON file of options (as written by `fastoptim "
+                                    "search`); options given on the command line win")
 
 
 def add_subparser(subparsers) -> None:
     p = subparsers.add_parser(
         "train", help="train a network and report held-out metrics",
-        description=__doc__.splitlines()[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
     add_arguments(p)
-    p.add_argument("--output", type=Path, default=Path("fastoptim-run"), metavar="DIR",
-                   help="folder for checkpoint.npz, history.json, curves.png, metrics.json")
+    p.add_argument("--output", type=Path, default=None, metavar="DIR",
+                   help="folder for config.json, checkpoint.npz, history.json, curves.png, "
+                        "metrics.json (default: fastoptim-run, or the --resume folder)")
+    p.add_argument("--resume", type=Path, default=None, metavar="DIR",
+                   help="continue the run in DIR (its config.json and checkpoint.npz) up to "
+                        "--epochs; options given on the command line win")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=run)
 
@@ -104,118 +133,115 @@ def add_subparser(subparsers) -> None:
 
 def option_defaults() -> dict:
     """Every training option's default value, by attribute name."""
-    p = argparse.ArgumentParser(add_help=False)
-    add_arguments(p)
-    return vars(p.parse_args([]))
+    return {**TrainConfig().to_dict(), "config": None}
+
+
+def read_options(path: Path, label: str) -> dict:
+    """The options of a JSON file (``{"params": {...}}`` or a plain object), by field name;
+    CommandError (one line) for an unreadable file or an unknown option."""
+    try:
+        cfg = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise CommandError(f"{label} {path}: {e}") from None
+    params = cfg.get("params", cfg) if isinstance(cfg, dict) else None
+    if not isinstance(params, dict):
+        raise CommandError(f"{label} {path}: expected a JSON object of options")
+    names = TrainConfig.field_names()
+    for key in params:
+        if str(key).replace("-", "_") not in names:
+            raise CommandError(f"{label} {path}: unknown option {key!r}")
+    return {str(k).replace("-", "_"): v for k, v in params.items()}
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The TrainConfig of parsed `train`/`search` options: the defaults, then the resumed
+    run's config.json (--resume), then --config, then options given on the command line.
+    Any bad value is a CommandError naming it."""
+    defaults = TrainConfig().to_dict()
+    merged, origin = dict(defaults), {}
+    sources = []
+    resume = getattr(args, "resume", None)
+    if resume is not None and (Path(resume) / "config.json").is_file():
+        sources.append((Path(resume) / "config.json", "--resume"))
+    if getattr(args, "config", None) is not None:
+        sources.append((Path(args.config), "--config"))
+    for path, label in sources:
+        for name, value in read_options(path, label).items():
+            merged[name], origin[name] = value, f"{label} {path}"
+    given = given_options(args)
+    for name in defaults:
+        if hasattr(args, name) and (name not in origin or name in given):
+            merged[name] = getattr(args, name)
+    try:
+        return TrainConfig(**merged)
+    except ConfigError as e:
+        if e.field in origin and e.field not in given:
+            raise CommandError(f"{origin[e.field]}: {e.field} {e.detail}") from None
+        raise CommandError(f"{option_name(e.field)} {e.detail}") from None
+
+
+def given_options(args: argparse.Namespace) -> dict:
+    """The training options given on the command line, by name: those parsed from argv
+    (recorded by add_arguments' actions), or for a Namespace built otherwise those that
+    differ from the defaults."""
+    defaults = TrainConfig().to_dict()
+    explicit = getattr(args, _GIVEN, None)
+    if explicit is not None:
+        return {k: getattr(args, k) for k in defaults if k in explicit}
+    return {k: getattr(args, k) for k in defaults
+            if hasattr(args, k) and getattr(args, k) != defaults[k]}
+
+
+def as_config(options) -> TrainConfig:
+    """A TrainConfig from a TrainConfig, a dict of options or an argparse.Namespace of
+    `fastoptim train` options (--config is applied)."""
+    if isinstance(options, TrainConfig):
+        return options
+    if isinstance(options, dict):
+        options = argparse.Namespace(**options)
+    return config_from_args(options)
 
 
 def apply_config(args: argparse.Namespace) -> argparse.Namespace:
-    """Fills options from --config JSON where the command line left the default."""
-    if args.config is None:
-        return args
-    parser_defaults = option_defaults()
-    try:
-        cfg = json.loads(Path(args.config).read_text())
-    except (OSError, ValueError) as e:
-        raise CommandError(f"--config {args.config}: {e}") from None
-    params = cfg.get("params", cfg) if isinstance(cfg, dict) else None
-    if not isinstance(params, dict):
-        raise CommandError(f"--config {args.config}: expected a JSON object of options")
-    for key, value in params.items():
-        attr = key.replace("-", "_")
-        if attr not in parser_defaults:
-            raise CommandError(f"--config {args.config}: unknown option {key!r}")
-        if getattr(args, attr) == parser_defaults[attr]:
-            setattr(args, attr, value)
+    """Fills options from --config JSON where the command line left the default (the
+    validated values, as a Namespace)."""
+    cfg = config_from_args(args)
+    for name, value in cfg.to_dict().items():
+        setattr(args, name, value)
+    args.config = None
     return args
 
 
-def validate(args: argparse.Namespace) -> None:
-    checks = [
-        (args.epochs >= 1, f"--epochs must be >= 1, got {args.epochs}"),
-        (0.0 <= args.dropout < 1.0, f"--dropout must be in [0, 1), got {args.dropout}"),
-        (0.0 <= args.validation_split < 1.0,
-         f"--validation-split must be in [0, 1), got {args.validation_split}"),
-        (args.lr is None or args.lr > 0, f"--lr must be > 0, got {args.lr}"),
-        (args.weight_decay >= 0, f"--weight-decay must be >= 0, got {args.weight_decay}"),
-        (args.l1 >= 0, f"--l1 must be >= 0, got {args.l1}"),
-        (all(h >= 1 for h in args.hidden), f"--hidden sizes must be >= 1, got {args.hidden}"),
-        (args.threads is None or args.threads >= 1, f"--threads must be >= 1, got {args.threads}"),
-        (args.early_stopping >= 0, f"--early-stopping must be >= 0, got {args.early_stopping}"),
-        (args.warmup_epochs >= 0, f"--warmup-epochs must be >= 0, got {args.warmup_epochs}"),
-        (not (args.early_stopping and args.validation_split == 0),
-         "--early-stopping needs a validation split (--validation-split > 0)"),
-        (not args.nesterov or args.momentum > 0, "--nesterov needs --momentum > 0"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise CommandError(message)
+def validate(args) -> None:
+    """CommandError (naming the option) unless these options form a valid TrainConfig."""
+    as_config(args)
 
 
-def build(args: argparse.Namespace, n_features: int, n_classes: int):
+def build(args, n_features: int, n_classes: int):
     """The model and optimizer for these options (weight decay on weights only)."""
-    from fastoptim import nn, optim
-
-    dtype = np.float32 if args.dtype == "float32" else np.float64
-    layers = []
-    width = n_features
-    for h in args.hidden:
-        layers.append(nn.Dense(width, h, args.activation, l1=args.l1))
-        if args.dropout > 0:
-            layers.append(nn.Dropout(args.dropout))
-        width = h
-    layers.append(nn.Dense(width, n_classes))
-    model = nn.Sequential(*layers, dtype=dtype, seed=args.seed)
-    weights = [p for name, p, _ in model.named_parameters() if name.endswith("weight")]
-    biases = [p for name, p, _ in model.named_parameters() if not name.endswith("weight")]
-    groups = [{"params": weights, "weight_decay": args.weight_decay},
-              {"params": biases, "weight_decay": 0.0}]
-    lr = args.lr if args.lr is not None else DEFAULT_LR[args.optimizer]
-    if args.optimizer in ("adam", "adamw"):
-        cls = optim.Adam if args.optimizer == "adam" else optim.AdamW
-        opt = cls(groups, lr=lr, betas=(args.beta1, args.beta2), eps=args.eps)
-    elif args.optimizer == "sgd":
-        opt = optim.SGD(groups, lr=lr, momentum=args.momentum, nesterov=args.nesterov)
-    elif args.optimizer == "rmsprop":
-        opt = optim.RMSprop(groups, lr=lr, momentum=args.momentum, eps=args.eps)
-    else:
-        opt = optim.Adagrad(groups, lr=lr, eps=args.eps)
-    return model, opt, lr
+    return as_config(args).build(n_features, n_classes)
 
 
-def make_schedule(args: argparse.Namespace, lr: float, steps_per_epoch: int):
-    from fastoptim import schedules
-
-    total = max(1, args.epochs * steps_per_epoch)
-    warm = int(round(args.warmup_epochs * steps_per_epoch))
-    main = {
-        "constant": lambda: None if not warm else schedules.constant(lr),
-        "cosine": lambda: schedules.cosine(lr, total_steps=max(1, total - warm)),
-        "exponential": lambda: schedules.exponential(lr, gamma=0.01 ** (1.0 / total)),
-        "step": lambda: schedules.step_decay(lr, step_size=max(1, total // 3), gamma=0.1),
-        "inverse-time": lambda: schedules.inverse_time(lr, power_t=0.5),
-        "one-cycle": lambda: schedules.one_cycle(lr, total_steps=total),
-    }[args.schedule]()
-    if warm and main is not None:
-        return schedules.warmup(main, warmup_steps=warm)
-    return main
+def make_schedule(args, lr: float, steps_per_epoch: int):
+    return as_config(args).build_schedule(lr, steps_per_epoch)
 
 
-def prepare_data(args: argparse.Namespace):
+def prepare_data(config):
     """(X_train, y_train, X_val, y_val, X_test, y_test, name, n_classes), standardised
     with statistics of the training part only."""
     from fastoptim import data
 
+    cfg = as_config(config)
     try:
-        ds = data.load(args.dataset, seed=args.seed)
+        ds = data.load(cfg.dataset, seed=cfg.seed)
     except (FileNotFoundError, ValueError) as e:
         raise CommandError(str(e)) from None
     X, y = ds.X_train, ds.y_train
     X_val = y_val = None
-    if args.validation_split > 0:
-        X, X_val, y, y_val = data.train_test_split(X, y, test_size=args.validation_split,
-                                                   seed=args.seed, stratify=True)
-    dtype = np.float32 if args.dtype == "float32" else np.float64
+    if cfg.validation_split > 0:
+        X, X_val, y, y_val = data.train_test_split(X, y, test_size=cfg.validation_split,
+                                                   seed=cfg.seed, stratify=True)
+    dtype = cfg.np_dtype
     scaler = data.Standardizer().fit(X)
     tr = lambda a: None if a is None else scaler.transform(a).astype(dtype, copy=False)  # noqa: E731
     return tr(X), y, tr(X_val), y_val, tr(ds.X_test), ds.y_test, ds.name, ds.n_classes
@@ -236,36 +262,37 @@ def set_threads(n: int | None):
     return threadpool_limits(limits=n, user_api="blas")
 
 
-def train_and_evaluate(args: argparse.Namespace, *, output: Path | None, verbose: bool | None,
-                       report=None, prepared=None):
-    """Runs one training run with these options; returns (history, test metrics, model).
+def train_and_evaluate(config, *, output: Path | None, verbose: bool | None,
+                       report=None, prepared=None, resume_from: Path | None = None):
+    """Runs one training run with these options (a TrainConfig, or parsed options);
+    returns (history, test metrics, model).
 
     ``report(epoch, logs)`` is called after every epoch (search uses it for pruning).
-    ``prepared`` replaces prepare_data(args) with a tuple of the same form (search's
-    cross-validation folds)."""
+    ``prepared`` replaces prepare_data(config) with a tuple of the same form (search's
+    cross-validation folds). ``resume_from`` continues from a checkpoint written by an
+    earlier run of the same options."""
     from fastoptim import train
 
-    validate(args)
+    cfg = as_config(config)
     X, y, X_val, y_val, X_test, y_test, name, n_classes = (
-        prepare_data(args) if prepared is None else prepared)
-    model, opt, lr = build(args, X.shape[1], n_classes)
-    steps = 1 if args.batch_size is None else -(-len(X) // args.batch_size)
+        prepare_data(cfg) if prepared is None else prepared)
+    model, opt, lr = cfg.build(X.shape[1], n_classes)
     callbacks: list = []
-    if args.early_stopping:
-        callbacks.append(train.EarlyStopping("val_loss", patience=args.early_stopping,
+    if cfg.early_stopping:
+        callbacks.append(train.EarlyStopping("val_loss", patience=cfg.early_stopping,
                                              restore_best_weights=True))
     if output is not None:
         callbacks.append(train.ModelCheckpoint(output / "checkpoint.npz"))
     if report is not None:
         callbacks.append(_Reporter(report))
-    limits = set_threads(args.threads)
+    limits = set_threads(cfg.threads)
     try:
         history = train.fit(model, X, y, loss="cross_entropy", optimizer=opt,
-                            epochs=args.epochs, batch_size=args.batch_size,
-                            schedule=make_schedule(args, lr, steps),
+                            epochs=cfg.epochs, batch_size=cfg.batch_size,
+                            schedule=cfg.build_schedule(lr, cfg.steps_per_epoch(len(X))),
                             validation_data=None if X_val is None else (X_val, y_val),
-                            metrics=("accuracy",), callbacks=callbacks, seed=args.seed,
-                            verbose=verbose)
+                            metrics=("accuracy",), callbacks=callbacks, seed=cfg.seed,
+                            verbose=verbose, resume_from=resume_from)
         result = test_metrics(model, X_test, y_test, n_classes)
     finally:
         if limits is not None:
@@ -284,8 +311,6 @@ class _Reporter:
 
     def on_epoch_end(self, trainer, epoch, logs):
         self.fn(epoch, logs)
-
-
 def test_metrics(model, X_test, y_test, n_classes: int) -> dict:
     from fastoptim import metrics, train
 
@@ -346,23 +371,31 @@ def run(args: argparse.Namespace) -> int:
     from fastoptim.checkpoint import CheckpointError
 
     try:
-        args = apply_config(args)
-        args.output.mkdir(parents=True, exist_ok=True)
+        resume_from = None
+        if args.resume is not None:
+            resume_from = Path(args.resume) / "checkpoint.npz"
+            if not resume_from.is_file():
+                raise CommandError(f"--resume {args.resume}: no checkpoint.npz there")
+        cfg = config_from_args(args)
+        output = args.output or args.resume or Path("fastoptim-run")
+        output.mkdir(parents=True, exist_ok=True)
+        (output / "config.json").write_text(json.dumps({"params": cfg.to_dict()}, indent=1))
         t0 = time.perf_counter()
         verbose = False if args.quiet else None
-        history, result, _ = train_and_evaluate(args, output=args.output, verbose=verbose)
+        history, result, _ = train_and_evaluate(cfg, output=output, verbose=verbose,
+                                                resume_from=resume_from)
         seconds = time.perf_counter() - t0
+    except BrokenPipeError:
+        raise
     except (CommandError, CheckpointError, FloatingPointError, OSError) as e:
         print(f"fastoptim train: error: {e}", file=sys.stderr)
         return 2
-    (args.output / "history.json").write_text(json.dumps(history.to_dict(), indent=1))
-    options = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-               if k not in ("func", "command")}
-    (args.output / "metrics.json").write_text(json.dumps(
-        {"test": result, "options": options, "seconds": seconds}, indent=1))
-    notice = save_plot(history, args.output / "curves.png")
-    print(format_report(args.dataset, result, seconds))
-    print(f"\nwrote {args.output}/checkpoint.npz, history.json, metrics.json"
+    (output / "history.json").write_text(json.dumps(history.to_dict(), indent=1))
+    (output / "metrics.json").write_text(json.dumps(
+        {"test": result, "options": cfg.to_dict(), "seconds": seconds}, indent=1))
+    notice = save_plot(history, output / "curves.png")
+    print(format_report(cfg.dataset, result, seconds))
+    print(f"\nwrote {output}/config.json, checkpoint.npz, history.json, metrics.json"
           + ("" if notice else ", curves.png"))
     if notice:
         print(notice)
