@@ -198,13 +198,13 @@ def _fmix32(h):
 def rounding_bits(seed: int, step: int, buffer: int, n: int, first: int = 0):
     """The 32 random bits of elements first..first+n of a stochastic-rounding stream:
     key = splitmix64(splitmix64(splitmix64(seed) ^ step) ^ (0xB16F0000 | buffer)),
-    bits(i) = fmix32(fmix32(lo(i) ^ k0) ^ (hi(i) + k1))."""
+    bits(i) = fmix32(lo(i) ^ k0 ^ hi(i) * 0x9E3779B9) ^ k1."""
     key = splitmix64(splitmix64((splitmix64(seed & _M64) ^ (step & _M64)) & _M64) ^ (0xB16F0000 | buffer))
     k0, k1 = np.uint32(key & 0xFFFFFFFF), np.uint32(key >> 32)
     i = np.arange(first, first + n, dtype=np.uint64)
     lo = (i & np.uint64(0xFFFFFFFF)).astype(np.uint32)
     hi = (i >> np.uint64(32)).astype(np.uint32)
-    return _fmix32(_fmix32(lo ^ k0) ^ (hi + k1))
+    return _fmix32(lo ^ k0 ^ (hi * np.uint32(0x9E3779B9))) ^ k1
 
 
 def bf16_neighbours(x):

@@ -5,7 +5,7 @@
 //
 // Contracts: n elements starting at element `first` of the tensor (first is a multiple of
 // kQ8Block for q8, whose absmax arrays are indexed by first / kQ8Block); stochastic
-// rounding of element i draws counter_bits(key, i), so results do not depend on how the
+// rounding of element i draws rounding_bits(key, i), so results do not depend on how the
 // tensor is split between threads.
 #pragma once
 
@@ -60,7 +60,7 @@ inline void bf16_store_nearest_run(std::uint16_t* __restrict d, const float* __r
 inline void bf16_store_stochastic_run(std::uint16_t* __restrict d, const float* __restrict s,
                                       std::size_t n, CounterKey key, std::size_t first) {
 #pragma omp simd
-    for (std::size_t i = 0; i < n; ++i) d[i] = bf16_stochastic(s[i], counter_bits(key, first + i));
+    for (std::size_t i = 0; i < n; ++i) d[i] = bf16_stochastic(s[i], rounding_bits(key, first + i));
 }
 
 inline void f16_store_run(std::uint16_t* __restrict d, const float* __restrict s, std::size_t n) {

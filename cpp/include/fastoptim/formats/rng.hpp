@@ -44,6 +44,15 @@ inline std::uint32_t counter_bits(CounterKey k, std::uint64_t i) {
     return fmix32(fmix32(lo ^ k.k0) ^ (hi + k.k1));
 }
 
+// 32 random bits for stochastic rounding of element i: one finalizer round,
+// fmix32(lo(i) ^ k0 ^ hi(i) * 0x9E3779B9) ^ k1 (half the cost of counter_bits; rounding
+// needs uniform, step-to-step independent bits, which the per-step key provides).
+inline std::uint32_t rounding_bits(CounterKey k, std::uint64_t i) {
+    const std::uint32_t lo = static_cast<std::uint32_t>(i);
+    const std::uint32_t hi = static_cast<std::uint32_t>(i >> 32);
+    return fmix32(lo ^ k.k0 ^ (hi * 0x9E3779B9u)) ^ k.k1;
+}
+
 // The key of a stochastic-rounding stream: (seed, step, buffer) -> key, where buffer names
 // which array of a tensor is rounded (parameter, first moment, ...).
 inline CounterKey rounding_key(std::uint64_t seed, std::int64_t step, std::uint32_t buffer) {
