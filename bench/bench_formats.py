@@ -148,7 +148,8 @@ def run(sizes: list[int], threads: list[int], rounds: int, slow_size: int, out: 
                         print(f"  {name}: skipped ({e})")
                         continue
                     fn()  # warm-up (first-touch, lazy state)
-                    r = 1 if name in ("bitsandbytes Adam8bit", "torchao AdamW8bit") and elems >= 10**6 else reps
+                    slow = name in ("bitsandbytes Adam8bit", "torchao AdamW8bit")
+                    r = 1 if slow and elems >= 10**6 else reps
                     best[name] = min(best[name], time_min(fn, r) / elems * 1e9)
                     del fn
                     gc.collect()

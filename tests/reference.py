@@ -199,7 +199,8 @@ def rounding_bits(seed: int, step: int, buffer: int, n: int, first: int = 0):
     """The 32 random bits of elements first..first+n of a stochastic-rounding stream:
     key = splitmix64(splitmix64(splitmix64(seed) ^ step) ^ (0xB16F0000 | buffer)),
     bits(i) = fmix32(lo(i) ^ k0 ^ hi(i) * 0x9E3779B9) ^ k1."""
-    key = splitmix64(splitmix64((splitmix64(seed & _M64) ^ (step & _M64)) & _M64) ^ (0xB16F0000 | buffer))
+    inner = (splitmix64(seed & _M64) ^ (step & _M64)) & _M64
+    key = splitmix64(splitmix64(inner) ^ (0xB16F0000 | buffer))
     k0, k1 = np.uint32(key & 0xFFFFFFFF), np.uint32(key >> 32)
     i = np.arange(first, first + n, dtype=np.uint64)
     lo = (i & np.uint64(0xFFFFFFFF)).astype(np.uint32)
@@ -247,4 +248,5 @@ def q8_quantize(x, table, block=256):
 
 def q8_dequantize(codes, absmax, table, block=256):
     codes = np.asarray(codes).ravel()
-    return np.asarray(table, np.float64)[codes] * np.repeat(np.asarray(absmax, np.float64), block)[: codes.size]
+    scale = np.repeat(np.asarray(absmax, np.float64), block)[: codes.size]
+    return np.asarray(table, np.float64)[codes] * scale

@@ -6,10 +6,9 @@ from __future__ import annotations
 import fastoptim
 import numpy as np
 import pytest
-from fastoptim import _core, formats
-
 import reference as ref
 from conftest import TARGETS, THREADS
+from fastoptim import _core, formats
 
 # Every format kernel variant this machine runs: each SIMD target, and on avx512 with and
 # without the AVX-512-BF16 conversion instruction.
@@ -76,8 +75,10 @@ def test_q8_codes_are_nearest(variant, rng, n, signed):
     assert np.array_equal(absmax, am.astype(np.float32))
     diff = codes.astype(np.int64) != want
     # Documented ties: only where y lies within 4 float32 ulps of a midpoint, one code apart.
-    y = np.abs(x.astype(np.float64)) * np.repeat(np.where(am > 0, 1 / np.where(am > 0, am, 1), 0), 256)[:n]
-    assert np.all(margin[diff] <= 4 * np.spacing(y[diff].astype(np.float32)).astype(np.float64) + 1e-300)
+    inv = np.where(am > 0, 1 / np.where(am > 0, am, 1), 0)
+    y = np.abs(x.astype(np.float64)) * np.repeat(inv, 256)[:n]
+    ulp = np.spacing(y[diff].astype(np.float32)).astype(np.float64)
+    assert np.all(margin[diff] <= 4 * ulp + 1e-300)
     assert np.all(np.abs(codes[diff].astype(np.int64) - want[diff]) == 1)
     assert diff.sum() <= max(1, n // 10_000)
     # error bound: half the gap between neighbouring entries, times the block's absmax
@@ -86,7 +87,8 @@ def test_q8_codes_are_nearest(variant, rng, n, signed):
     half_gap = np.concatenate([[gaps[0]], np.maximum(gaps[1:], gaps[:-1]), [gaps[-1]]]) / 2
     half_gap[0] = max(half_gap[0], 1.0 + table[0])  # -1 is not in the signed map
     half_gap = half_gap[codes]
-    bound = half_gap * np.repeat(am, 256)[:n] * (1 + 1e-6) + 2.0**-23 * np.abs(x)  # + float32 decode
+    # (+ the float32 rounding of the decoded value)
+    bound = half_gap * np.repeat(am, 256)[:n] * (1 + 1e-6) + 2.0**-23 * np.abs(x)
     assert np.all(np.abs(back - x) <= bound)
 
 
@@ -116,7 +118,8 @@ def test_bf16_nearest_matches_torch(variant, rng):
     assert np.array_equal(got, want)
     nan = formats.bf16_from_float(np.array([np.nan], np.float32))
     assert np.isnan(formats.bf16_to_float(nan)[0])
-    assert np.array_equal(formats.bf16_to_float(got), want.astype(np.uint32).__lshift__(16).view(np.float32))
+    widened = (want.astype(np.uint32) << np.uint32(16)).view(np.float32)
+    assert np.array_equal(formats.bf16_to_float(got), widened)
 
 
 def test_bf16_subnormals_integer_path_keeps_them(rng):
@@ -135,7 +138,8 @@ def test_bf16_stochastic_matches_counter_reference(variant, rng):
     x = _finite_normal_f32(rng, 5000)
     got = formats.bf16_from_float(x, "stochastic", seed=77, step=5)
     bits = ref.rounding_bits(77, 5, 0, x.size)
-    want = ((x.view(np.uint32).astype(np.uint64) + (bits & np.uint32(0xFFFF))) >> 16).astype(np.uint16)
+    u = x.view(np.uint32).astype(np.uint64)
+    want = ((u + (bits & np.uint32(0xFFFF))) >> 16).astype(np.uint16)
     assert np.array_equal(got, want)
     down, up = ref.bf16_neighbours(x)
     val = formats.bf16_to_float(got).astype(np.float64)
@@ -280,7 +284,8 @@ def test_adam_formats_step_by_step(variant, rng, pmode, smode):
             tol = (0.5 if prnd == "nearest" else 1.0) * gap + 1e-5 * hp["lr"] + 1e-6 * np.abs(wp)
             assert np.all(np.abs(got - wp) <= tol)
         else:
-            assert np.all(np.abs(param.astype(np.float64) - wp) <= 1e-5 * hp["lr"] + 1e-6 * np.abs(wp))
+            err = np.abs(param.astype(np.float64) - wp)
+            assert np.all(err <= 1e-5 * hp["lr"] + 1e-6 * np.abs(wp))
             if copy is not None:
                 want_copy = (formats.bf16_from_float(param) if copy.dtype == np.uint16
                              else param.astype(np.float16))
@@ -296,7 +301,8 @@ def test_adam_fp32_formats_equal_the_fp32_kernel(variant, rng):
         g = rng.standard_normal(n).astype(np.float32)
         amsgrad = flags.get("amsgrad", False)
         st = formats.new_state(p, "fp32", amsgrad=amsgrad)
-        p2, m2, v2, vm2 = p.copy(), np.zeros(n, np.float32), np.zeros(n, np.float32), np.zeros(n, np.float32)
+        p2 = p.copy()
+        m2, v2, vm2 = (np.zeros(n, np.float32) for _ in range(3))
         for t in (1, 2, 3):
             formats.adam_step([p], [g], [st], lr=1e-2, **flags)
             fastoptim.adam_step(p2, g, m2, v2, vm2 if amsgrad else None, step=t, lr=1e-2, **flags)
@@ -316,10 +322,12 @@ def test_adam_formats_identical_for_any_thread_count(variant, sfmt, srnd, prnd):
         fastoptim.set_num_threads(nt)
         try:
             r = np.random.default_rng(1)
-            params = [formats.bf16_from_float(r.standard_normal(n).astype(np.float32)) for n in sizes]
+            params = [formats.bf16_from_float(r.standard_normal(n, dtype=np.float32))
+                      for n in sizes]
             states = [formats.new_state(p, sfmt, amsgrad=True) for p in params]
             for _ in range(3):
-                grads = [formats.bf16_from_float(r.standard_normal(n).astype(np.float32)) for n in sizes]
+                grads = [formats.bf16_from_float(r.standard_normal(n, dtype=np.float32))
+                         for n in sizes]
                 formats.adam_step(params, grads, states, lr=1e-2, amsgrad=True, seed=9,
                                   param_rounding=prnd, state_rounding=srnd)
         finally:
@@ -328,9 +336,9 @@ def test_adam_formats_identical_for_any_thread_count(variant, sfmt, srnd, prnd):
     del rng
     p0, s0 = results[0]
     for params, states in results[1:]:
-        for a, b in zip(p0, params):
+        for a, b in zip(p0, params, strict=True):
             assert np.array_equal(a, b)
-        for a, b in zip(s0, states):
+        for a, b in zip(s0, states, strict=True):
             for k in a:
                 assert np.array_equal(np.asarray(a[k]), np.asarray(b[k]))
 

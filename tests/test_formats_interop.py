@@ -233,9 +233,10 @@ def test_int8_state_into_fp32_state_and_reverse_refused():
     with pytest.raises(ValueError, match="tagged 'int8'"):
         formats.adam_step([p], [g], [relabeled], amsgrad=True)
     with pytest.raises(TypeError, match="float32 tensor"):
-        formats.from_torch_state_dict({"state": {0: {"step": 1, "exp_avg": torch.zeros(3, dtype=torch.uint8),
-                                                     "exp_avg_sq": torch.zeros(3)}},
-                                       "param_groups": []}, "int8")
+        codes = torch.zeros(3, dtype=torch.uint8)
+        sd = {"state": {0: {"step": 1, "exp_avg": codes, "exp_avg_sq": torch.zeros(3)}},
+              "param_groups": []}
+        formats.from_torch_state_dict(sd, "int8")
 
 
 def test_native_gate_checks_absmax_and_formats():

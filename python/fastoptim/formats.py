@@ -214,7 +214,8 @@ def new_state(p: Any, fmt: str = "fp32", *, amsgrad: bool = False,
 
 def _dtype_kind(x: Any) -> str:
     name = str(x.dtype).replace("torch.", "")
-    return {"float32": "fp32", "uint16": "bf16", "bfloat16": "bf16", "uint8": "int8"}.get(name, name)
+    kinds = {"float32": "fp32", "uint16": "bf16", "bfloat16": "bf16", "uint8": "int8"}
+    return kinds.get(name, name)
 
 
 def _check_state(st: Mapping[str, Any], where: str, amsgrad: bool) -> str:
@@ -228,8 +229,8 @@ def _check_state(st: Mapping[str, Any], where: str, amsgrad: bool) -> str:
         if key == "max_exp_avg_sq" and not amsgrad:
             continue
         if key not in st:
-            raise ValueError(f"{where} has no {key!r}"
-                             + (" (amsgrad=True needs max_exp_avg_sq)" if key == "max_exp_avg_sq" else ""))
+            why = " (amsgrad=True needs max_exp_avg_sq)" if key == "max_exp_avg_sq" else ""
+            raise ValueError(f"{where} has no {key!r}{why}")
         kind = _dtype_kind(st[key])
         if kind != fmt:
             raise ValueError(f"{where}[{key!r}] has dtype {st[key].dtype} but the state is "
@@ -242,7 +243,7 @@ def _check_state(st: Mapping[str, Any], where: str, amsgrad: bool) -> str:
 def state_bytes(st: Mapping[str, Any]) -> int:
     """Bytes held by one parameter's state buffers (absmax included)."""
     total = 0
-    for k, v in st.items():
+    for v in st.values():
         if hasattr(v, "nbytes"):
             total += int(v.nbytes)
         elif hasattr(v, "element_size"):
@@ -289,7 +290,7 @@ def adam_step(params: Sequence[Any], grads: Sequence[Any], states: Sequence[dict
 
     def col(key: str, absmax: bool = False) -> list[Any]:
         out = []
-        for st, f in zip(states, fmts):
+        for st, f in zip(states, fmts, strict=True):
             if absmax:
                 out.append(st[_absmax_key(key)] if f == "int8" else None)
             else:
