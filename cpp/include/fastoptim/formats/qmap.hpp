@@ -16,7 +16,6 @@
 // format's error bound); tests/test_formats.py measures the window.
 #pragma once
 
-#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -51,7 +50,14 @@ inline void dynamic_map(bool is_signed, float out[256]) {
     }
     out[k++] = 0.0f;
     out[k++] = 1.0f;
-    std::sort(out, out + 256);
+    // Insertion sort, written out: a std::sort instantiation would be shared between the
+    // per-target objects, and the linker could keep an AVX-512 copy for the scalar target.
+    for (int i = 1; i < 256; ++i) {
+        const float x = out[i];
+        int j = i;
+        for (; j > 0 && out[j - 1] > x; --j) out[j] = out[j - 1];
+        out[j] = x;
+    }
 }
 
 // The encoder's constants (copied into locals by the encoding loop, so they stay in
@@ -234,7 +240,7 @@ inline void q8_store_block(std::uint8_t* __restrict codes, float* absmax,
 #pragma omp simd reduction(max : m) reduction(| : nan)
     for (std::size_t i = 0; i < n; ++i) {
         const float a = std::fabs(x[i]);
-        m = std::max(m, a);
+        m = a > m ? a : m;
         nan |= a != a;
     }
     *absmax = nan ? std::nanf("") : m;
