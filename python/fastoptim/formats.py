@@ -28,9 +28,9 @@ elements (the last may be shorter); each block stores ``absmax = max |x|`` and o
 per element, the index of the entry of a 256-value dynamic map nearest to ``x / absmax``.
 ``exp_avg`` uses the signed map, ``exp_avg_sq`` and ``max_exp_avg_sq`` the unsigned one
 (:func:`dynamic_map`, bit-identical to ``bitsandbytes.functional.create_dynamic_map``).
-Decoding is ``map[code] * absmax``. The relative error of a value is at most half the gap
-between neighbouring map entries (<= 0.35 % of absmax in the top decade; entries are
-denser, in absolute terms, near zero). Tensors with fewer than :data:`MIN_8BIT_SIZE` =
+Decoding is ``map[code] * absmax``. The error of a value is at most half the gap between
+its neighbouring map entries times absmax: <= 0.7 % (signed map) / 0.35 % (unsigned) of
+absmax in the top decade, ten times finer in each decade below. Tensors with fewer than :data:`MIN_8BIT_SIZE` =
 4096 elements keep float32 state, as bitsandbytes does (``min_8bit_size``): their state is
 small and the quantization error of few-element blocks is not worth it.
 
