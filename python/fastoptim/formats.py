@@ -30,9 +30,9 @@ per element, the index of the entry of a 256-value dynamic map nearest to ``x / 
 (:func:`dynamic_map`, bit-identical to ``bitsandbytes.functional.create_dynamic_map``).
 Decoding is ``map[code] * absmax``. The error of a value is at most half the gap between
 its neighbouring map entries times absmax: <= 0.7 % (signed map) / 0.35 % (unsigned) of
-absmax in the top decade, five times finer in each decade below. Tensors with fewer than :data:`MIN_8BIT_SIZE` =
-4096 elements keep float32 state, as bitsandbytes does (``min_8bit_size``): their state is
-small and the quantization error of few-element blocks is not worth it.
+absmax in the top decade, five times finer in each decade below. Tensors with fewer than
+:data:`MIN_8BIT_SIZE` = 4096 elements keep float32 state, as bitsandbytes does
+(``min_8bit_size``): their state is small and not worth the quantization error.
 
 **State layout** (one dict per parameter, torch.optim.Adam's keys plus a format tag)::
 
