@@ -172,3 +172,81 @@ def penalty(p, *, l1=0.0, l2=0.0):
     """(l1 sum|p| + l2/2 sum p^2, its subgradient)."""
     p = np.asarray(p, np.float64)
     return float(l1 * np.abs(p).sum() + 0.5 * l2 * (p * p).sum()), l1 * np.sign(p) + l2 * p
+
+
+# ---------------------------------------------------------------- storage formats
+# References of fastoptim.formats, written from their definitions (not from the kernels).
+
+_M64 = (1 << 64) - 1
+
+
+def splitmix64(x: int) -> int:
+    x = (x + 0x9E3779B97F4A7C15) & _M64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M64
+    return x ^ (x >> 31)
+
+
+def _fmix32(h):
+    h = h ^ (h >> np.uint32(16))
+    h = h * np.uint32(0x85EBCA6B)
+    h = h ^ (h >> np.uint32(13))
+    h = h * np.uint32(0xC2B2AE35)
+    return h ^ (h >> np.uint32(16))
+
+
+def rounding_bits(seed: int, step: int, buffer: int, n: int, first: int = 0):
+    """The 32 random bits of elements first..first+n of a stochastic-rounding stream:
+    key = splitmix64(splitmix64(splitmix64(seed) ^ step) ^ (0xB16F0000 | buffer)),
+    bits(i) = fmix32(lo(i) ^ k0 ^ hi(i) * 0x9E3779B9) ^ k1."""
+    inner = (splitmix64(seed & _M64) ^ (step & _M64)) & _M64
+    key = splitmix64(splitmix64(inner) ^ (0xB16F0000 | buffer))
+    k0, k1 = np.uint32(key & 0xFFFFFFFF), np.uint32(key >> 32)
+    i = np.arange(first, first + n, dtype=np.uint64)
+    lo = (i & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+    hi = (i >> np.uint64(32)).astype(np.uint32)
+    return _fmix32(lo ^ k0 ^ (hi * np.uint32(0x9E3779B9))) ^ k1
+
+
+def bf16_neighbours(x):
+    """For float32 x: the bf16 values just below and above (toward -inf/+inf), float64."""
+    x = np.asarray(x, np.float32)
+    u = x.view(np.uint32)
+    down_bits = u & np.uint32(0xFFFF0000)
+    down = down_bits.view(np.float32).astype(np.float64)
+    step_up = (down_bits + np.uint32(0x10000)).view(np.float32).astype(np.float64)
+    return down, step_up  # truncation toward zero and one bf16 step away from zero
+
+
+def q8_nearest(y, table):
+    """Index of the entry of the sorted map `table` nearest to y (float64), and the distance
+    from y to the closest midpoint between entries (the tie margin)."""
+    t = np.asarray(table, np.float64)
+    mids = (t[1:] + t[:-1]) / 2
+    y = np.clip(np.asarray(y, np.float64), -1.0, 1.0)
+    idx = np.searchsorted(mids, y, side="right")
+    lo = np.clip(idx - 1, 0, len(mids) - 1)
+    hi = np.clip(idx, 0, len(mids) - 1)
+    margin = np.minimum(np.abs(y - mids[lo]), np.abs(y - mids[hi]))
+    return idx, margin
+
+
+def q8_quantize(x, table, block=256):
+    """Blockwise 8-bit quantization in float64: absmax per block, nearest code of x/absmax.
+    Returns (codes, absmax, margin) with the tie margin of each element (in units of y)."""
+    x = np.asarray(x, np.float64).ravel()
+    n = x.size
+    nb = -(-n // block)
+    pad = np.zeros(nb * block)
+    pad[:n] = x
+    am = np.abs(pad.reshape(nb, block)).max(axis=1)
+    scale = np.where(am > 0, 1.0 / np.where(am > 0, am, 1.0), 0.0)
+    y = (pad.reshape(nb, block) * scale[:, None]).ravel()[:n]
+    codes, margin = q8_nearest(y, table)
+    return codes, am, margin
+
+
+def q8_dequantize(codes, absmax, table, block=256):
+    codes = np.asarray(codes).ravel()
+    scale = np.repeat(np.asarray(absmax, np.float64), block)[: codes.size]
+    return np.asarray(table, np.float64)[codes] * scale

@@ -61,10 +61,11 @@ export PYTHONMALLOC=malloc
 
 if [ $# -eq 0 ]; then
   # Every test file that drives native code (kernels, losses, layers, optimizers, the
-  # torch adapter, the bad-input table, threads and fork).
+  # torch adapter, the bad-input table, threads and fork, the storage formats).
   set -- tests/test_kernels.py tests/test_reliability_inputs.py tests/test_properties.py \
     tests/test_threads_fork.py tests/test_torch_lockstep.py tests/test_losses.py \
     tests/test_nn.py tests/test_optim.py tests/test_torch_adapter.py \
+    tests/test_formats.py tests/test_formats_interop.py \
     -k "not test_point_loss_matches_reference"
   # ^ its float64 loss tolerance (8 eps for sums of 2**17 terms) holds for the vectorized
   # summation order of the normal build only; the instrumented build sums in another order

@@ -136,25 +136,35 @@ void adam_multi_impl(const AdamTensor<T>* ts, std::size_t count, const AdamScala
         });
 }
 
+// The per-step scalars of an Adam config, in precision T (shared by every Adam kernel).
+template <class T>
+AdamScalars<T> adam_scalars(const AdamConfig& c) {
+    const double step = static_cast<double>(c.step);
+    const double bc1 = 1.0 - std::pow(c.beta1, step);
+    const double bc2 = 1.0 - std::pow(c.beta2, step);
+    return AdamScalars<T>{T(c.maximize ? -1 : 1),
+                          T(c.weight_decay),
+                          T(1.0 - c.lr * c.weight_decay),
+                          T(1.0 - c.beta1),
+                          T(c.beta2),
+                          T(1.0 - c.beta2),
+                          T(1.0 / std::sqrt(bc2)),
+                          T(c.eps),
+                          T(-(c.lr / bc1))};
+}
+
+inline Decay adam_decay(const AdamConfig& c) {
+    return c.weight_decay == 0.0 ? Decay::none
+           : c.decoupled_weight_decay ? Decay::decoupled
+                                      : Decay::l2;
+}
+
 // One Adam/AdamW step over `count` tensors. The config must satisfy validate(c).
 template <class T>
 void adam_multi(const AdamTensor<T>* ts, std::size_t count, const AdamConfig& c,
                 int nthreads) {
-    const double step = static_cast<double>(c.step);
-    const double bc1 = 1.0 - std::pow(c.beta1, step);
-    const double bc2 = 1.0 - std::pow(c.beta2, step);
-    const AdamScalars<T> s{T(c.maximize ? -1 : 1),
-                           T(c.weight_decay),
-                           T(1.0 - c.lr * c.weight_decay),
-                           T(1.0 - c.beta1),
-                           T(c.beta2),
-                           T(1.0 - c.beta2),
-                           T(1.0 / std::sqrt(bc2)),
-                           T(c.eps),
-                           T(-(c.lr / bc1))};
-    const Decay d = c.weight_decay == 0.0       ? Decay::none
-                    : c.decoupled_weight_decay ? Decay::decoupled
-                                               : Decay::l2;
+    const AdamScalars<T> s = adam_scalars<T>(c);
+    const Decay d = adam_decay(c);
     auto run = [&](auto ams_c) {
         constexpr bool A = decltype(ams_c)::value;
         switch (d) {

@@ -47,9 +47,10 @@ void for_each_chunk(std::size_t nchunks, int nt, F&& f) {
 
 // Calls f(i, begin, end) for element ranges of the `count` arrays whose sizes size_of(i)
 // returns, covering every element exactly once; in parallel when the total is large.
+// Split points inside an array are multiples of `align` elements from its start.
 template <class SizeOf, class F>
 void for_each_range(std::size_t count, SizeOf&& size_of, int nthreads,
-                    std::size_t min_per_thread, F&& f) {
+                    std::size_t min_per_thread, F&& f, std::size_t align = kAlign) {
     std::size_t total = 0;
     for (std::size_t i = 0; i < count; ++i) total += size_of(i);
     if (total == 0) return;
@@ -67,10 +68,10 @@ void for_each_range(std::size_t count, SizeOf&& size_of, int nthreads,
         const std::size_t t = static_cast<std::size_t>(omp_get_thread_num());
         const std::size_t T = static_cast<std::size_t>(omp_get_num_threads());
         const std::size_t lo = total * t / T, hi = total * (t + 1) / T;
-        // Local split point of global index x inside an array [s, s+n), rounded up to kAlign.
-        auto local = [](std::size_t x, std::size_t s, std::size_t n) {
+        // Local split point of global index x inside an array [s, s+n), rounded up to align.
+        auto local = [align](std::size_t x, std::size_t s, std::size_t n) {
             std::size_t r = x <= s ? 0 : std::min(n, x - s);
-            r = (r + kAlign - 1) / kAlign * kAlign;
+            r = (r + align - 1) / align * align;
             return std::min(r, n);
         };
         std::size_t s = 0;

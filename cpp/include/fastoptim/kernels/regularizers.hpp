@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "fastoptim/formats/rng.hpp"
 #include "fastoptim/kernels/rows.hpp"
 
 namespace fastoptim {
@@ -43,32 +44,13 @@ double penalty(T* grad, const T* p, std::size_t n, double l1, double l2, int nth
                        });
 }
 
-// murmur3's 32-bit finalizer: a bijection with full avalanche.
-inline std::uint32_t fmix32(std::uint32_t h) {
-    h ^= h >> 16;
-    h *= 0x85EBCA6Bu;
-    h ^= h >> 13;
-    h *= 0xC2B2AE35u;
-    h ^= h >> 16;
-    return h;
-}
-
-// splitmix64: turns (seed, stream) into two well-mixed 32-bit keys.
-inline std::uint64_t splitmix64(std::uint64_t x) {
-    x += 0x9E3779B97F4A7C15ull;
-    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-    return x ^ (x >> 31);
-}
-
 // Inverted dropout over [n]: mask[i] = 1/(1-p) with probability 1-p, else 0; y = x * mask.
-// The draw for element i: 24 bits of fmix32(fmix32(lo(i) ^ k0) ^ (hi(i) + k1)) >= p 2^24.
+// The draw for element i: the top 24 bits of counter_bits(counter_key(seed, stream), i)
+// compared with p 2^24 (formats/rng.hpp).
 template <class T>
 void dropout_forward(T* y, T* mask, const T* x, std::size_t n, double p, std::uint64_t seed,
                      std::uint64_t stream, int nthreads) {
-    const std::uint64_t key = splitmix64(splitmix64(seed) ^ stream);
-    const std::uint32_t k0 = static_cast<std::uint32_t>(key);
-    const std::uint32_t k1 = static_cast<std::uint32_t>(key >> 32);
+    const CounterKey key = counter_key(seed, stream);
     const std::uint32_t thr = static_cast<std::uint32_t>(std::ceil(p * 16777216.0));
     const T keep_scale = p < 1.0 ? T(1.0 / (1.0 - p)) : T(0);
     for_each_range(
@@ -79,9 +61,7 @@ void dropout_forward(T* y, T* mask, const T* x, std::size_t n, double p, std::ui
             const T* __restrict xx = x;
 #pragma omp simd
             for (std::size_t i = b; i < e; ++i) {
-                const std::uint32_t lo = static_cast<std::uint32_t>(i);
-                const std::uint32_t hi = static_cast<std::uint32_t>(static_cast<std::uint64_t>(i) >> 32);
-                const std::uint32_t h = fmix32(fmix32(lo ^ k0) ^ (hi + k1));
+                const std::uint32_t h = counter_bits(key, i);
                 const T m = (h >> 8) >= thr ? keep_scale : T(0);
                 mm[i] = m;
                 yy[i] = xx[i] * m;
