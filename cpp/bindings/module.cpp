@@ -9,6 +9,7 @@ void bind_optimizers(pybind11::module_& m);
 void bind_adaptive(pybind11::module_& m);
 void bind_losses(pybind11::module_& m);
 void bind_nn(pybind11::module_& m);
+void bind_pointers(pybind11::module_& m);
 }  // namespace fastoptim::bind
 
 PYBIND11_MODULE(_core, m) {
@@ -22,4 +23,5 @@ PYBIND11_MODULE(_core, m) {
     fastoptim::bind::bind_adaptive(m);
     fastoptim::bind::bind_losses(m);
     fastoptim::bind::bind_nn(m);
+    fastoptim::bind::bind_pointers(m);
 }
