@@ -523,3 +523,34 @@ def test_momentum_cycling_schedulers(sched):
         _same(o_ref, o, ref, ours)
     key = "betas" if name == "Adam" else "momentum"
     assert o.param_groups[0][key] == o_ref.param_groups[0][key]
+
+
+# -- AMP ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("clip", [False, True], ids=["plain", "unscale-clip"])
+def test_grad_scaler_lockstep(clip):
+    torch.manual_seed(0)
+    m1 = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+    m2 = copy.deepcopy(m1)
+    o1, o2 = ft.Adam(m1.parameters(), lr=1e-2), torch.optim.Adam(m2.parameters(), lr=1e-2)
+    assert o1._step_supports_amp_scaling
+    s1 = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+    s2 = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+    x = torch.randn(16, 5)
+    for i in range(6):
+        for m, o, s in ((m1, o1, s1), (m2, o2, s2)):
+            o.zero_grad()
+            s.scale(m(x).square().mean()).backward()
+            if i == 2:  # an overflow: both skip the step and halve the scale
+                next(m.parameters()).grad[0, 0] = float("inf")
+            if clip:
+                s.unscale_(o)
+                torch.nn.utils.clip_grad_norm_(m.parameters(), 0.05)
+            s.step(o)
+            s.update()
+        assert s1.get_scale() == s2.get_scale()
+        for a, b in zip(m1.parameters(), m2.parameters(), strict=True):
+            torch.testing.assert_close(a, b, **TOL)
+        assert int(o1.state_dict()["state"][0]["step"]) == int(o2.state[
+            next(m2.parameters())]["step"])
+    assert s1.get_scale() == 2.0**9

@@ -43,12 +43,15 @@ saved a parameter before the step).
 from __future__ import annotations
 
 import collections
+import functools
 import inspect
+import itertools
 import operator
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch.optim import optimizer as _torch_optimizer
 
 from fastoptim import _core
 
@@ -57,6 +60,7 @@ __all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad"]
 _is = operator.is_
 _data_ptr = torch.Tensor.data_ptr
 _get_grad = operator.attrgetter("grad")
+_nones = itertools.repeat(None)
 
 # Every change to any fastoptim optimizer's state mapping or per-parameter state dict
 # bumps this counter; a plan records its value and is rebuilt when it moved.
@@ -170,6 +174,24 @@ def _float32(n: int) -> float:
     return float(torch.tensor(float(n), dtype=torch.float32))
 
 
+def _with_hooks(step):
+    """``step`` that runs the step hooks exactly as torch's wrapper does (torch's own
+    wrapper, used whenever a hook is registered or the profiler is on) and otherwise
+    skips the wrapper's record_function context (~5 us a step)."""
+    wrapped = torch.optim.Optimizer.profile_hook_step(step)
+    profiling = torch._C._autograd._profiler_enabled
+
+    @functools.wraps(step)
+    def fast(self, *args, **kwargs):
+        if (self._optimizer_step_pre_hooks or self._optimizer_step_post_hooks
+                or _torch_optimizer._global_optimizer_pre_hooks
+                or _torch_optimizer._global_optimizer_post_hooks or profiling()):
+            return wrapped(self, *args, **kwargs)
+        return step(self, *args, **kwargs)
+    fast.hooked = True  # torch's _patch_step_function leaves it as it is
+    return fast
+
+
 @dataclass(slots=True)
 class _Part:
     """One native call of a group: parameters sharing dtype, step count and state keys."""
@@ -186,6 +208,9 @@ class _Part:
     step: int                   # exact step count (int64 semantics)
     fresh: bool                 # state was just created (first_step for the kernel)
     slow: bool                  # some parameter is not contiguous: per-step conversion
+    dtype: Any = None           # the parameters' torch dtype
+    pointers: Any = None        # _core._PointerList of the parameters (not for slow parts)
+    state_pointers: list = field(default_factory=list)  # per state key, or None
     steps: Any = None           # numpy view of the float32 counters shown in state["step"]
     step_tensors: list = field(default_factory=list)
     step_bytes: bytes = b""
@@ -527,7 +552,11 @@ class _Native(torch.optim.Optimizer):
             part = _Part(params=ps, where=[it[2] for it in items], dicts=[it[3] for it in items],
                          tensors=[it[4] for it in items], views=views, state_views=state_views,
                          ptrs=list(map(_data_ptr, ps)), modes=modes, pick=pick, step=step,
-                         fresh=fresh, slow=slow)
+                         fresh=fresh, slow=slow, dtype=ps[0].dtype)
+            if not slow:
+                part.pointers = _core._pointer_list(views, True)
+                part.state_pointers = [None if sv is None else _core._pointer_list(sv, True)
+                                       for sv in state_views]
             if self._has_step:
                 counters = torch.full((len(ps),), _float32(step), dtype=torch.float32)
                 part.steps = counters.numpy()
@@ -578,13 +607,20 @@ class _Native(torch.optim.Optimizer):
         return views, gviews, sviews, back
 
     def _run_part(self, group, part: _Part, grads, careful: bool) -> None:
-        views, svs, back = part.views, part.state_views, ()
-        if part.slow:
-            views, grads, svs, back = self._staged(part, grads)
-        elif careful:
-            grads = [g if g.is_contiguous() else g.contiguous() for g in grads]
         step = part.step + 1
-        self._run(group, views, grads, svs, step, part.fresh)
+        back = ()
+        if not (careful or part.slow):
+            # the steady state: validated pointers, only the gradients are read anew
+            gp = _core._grad_pointers(grads if type(grads) is list else list(grads),
+                                      part.pointers)
+            self._run(group, part.pointers, gp, part.state_pointers, step, part.fresh)
+        else:  # every array through the native gate's full checks (overlaps included)
+            views, svs = part.views, part.state_views
+            if part.slow:
+                views, grads, svs, back = self._staged(part, grads)
+            else:
+                grads = [g if g.is_contiguous() else g.contiguous() for g in grads]
+            self._run(group, views, grads, svs, step, part.fresh)
         for dst, src in back:
             dst.detach().copy_(src)
         part.fresh = False
@@ -596,7 +632,7 @@ class _Native(torch.optim.Optimizer):
     def _step_group(self, gi: int, group) -> None:
         params = group["params"]
         gs = list(map(_get_grad, params))
-        mask = [g is None for g in gs]
+        mask = list(map(_is, gs, _nones))
         plans = self.__dict__.setdefault("_fo_plans", {})
         plan = plans.get(gi)
         careful = False
@@ -616,15 +652,41 @@ class _Native(torch.optim.Optimizer):
                 self._step_group(gi, group)
                 return
 
+    # torch.amp.GradScaler("cpu") hands this optimizer the scale and the inf flag (as it
+    # does torch's fused Adam) instead of unscaling the gradients itself.
+    _step_supports_amp_scaling = True
+
+    @_with_hooks
     def step(self, closure=None):
-        """One update of every parameter that has a gradient; returns closure()'s loss."""
+        """One update of every parameter that has a gradient; returns closure()'s loss.
+
+        Under ``torch.amp.GradScaler``: the step is skipped (parameters, state and step
+        counts untouched) when ``found_inf`` is set, and the gradients are unscaled in
+        place by ``1 / grad_scale`` before the update."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        found_inf = getattr(self, "found_inf", None)
+        grad_scale = getattr(self, "grad_scale", None)
+        if found_inf is not None or grad_scale is not None:
+            if found_inf is not None and float(found_inf) != 0.0:
+                return loss
+            if grad_scale is not None:
+                self._unscale(float(grad_scale))
         for gi, group in enumerate(self.param_groups):
             self._step_group(gi, group)
         return loss
+
+    def _unscale(self, scale: float) -> None:
+        grads: dict = {}
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    grads.setdefault(p.grad.dtype, []).append(p.grad)
+        with torch.no_grad():
+            for gs in grads.values():
+                torch._foreach_mul_(gs, 1.0 / scale)
 
     def load_state_dict(self, state_dict):
         super().load_state_dict(state_dict)
