@@ -148,7 +148,10 @@ def main(argv=None) -> int:
                       ("torch fused", torch.optim.Adam(params, lr=1e-3, fused=True))):
         scaler = torch.amp.GradScaler("cpu", init_scale=1.0)
 
-        def amp_step(opt=opt, scaler=scaler):
+        one = torch.ones(())
+
+        def amp_step(opt=opt, scaler=scaler, one=one):
+            scaler.scale(one)  # (a loss would be scaled here)
             scaler.step(opt)
             scaler.update()
         extra.append([f"GradScaler step, MLP, {name}", f"{median_us(amp_step, args.repeats):.0f}",

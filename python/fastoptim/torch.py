@@ -61,6 +61,7 @@ _is = operator.is_
 _data_ptr = torch.Tensor.data_ptr
 _get_grad = operator.attrgetter("grad")
 _nones = itertools.repeat(None)
+_grad_pointers = _core._grad_pointers
 
 # Every change to any fastoptim optimizer's state mapping or per-parameter state dict
 # bumps this counter; a plan records its value and is rebuilt when it moved.
@@ -426,8 +427,8 @@ class _Native(torch.optim.Optimizer):
         if not (len(params) == len(plan.params) and all(map(_is, params, plan.params))
                 and mask == plan.mask and self.state is plan.state):
             return False
-        if self._structure_keys and plan.structure != tuple(
-                bool(group[k]) for k in self._structure_keys):
+        keys = self._structure_keys
+        if keys and plan.structure != tuple([bool(group[k]) for k in keys]):
             return False
         if not (plan.tracked and _changes[0] == plan.changes):
             if not self._state_unchanged(plan):
@@ -606,15 +607,15 @@ class _Native(torch.optim.Optimizer):
                     sv.append(next(it))
         return views, gviews, sviews, back
 
-    def _run_part(self, group, part: _Part, grads, careful: bool) -> None:
+    def _run_part(self, group, part: _Part, grads, gp) -> None:
+        """One native call. ``gp``: the gradients' pointer list (the steady state: every
+        other buffer is the plan's, checked when it was built); None: every array goes
+        through the native gate's full checks, non-contiguous members staged."""
         step = part.step + 1
         back = ()
-        if not (careful or part.slow):
-            # the steady state: validated pointers, only the gradients are read anew
-            gp = _core._grad_pointers(grads if type(grads) is list else list(grads),
-                                      part.pointers)
+        if gp is not None:
             self._run(group, part.pointers, gp, part.state_pointers, step, part.fresh)
-        else:  # every array through the native gate's full checks (overlaps included)
+        else:
             views, svs = part.views, part.state_views
             if part.slow:
                 views, grads, svs, back = self._staged(part, grads)
@@ -633,24 +634,24 @@ class _Native(torch.optim.Optimizer):
         params = group["params"]
         gs = list(map(_get_grad, params))
         mask = list(map(_is, gs, _nones))
-        plans = self.__dict__.setdefault("_fo_plans", {})
+        plans = self.__dict__.get("_fo_plans")
+        if plans is None:
+            plans = self.__dict__["_fo_plans"] = {}
         plan = plans.get(gi)
-        careful = False
-        if plan is None or not self._plan_ok(plan, group, params, mask):
-            plan = plans[gi] = self._build(gi, group, params, gs, mask)
-            careful = True
-        for part in plan.parts:
-            grads = gs if part.pick is None else part.pick(gs)
-            try:
-                self._run_part(group, part, grads, careful)
-            except (TypeError, ValueError):
-                if careful:
-                    raise
-                # something changed that the identity checks do not see (a gradient in
-                # another layout, a new hyperparameter value): rebuild and retry once.
-                plans.pop(gi, None)
-                self._step_group(gi, group)
+        if plan is not None and self._plan_ok(plan, group, params, mask):
+            try:  # every gradient is checked before any parameter changes
+                gps = [None if part.slow else _grad_pointers(
+                    gs if part.pick is None else list(part.pick(gs)), part.pointers)
+                    for part in plan.parts]
+            except ValueError:
+                gps = None  # a gradient in another layout: rebuild, full checks
+            if gps is not None:
+                for part, gp in zip(plan.parts, gps, strict=True):
+                    self._run_part(group, part, gs if part.pick is None else part.pick(gs), gp)
                 return
+        plan = plans[gi] = self._build(gi, group, params, gs, mask)
+        for part in plan.parts:
+            self._run_part(group, part, gs if part.pick is None else part.pick(gs), None)
 
     # torch.amp.GradScaler("cpu") hands this optimizer the scale and the inf flag (as it
     # does torch's fused Adam) instead of unscaling the gradients itself.
@@ -667,8 +668,9 @@ class _Native(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        found_inf = getattr(self, "found_inf", None)
-        grad_scale = getattr(self, "grad_scale", None)
+        attrs = self.__dict__
+        found_inf = attrs.get("found_inf")
+        grad_scale = attrs.get("grad_scale")
         if found_inf is not None or grad_scale is not None:
             if found_inf is not None and float(found_inf) != 0.0:
                 return loss
