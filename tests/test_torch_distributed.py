@@ -46,7 +46,7 @@ def results(tmp_path_factory):
     return [torch.load(out / f"rank{r}.pt") for r in range(WORLD)]
 
 
-@pytest.mark.parametrize("mode", ["ddp", "zero"])
+@pytest.mark.parametrize("mode", ["ddp", "bucket-view", "zero"])
 def test_lockstep_with_torch_optim(results, mode):
     for r in results:
         res = r[mode]

@@ -42,7 +42,7 @@ def _pairs(make):
     ours = []
     for t in ref:
         if t._base is None:
-            c = torch.empty_strided(t.shape, t.stride()).copy_(t)
+            c = torch.empty_strided(t.shape, t.stride(), dtype=t.dtype).copy_(t)
         else:  # a view: clone its base and take the same view of the clone
             c = torch.as_strided(t._base.clone(), t.shape, t.stride(), t.storage_offset())
         ours.append(c.detach().requires_grad_())
@@ -554,3 +554,34 @@ def test_grad_scaler_lockstep(clip):
         assert int(o1.state_dict()["state"][0]["step"]) == int(o2.state[
             next(m2.parameters())]["step"])
     assert s1.get_scale() == 2.0**9
+
+
+def test_mixed_dtypes_and_a_gradient_that_changes_layout_mid_training():
+    # two native calls per step (float32 and float64); when the float64 gradient turns
+    # non-contiguous after the plan is cached, neither part is stepped twice
+    def make():
+        return [torch.randn(4, 3), torch.randn(5, 2, dtype=torch.float64)]
+    ref, ours = _pairs(make)
+    o_ref, o = torch.optim.Adam(ref, lr=0.05), ft.Adam(ours, lr=0.05)
+    gen = torch.Generator().manual_seed(1)
+    for i in range(5):
+        for a, b in zip(ref, ours, strict=True):
+            g = torch.randn(a.shape, generator=gen, dtype=a.dtype)
+            if i >= 2 and a.dtype == torch.float64:
+                g = g.t().contiguous().t()
+            a.grad, b.grad = g.clone(), g.clone()
+        o_ref.step()
+        o.step()
+        _same(o_ref, o, ref, ours)
+
+
+def test_gradient_resized_behind_the_setter_is_refused():
+    p = torch.zeros(4, requires_grad=True)
+    opt = ft.SGD([p], lr=0.1, momentum=0.9)
+    p.grad = torch.ones(4)
+    opt.step()
+    before = p.detach().clone()
+    p.grad.data = torch.ones(2)  # bypasses the grad setter's shape check
+    with pytest.raises(TypeError, match=r"gradient of param_groups\[0\]\['params'\]\[0\]"):
+        opt.step()
+    assert torch.equal(p.detach(), before)

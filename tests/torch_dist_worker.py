@@ -1,7 +1,8 @@
 """Worker for test_torch_distributed.py: one rank of a two-process gloo group on loopback.
 
 Trains the same model twice on every rank, once with fastoptim.torch and once with
-torch.optim, (a) under DDP and (b) with ZeroRedundancyOptimizer under DDP, feeding each
+torch.optim, (a) under DDP, (b) under DDP with gradient_as_bucket_view=True (gradients are views of
+DDP's flat buckets) and (c) with ZeroRedundancyOptimizer under DDP, feeding each
 rank its own batch, and reports the largest parameter difference after every step.
 """
 
@@ -33,10 +34,11 @@ def run(rank: int, world: int, port: int, out_dir: str) -> None:
         batches = [(torch.randn(8, 6, generator=gen), torch.randint(0, 3, (8,), generator=gen))
                    for _ in range(6)]
         results = {}
-        for mode in ("ddp", "zero"):
+        for mode in ("ddp", "bucket-view", "zero"):
             base = _model(torch)
-            models = [DDP(copy.deepcopy(base)), DDP(copy.deepcopy(base))]
-            if mode == "ddp":
+            kw = dict(gradient_as_bucket_view=mode == "bucket-view")
+            models = [DDP(copy.deepcopy(base), **kw), DDP(copy.deepcopy(base), **kw)]
+            if mode != "zero":
                 opts = [ft.AdamW(models[0].parameters(), lr=1e-2, weight_decay=0.1),
                         torch.optim.AdamW(models[1].parameters(), lr=1e-2, weight_decay=0.1)]
             else:
