@@ -12,13 +12,15 @@ schedulers (including those that cycle momentum or betas) work unchanged.
 
 How a step runs. The parameters of a group that have a gradient are partitioned by dtype
 and step count; each partition is one native multi-tensor call on zero-copy views of the
-parameters and state. The views are cached (a *plan*) and the cache is checked every step
-by cheap identity tests: the same parameters with gradients, the same storage under each
-parameter (``p.data = ...`` is seen), the same ``optimizer.state`` object and no change
-to it or to any parameter's state dict since the plan was built (``state.clear()``,
-``del state[p]``, ``state[p][k] = t`` and ``opt.state = defaultdict(dict)`` all force a
-rebuild), and the step counters as last written. A parameter without a gradient is
-skipped, as torch skips ``None``.
+parameters and state. The views pass the native gate's full checks once and are cached as
+validated pointer lists (a *plan*); each later step reads only the gradients anew (dense,
+contiguous, expected size, checked natively before any parameter changes), and the plan
+is checked every step by cheap identity tests: the same parameters with gradients, the
+same storage under each parameter (``p.data = ...`` is seen), the same ``optimizer.state``
+object and no change to it or to any parameter's state dict since the plan was built
+(``state.clear()``, ``del state[p]``, ``state[p][k] = t`` and ``opt.state =
+defaultdict(dict)`` all force a rebuild), and the step counters as last written. A
+parameter without a gradient is skipped, as torch skips ``None``.
 
 Memory formats. A contiguous parameter and one that is dense in another order
 (``channels_last``, a transposed weight) are updated in place, zero copy: state tensors
@@ -32,6 +34,10 @@ scratch with its state, updated, and scattered back in the same step.
 ``.item()`` and torch code work. The count that drives the kernel is an exact int64 kept
 with the plan (a float32 counter stalls at 2**24); the tensors show it rounded to float32,
 and ``state_dict()`` saves the exact count as an int64 tensor, which torch loads.
+
+AMP: ``_step_supports_amp_scaling`` is set, so ``torch.amp.GradScaler("cpu")`` passes
+``grad_scale`` and ``found_inf`` as it does to torch's fused Adam: a step with an inf/NaN
+gradient is skipped, otherwise the gradients are unscaled in place before the update.
 
 Not supported (clear errors): CUDA tensors, sparse gradients, complex or integer
 parameters, ``fused``/``capturable``/``differentiable=True``. ``foreach`` is accepted and
