@@ -168,9 +168,6 @@ def test_clear_errors():
         ft.SGD([torch.zeros(3, requires_grad=True)], lr=-1)
     p = torch.zeros(4, requires_grad=True)
     opt = ft.SGD([p], lr=0.1)
-    p.grad = torch.zeros(8)[::2]  # non-contiguous gradient
-    with pytest.raises(ValueError, match="contiguous"):
-        opt.step()
     p.grad = torch.zeros(4).to_sparse()
     with pytest.raises(TypeError, match="sparse"):
         opt.step()
@@ -185,10 +182,10 @@ def test_state_dict_step_is_a_tensor_and_live_state_keeps_counting():
     sd = opt.state_dict()
     assert torch.is_tensor(sd["state"][0]["step"]) and int(sd["state"][0]["step"]) == 1
     opt.step()
-    assert int(sd["state"][0]["step"]) == 1 and opt.state[p]["step"] == 2
+    assert int(sd["state"][0]["step"]) == 1 and int(opt.state[p]["step"]) == 2
     # a float tensor step, as torch stores it (float64 here: float32 cannot hold 2**24 + 1)
     sd["state"][0]["step"] = torch.tensor(float(2**24 + 1), dtype=torch.float64)
     opt.load_state_dict(sd)
     opt.step()
     opt.step()
-    assert opt.state[p]["step"] == 2**24 + 3
+    assert int(opt.state_dict()["state"][0]["step"]) == 2**24 + 3

@@ -1,5 +1,7 @@
 #include "bindings/arrays.hpp"
 
+#include "bindings/pointers.hpp"
+
 #include <algorithm>
 #include <cmath>
 
@@ -195,6 +197,21 @@ void Gate::add(ArrayList& out, py::handle item, std::size_t i, bool writable) {
 ArrayList Gate::parse(py::handle obj, const char* name, bool writable) {
     ArrayList out;
     out.name = name;
+    const PointerList* pl = nullptr;
+    if (as_pointer_list(obj, &pl)) {  // checked when it was built: see pointers.hpp
+        if (writable && !pl->writable)
+            throw py::value_error(std::string(name) + " is a read-only pointer list");
+        set_dtype(pl->dtype, Name{name, -1}, py::str(pl->dtype == DType::f32 ? "float32" : "float64"));
+        const std::size_t n = pl->ptrs.size();
+        out.items.reserve(n);
+        out.dims.reserve(n);
+        py::object keep = py::reinterpret_borrow<py::object>(obj);
+        for (std::size_t i = 0; i < n; ++i) {
+            out.items.push_back(Buffer{keep, pl->ptrs[i], pl->sizes[i], out.dims.size(), 1});
+            out.dims.push_back(static_cast<py::ssize_t>(pl->sizes[i]));
+        }
+        return out;
+    }
     if (py::isinstance<py::array>(obj) || is_tensor(obj)) {
         out.single = true;
         add(out, obj, 0, writable);

@@ -10,6 +10,7 @@ void bind_adaptive(pybind11::module_& m);
 void bind_losses(pybind11::module_& m);
 void bind_nn(pybind11::module_& m);
 void bind_formats(pybind11::module_& m);
+void bind_pointers(pybind11::module_& m);
 }  // namespace fastoptim::bind
 
 PYBIND11_MODULE(_core, m) {
@@ -24,4 +25,5 @@ PYBIND11_MODULE(_core, m) {
     fastoptim::bind::bind_losses(m);
     fastoptim::bind::bind_nn(m);
     fastoptim::bind::bind_formats(m);
+    fastoptim::bind::bind_pointers(m);
 }

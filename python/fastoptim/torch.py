@@ -3,59 +3,281 @@
     from fastoptim.torch import Adam      # instead of: from torch.optim import Adam
     opt = Adam(model.parameters(), lr=1e-3)
 
-Each class subclasses ``torch.optim.Optimizer`` with torch's constructor signature and
-state layout (``step``, ``exp_avg``, ...), so ``state_dict()`` loads into the torch
-original and back, and torch's LR schedulers and ``clip_grad_norm_`` work unchanged. A
-step updates the float32/float64 CPU tensors of a group in place, zero copy, with one
-native multi-tensor call per group (and dtype). ``step`` is a Python int in ``state``
-(int64 semantics) and an int64 0-d tensor in ``state_dict()``. The lists of parameters and
-state tensors are cached while the same parameters have gradients; replace state tensors
-only through ``load_state_dict``.
+Each class subclasses ``torch.optim.Optimizer`` with torch's constructor signature, state
+layout (``step``, ``exp_avg``, ...) and protocol: ``state_dict()`` loads into the torch
+original and back (older state_dicts get torch's flag defaults), step / state_dict /
+load_state_dict hooks and the global step hooks run as in torch, ``step(closure)``,
+``zero_grad``, ``add_param_group``, deepcopy and pickling, tensor ``lr``, and torch's LR
+schedulers (including those that cycle momentum or betas) work unchanged.
+
+How a step runs. The parameters of a group that have a gradient are partitioned by dtype
+and step count; each partition is one native multi-tensor call on zero-copy views of the
+parameters and state. The views pass the native gate's full checks once and are cached as
+validated pointer lists (a *plan*); each later step reads only the gradients anew (dense,
+contiguous, expected size, checked natively before any parameter changes), and the plan
+is checked every step by cheap identity tests: the same parameters with gradients, the
+same storage under each parameter (``p.data = ...`` is seen), the same ``optimizer.state``
+object and no change to it or to any parameter's state dict since the plan was built
+(``state.clear()``, ``del state[p]``, ``state[p][k] = t`` and ``opt.state =
+defaultdict(dict)`` all force a rebuild), and the step counters as last written. A
+parameter without a gradient is skipped, as torch skips ``None``.
+
+Memory formats. A contiguous parameter and one that is dense in another order
+(``channels_last``, a transposed weight) are updated in place, zero copy: state tensors
+are created in the parameter's own layout and the update is elementwise over memory. A
+gradient in a different layout is copied into the parameter's layout first (gradients are
+only read). A parameter that is a strided view with gaps, or whose state has a different
+layout (e.g. loaded from a contiguous checkpoint), is staged: gathered into a contiguous
+scratch with its state, updated, and scattered back in the same step.
+
+``state[p]["step"]`` is a float32 0-d tensor, as torch's for-loop optimizers keep it, so
+``.item()`` and torch code work. The count that drives the kernel is an exact int64 kept
+with the plan (a float32 counter stalls at 2**24); the tensors show it rounded to float32,
+and ``state_dict()`` saves the exact count as an int64 tensor, which torch loads.
+
+AMP: ``_step_supports_amp_scaling`` is set, so ``torch.amp.GradScaler("cpu")`` passes
+``grad_scale`` and ``found_inf`` as it does to torch's fused Adam: a step with an inf/NaN
+gradient is skipped, otherwise the gradients are unscaled in place before the update.
 
 Not supported (clear errors): CUDA tensors, sparse gradients, complex or integer
-parameters, ``fused``/``capturable``/``differentiable=True``. ``foreach`` is accepted
-and ignored. Writes go through raw pointers, so autograd's version counters are not
-bumped (torch's optimizers run under ``no_grad`` too; do not backpropagate through a
-graph that saved a parameter before the step).
+parameters, ``fused``/``capturable``/``differentiable=True``. ``foreach`` is accepted and
+ignored. Writes go through raw pointers, so autograd's version counters are not bumped
+(torch's optimizers run under ``no_grad`` too; do not backpropagate through a graph that
+saved a parameter before the step).
 """
 
 from __future__ import annotations
 
+import collections
+import functools
+import inspect
+import itertools
 import operator
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
+from torch.optim import optimizer as _torch_optimizer
 
 from fastoptim import _core
 
 __all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad"]
 
+_is = operator.is_
+_data_ptr = torch.Tensor.data_ptr
+_get_grad = operator.attrgetter("grad")
+_nones = itertools.repeat(None)
+_grad_pointers = _core._grad_pointers
 
-def _unsupported(name: str, **flags) -> None:
-    for k, v in flags.items():
-        if v:
-            raise ValueError(f"fastoptim.torch.{name} does not support {k}=True")
+# Every change to any fastoptim optimizer's state mapping or per-parameter state dict
+# bumps this counter; a plan records its value and is rebuilt when it moved.
+_changes = [0]
+
+
+class _ParamState(dict):
+    """One parameter's state dict; every change bumps ``_changes``."""
+
+    __slots__ = ()
+
+    def __setitem__(self, k, v):
+        _changes[0] += 1
+        dict.__setitem__(self, k, v)
+
+    def __delitem__(self, k):
+        _changes[0] += 1
+        dict.__delitem__(self, k)
+
+    def _bump(name):  # noqa: N805 - builds the mutating methods below
+        base = getattr(dict, name)
+
+        def method(self, *args, **kwargs):
+            _changes[0] += 1
+            return base(self, *args, **kwargs)
+        method.__name__ = name
+        return method
+
+    clear = _bump("clear")
+    pop = _bump("pop")
+    popitem = _bump("popitem")
+    setdefault = _bump("setdefault")
+    update = _bump("update")
+    __ior__ = _bump("__ior__")
+    del _bump
+
+    def __reduce__(self):
+        return (_ParamState, (dict(self),))
+
+
+class _State(collections.defaultdict):
+    """``optimizer.state``: a ``defaultdict(dict)`` whose every change bumps ``_changes``."""
+
+    def __init__(self, default_factory=None, items=()):
+        super().__init__(None)
+        for k, v in dict(items).items():
+            dict.__setitem__(self, k, v)
+
+    def __missing__(self, key):
+        _changes[0] += 1
+        st = _ParamState()
+        dict.__setitem__(self, key, st)
+        return st
+
+    def __setitem__(self, k, v):
+        _changes[0] += 1
+        dict.__setitem__(self, k, v)
+
+    def __delitem__(self, k):
+        _changes[0] += 1
+        dict.__delitem__(self, k)
+
+    clear = _ParamState.clear
+    pop = _ParamState.pop
+    popitem = _ParamState.popitem
+    setdefault = _ParamState.setdefault
+    update = _ParamState.update
+
+    def __reduce__(self):
+        return (_State, (None, list(self.items())))
+
+    def __copy__(self):
+        return _State(None, self)
+
+
+def _tracked_state(state) -> _State:
+    """A fresh ``_State`` holding ``state``'s entries, dicts as ``_ParamState``."""
+    return _State(None, {k: (_ParamState(v) if type(v) is dict else v)
+                         for k, v in state.items()})
+
+
+def _dense(t: torch.Tensor) -> bool:
+    """True if t's elements fill exactly numel() consecutive slots (any dimension order)."""
+    expected = 1
+    dims = sorted((st, s) for s, st in zip(t.shape, t.stride(), strict=True) if s != 1)
+    for stride, size in dims:
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def _view(t: torch.Tensor, flat: bool):
+    """A zero-copy kernel view of t: a numpy view where numpy has the dtype, else t itself
+    (the native gate takes contiguous tensors too). ``flat``: one dimension over t's
+    memory, for a tensor that is dense in another dimension order."""
+    t = t.detach()
+    if flat:
+        t = t.as_strided((t.numel(),), (1,))
+    try:
+        return t.numpy()
+    except TypeError:
+        return t
+
+
+def _flat(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().as_strided((t.numel(),), (1,))
+
+
+def _float32(n: int) -> float:
+    return float(torch.tensor(float(n), dtype=torch.float32))
+
+
+def _with_hooks(step):
+    """``step`` that runs the step hooks exactly as torch's wrapper does (torch's own
+    wrapper, used whenever a hook is registered or the profiler is on) and otherwise
+    skips the wrapper's record_function context (~5 us a step)."""
+    wrapped = torch.optim.Optimizer.profile_hook_step(step)
+    profiling = torch._C._autograd._profiler_enabled
+
+    @functools.wraps(step)
+    def fast(self, *args, **kwargs):
+        if (self._optimizer_step_pre_hooks or self._optimizer_step_post_hooks
+                or _torch_optimizer._global_optimizer_pre_hooks
+                or _torch_optimizer._global_optimizer_post_hooks or profiling()):
+            return wrapped(self, *args, **kwargs)
+        return step(self, *args, **kwargs)
+    fast.hooked = True  # torch's _patch_step_function leaves it as it is
+    return fast
+
+
+@dataclass(slots=True)
+class _Part:
+    """One native call of a group: parameters sharing dtype, step count and state keys."""
+
+    params: list                # the parameters, in the call's order
+    where: list                 # their names for error messages
+    dicts: list                 # their state dicts (None where the optimizer keeps none)
+    tensors: list               # per parameter: its state tensors, in _state_keys order
+    views: list                 # kernel views of the parameters (None where staged)
+    state_views: list           # per state key: the kernel views, or None if absent
+    ptrs: list                  # data_ptr() of each parameter when the plan was built
+    modes: list                 # per parameter: 0 contiguous, 1 dense in another order, 2 staged
+    pick: Any                   # grads of this part from the group's grads list (None: all)
+    step: int                   # exact step count (int64 semantics)
+    fresh: bool                 # state was just created (first_step for the kernel)
+    slow: bool                  # some parameter is not contiguous: per-step conversion
+    dtype: Any = None           # the parameters' torch dtype
+    pointers: Any = None        # _core._PointerList of the parameters (not for slow parts)
+    state_pointers: list = field(default_factory=list)  # per state key, or None
+    steps: Any = None           # numpy view of the float32 counters shown in state["step"]
+    step_tensors: list = field(default_factory=list)
+    step_bytes: bytes = b""
+
+
+@dataclass(slots=True)
+class _Plan:
+    params: list                # group["params"] when built (identity-checked)
+    mask: list                  # which of them had a gradient
+    state: Any                  # the optimizer.state object the plan refers to
+    changes: int                # _changes[0] after the build
+    tracked: bool               # every state container counts its changes
+    structure: tuple            # group flags that decide which state exists
+    parts: list
 
 
 class _Native(torch.optim.Optimizer):
+    """Base of the fastoptim.torch optimizers: torch's protocol, plans and staging.
+
+    A subclass declares:
+
+    - ``_state_keys``: names of its per-parameter state tensors, in the order ``_run``
+      receives them; ``_has_step``: whether the state holds a ``step`` count;
+      ``_structure_keys``: group entries whose truthiness decides which state tensors exist
+      (``momentum`` for SGD, ``amsgrad`` for Adam); the plan is rebuilt when they change
+      and missing state is then created; ``_forced_flags``: group entries set whatever a
+      loaded state_dict says (AdamW: ``decoupled_weight_decay=True``).
+    - ``_validate(group)``: raise ``ValueError`` for invalid hyperparameters (called before
+      any parameter is read, for the defaults, every added group and every loaded one).
+    - ``_new_state(p, group)``: the fresh state of ``p`` (``{}`` if it needs none: no entry
+      is then created). Create tensors with ``torch.zeros_like(p)`` so they keep ``p``'s
+      memory format; ``step`` (if any) is replaced by the base's counter.
+    - ``_run(group, ps, gs, states, step, first)``: one native call. ``ps``/``gs`` are
+      equal-length lists of kernel views (numpy arrays or contiguous tensors, one dtype),
+      ``states`` one list per ``_state_keys`` entry (None when absent), ``step`` the int
+      step being taken, ``first`` True when the state was just created.
+    """
+
     _state_keys: tuple[str, ...] = ()
     _has_step = True
+    _structure_keys: tuple[str, ...] = ()
+    _forced_flags: dict[str, Any] = {}
+    _dtypes: tuple = (torch.float32, torch.float64)
 
-    def _check_params(self) -> None:
-        for gi, g in enumerate(self.param_groups):
-            for j, p in enumerate(g["params"]):
-                where = f"param_groups[{gi}]['params'][{j}]"
-                if p.device.type != "cpu":
-                    raise ValueError(f"{where} is on {p.device}; fastoptim.torch updates CPU "
-                                     f"tensors only (use torch.optim on GPUs)")
-                if p.dtype not in (torch.float32, torch.float64):
-                    raise TypeError(f"{where} has dtype {p.dtype}; fastoptim.torch updates "
-                                    f"float32/float64 tensors only")
+    def __init__(self, params, defaults):
+        self._check_hypers(defaults)  # torch checks hyperparameters before reading params
+        super().__init__(params, defaults)
+        self.state = _tracked_state(self.state)
 
-    def add_param_group(self, param_group):
-        super().add_param_group(param_group)
-        self._forget_plans()
-        self._check_params()
-        self._validate(self.param_groups[-1])
+    # -- the state mapping -----------------------------------------------------------
+
+    @property
+    def state(self):
+        return self.__dict__["_fo_state"]
+
+    @state.setter
+    def state(self, value):
+        self.__dict__["_fo_state"] = value
+
+    # -- hooks for subclasses --------------------------------------------------------
 
     def _new_state(self, p, group) -> dict:
         raise NotImplementedError
@@ -66,89 +288,427 @@ class _Native(torch.optim.Optimizer):
     def _run(self, group, ps, gs, states, step: int, first: bool) -> None:
         raise NotImplementedError
 
-    def _group_plan(self, gi: int, group, ps: list) -> list:
-        """Partitions of ``ps`` sharing dtype and step, each with its state lists, cached
-        while the same tensors have gradients (state is created here on first use)."""
-        cache = self.__dict__.setdefault("_fo_plans", {})
-        hit = cache.get(gi)
-        if hit is not None and len(hit[0]) == len(ps) and all(map(operator.is_, hit[0], ps)):
-            return hit[1]
-        parts: dict = {}
-        for p in ps:
-            if p.grad.is_sparse:
-                raise TypeError("fastoptim.torch does not support sparse gradients")
-            st = self.state[p]
-            fresh = len(st) == 0
-            if fresh:
-                st.update(self._new_state(p, group))
-            key = (p.dtype, int(st["step"]) if self._has_step else 0, fresh)
-            parts.setdefault(key, []).append(p)
-        plan = []
-        for (_, step, fresh), qs in parts.items():
-            sts = [self.state[p] for p in qs]
-            if self._has_step:
-                for st in sts:  # a Python int while training: int64, no tensor ops per step
-                    st["step"] = int(st["step"])
-            states = [[st.get(k) for st in sts] for k in self._state_keys]
-            # numpy views of the parameters and state (zero copy): the native gate checks
-            # an ndarray in ~50 ns, a tensor through its Python attributes in ~1 us.
-            views = [p.detach().numpy() for p in qs]
-            state_views = [None if lst[0] is None else [t.numpy() for t in lst]
-                           for lst in states]
-            ptrs = [p.data_ptr() for p in qs]
-            plan.append([qs, sts, states, step, fresh, views, state_views, ptrs])
-        cache[gi] = (list(ps), plan)
-        return plan
+    # -- validation ------------------------------------------------------------------
 
-    def _current_plan(self, gi: int, group, ps: list) -> list:
-        """The cached plan, rebuilt if a parameter's storage was replaced (p.data = ...)."""
-        plan = self._group_plan(gi, group, ps)
-        for part in plan:
-            if any(map(operator.ne, map(torch.Tensor.data_ptr, part[0]), part[7])):
-                self._forget_plans()
-                return self._group_plan(gi, group, ps)
-        return plan
+    def _check_hypers(self, group) -> None:
+        lr = group.get("lr")
+        if isinstance(lr, torch.Tensor):
+            if group.get("foreach") and not group.get("capturable"):
+                raise ValueError("lr as a Tensor is not supported for capturable=False and "
+                                 "foreach=True")
+            if lr.numel() != 1:
+                raise ValueError("Tensor lr must be 1-element")
+        betas = group.get("betas")
+        if betas is not None:
+            kinds = {isinstance(b, torch.Tensor) for b in betas}
+            if len(kinds) > 1:
+                raise ValueError("betas must be either both floats or both Tensors")
+            for i, b in enumerate(betas):
+                if isinstance(b, torch.Tensor):
+                    if group.get("foreach") and not group.get("capturable"):
+                        raise ValueError(f"betas[{i}] as a Tensor is not supported for "
+                                         f"capturable=False and foreach=True")
+                    if b.numel() != 1:
+                        raise ValueError(f"Tensor betas[{i}] must be 1-element")
+        self._validate(group)
 
-    def _forget_plans(self) -> None:
+    def _check_param(self, p, where: str) -> None:
+        if not isinstance(p, torch.Tensor):
+            return  # torch raises its own TypeError
+        if p.device.type != "cpu":
+            raise ValueError(f"{where} is on {p.device}; fastoptim.torch updates CPU tensors "
+                             f"only (use torch.optim on GPUs)")
+        if p.dtype not in self._dtypes:
+            raise TypeError(f"{where} has dtype {p.dtype}; fastoptim.torch."
+                            f"{type(self).__name__} updates "
+                            f"{'/'.join(str(d).replace('torch.', '') for d in self._dtypes)} "
+                            f"tensors")
+
+    def add_param_group(self, param_group):
+        if isinstance(param_group, dict):
+            params = param_group.get("params")
+            if params is not None and not isinstance(params, (torch.Tensor, set)):
+                param_group["params"] = params = list(params)
+            if isinstance(params, torch.Tensor):
+                params = [params]
+            gi = len(getattr(self, "param_groups", ()))
+            for j, p in enumerate(params or ()):
+                name = f" ({p[0]!r})" if isinstance(p, tuple) else ""
+                t = p[1] if isinstance(p, tuple) else p
+                if isinstance(t, torch.Tensor):
+                    self._check_param(t, f"param_groups[{gi}]['params'][{j}]{name} of shape "
+                                         f"{tuple(t.shape)}")
+            self._check_hypers({**self.defaults,
+                                **{k: v for k, v in param_group.items() if k != "params"}})
+        super().add_param_group(param_group)
+
+    @staticmethod
+    def _where(gi: int, j: int, group, p) -> str:
+        names = group.get("param_names")
+        name = f" ({names[j]!r})" if names and j < len(names) else ""
+        return f"param_groups[{gi}]['params'][{j}]{name} of shape {tuple(p.shape)}"
+
+    # -- loading, pickling -----------------------------------------------------------
+
+    @classmethod
+    def _signature_defaults(cls) -> dict:
+        sig = inspect.signature(cls.__init__)
+        return {k: v.default for k, v in sig.parameters.items()
+                if k not in ("self", "params") and v.default is not inspect.Parameter.empty}
+
+    def __setstate__(self, state):
+        state = dict(state)
+        groups = state.get("param_groups")
+        if groups is not None:  # torch's defaults for flags an older state_dict lacks
+            defaults = self._signature_defaults()
+            for g in groups:
+                for k, v in defaults.items():
+                    g.setdefault(k, v)
+                g.update(self._forced_flags)
+            for g in groups:  # everything checked before anything changes
+                self._check_hypers(g)
+        st = state.pop("state", None)
+        super().__setstate__(state)
+        if st is not None:
+            st = _tracked_state(st)
+            for v in st.values():
+                if isinstance(v, dict) and "step" in v and not torch.is_tensor(v["step"]):
+                    dict.__setitem__(v, "step", torch.tensor(int(v["step"]),
+                                                             dtype=torch.int64))
+            self.state = st
         self.__dict__.pop("_fo_plans", None)
 
-    @torch.no_grad()
+    def __getstate__(self):
+        sd = super().__getstate__()
+        sd["state"] = _State(None, {k: self._exact_steps(v) for k, v in self.state.items()})
+        return sd
+
+    def _issued_steps(self) -> dict:
+        out = {}
+        for plan in self.__dict__.get("_fo_plans", {}).values():
+            for part in plan.parts:
+                for t in part.step_tensors:
+                    out[id(t)] = (t, part.step)
+        return out
+
+    def _exact_steps(self, v, issued=None):
+        """v with its step as an exact int64 0-d tensor (a copy of the dict), else v."""
+        if not (isinstance(v, dict) and "step" in v):
+            return v
+        issued = self._issued_steps() if issued is None else issued
+        return _ParamState({**v, "step": torch.tensor(self._step_of(v["step"], issued),
+                                                      dtype=torch.int64)})
+
+    @staticmethod
+    def _step_of(s, issued) -> int:
+        hit = issued.get(id(s))
+        if hit is not None and hit[0] is s and float(s) == _float32(hit[1]):
+            return hit[1]  # ours and unchanged: the exact count
+        return int(s)
+
+    def state_dict(self):
+        """torch's state_dict; ``step`` is the exact count as an int64 0-d tensor."""
+        for hook in self._optimizer_state_dict_pre_hooks.values():
+            hook(self)
+        pre, post = self._optimizer_state_dict_pre_hooks, self._optimizer_state_dict_post_hooks
+        self._optimizer_state_dict_pre_hooks = collections.OrderedDict()
+        self._optimizer_state_dict_post_hooks = collections.OrderedDict()
+        try:
+            sd = super().state_dict()
+        finally:
+            self._optimizer_state_dict_pre_hooks = pre
+            self._optimizer_state_dict_post_hooks = post
+        issued = self._issued_steps()
+        sd["state"] = {k: (dict(self._exact_steps(v, issued)) if isinstance(v, dict) else v)
+                       for k, v in sd["state"].items()}
+        for hook in post.values():
+            out = hook(self, sd)
+            if out is not None:
+                sd = out
+        return sd
+
+    # -- plans -----------------------------------------------------------------------
+
+    def _plan_ok(self, plan: _Plan, group, params, mask) -> bool:
+        if not (len(params) == len(plan.params) and all(map(_is, params, plan.params))
+                and mask == plan.mask and self.state is plan.state):
+            return False
+        keys = self._structure_keys
+        if keys and plan.structure != tuple([bool(group[k]) for k in keys]):
+            return False
+        if not (plan.tracked and _changes[0] == plan.changes):
+            if not self._state_unchanged(plan):
+                return False
+            plan.changes = _changes[0]
+        for part in plan.parts:
+            if list(map(_data_ptr, part.params)) != part.ptrs:
+                return False  # p.data = ... replaced a parameter's storage
+            if part.steps is not None and part.steps.tobytes() != part.step_bytes:
+                return False  # a step tensor was changed in place
+        return True
+
+    def _state_unchanged(self, plan: _Plan) -> bool:
+        get = self.state.get
+        keys = self._state_keys
+        for part in plan.parts:
+            for p, st, ts, i in zip(part.params, part.dicts, part.tensors,
+                                    range(len(part.params)), strict=False):
+                cur = get(p)
+                if cur is not st:
+                    return False
+                if st is None:
+                    continue
+                if any(st.get(k) is not t for k, t in zip(keys, ts, strict=False)):
+                    return False
+                if part.step_tensors and st.get("step") is not part.step_tensors[i]:
+                    return False
+        return True
+
+    def _build(self, gi: int, group, params, gs, mask) -> _Plan:
+        self._check_hypers(group)
+        old = self.__dict__.get("_fo_plans", {}).get(gi)
+        issued = {}
+        if old is not None:
+            for part in old.parts:
+                for t in part.step_tensors:
+                    issued[id(t)] = (t, part.step)
+        state = self.state
+        keys = self._state_keys
+        needed = None
+        groups: dict = {}
+        for j, (p, g) in enumerate(zip(params, gs, strict=False)):
+            if g is None:
+                continue
+            where = self._where(gi, j, group, p)
+            self._check_param(p, where)
+            if g.layout != torch.strided:
+                raise TypeError(f"the gradient of {where} is a {g.layout} tensor; "
+                                f"fastoptim.torch does not support sparse gradients")
+            if g.dtype != p.dtype or g.device != p.device or g.shape != p.shape:
+                raise TypeError(f"the gradient of {where} is a {g.dtype} tensor of shape "
+                                f"{tuple(g.shape)} on {g.device}; expected {p.dtype}, "
+                                f"{tuple(p.shape)}, cpu")
+            st = state.get(p)
+            fresh = False
+            if st is not None and not isinstance(st, dict):
+                raise TypeError(f"optimizer.state of {where} is a {type(st).__name__}, "
+                                f"expected a dict")
+            if not st:
+                new = self._new_state(p, group)
+                if new or self._has_step:
+                    if st is None:
+                        st = state[p]
+                    st.update(new)
+                    fresh = True
+                else:
+                    st = None
+            else:
+                if needed is None:
+                    needed = [k for k in self._new_state(p, group) if k in keys]
+                if any(k not in st for k in needed):
+                    for k, v in self._new_state(p, group).items():
+                        if k not in st:
+                            st[k] = v
+                    fresh = True
+            ts = [None if st is None else st.get(k) for k in keys]
+            for k, t in zip(keys, ts, strict=False):
+                if t is None:
+                    continue
+                if not isinstance(t, torch.Tensor) or t.shape != p.shape or t.dtype != p.dtype:
+                    got = (f"{t.dtype} of shape {tuple(t.shape)}" if torch.is_tensor(t)
+                           else type(t).__name__)
+                    raise ValueError(f"optimizer.state of {where}: {k!r} must be a "
+                                     f"{p.dtype} tensor of shape {tuple(p.shape)}, got {got}")
+                if t.layout != torch.strided or t.device.type != "cpu":
+                    raise ValueError(f"optimizer.state of {where}: {k!r} must be a dense "
+                                     f"CPU tensor")
+            step = 0
+            if self._has_step and not fresh:
+                s = st.get("step")
+                step = 0 if s is None else self._step_of(s, issued)
+            present = [t for t in ts if t is not None]
+            if p.is_contiguous() and all(t.is_contiguous() for t in present):
+                mode = 0
+            elif _dense(p) and all(t.stride() == p.stride() for t in present):
+                mode = 1
+            else:
+                mode = 2
+            key = (p.dtype, step, fresh, mode != 0, tuple(t is not None for t in ts))
+            groups.setdefault(key, []).append((j, p, where, st, ts, mode))
+        parts = []
+        n_with_grad = sum(1 for g in gs if g is not None)
+        for (_, step, fresh, slow, present), items in groups.items():
+            js = [it[0] for it in items]
+            if len(items) == n_with_grad and js == list(range(len(params))):
+                pick = None
+            elif len(js) == 1:
+                j0 = js[0]
+                pick = lambda gs, j0=j0: [gs[j0]]  # noqa: E731
+            else:
+                pick = operator.itemgetter(*js)
+            ps = [it[1] for it in items]
+            modes = [it[5] for it in items]
+            views = [None if m == 2 else _view(p, m == 1) for p, m in zip(ps, modes, strict=False)]
+            state_views = []
+            for k, here in enumerate(present):
+                if not here:
+                    state_views.append(None)
+                    continue
+                state_views.append([None if m == 2 else _view(it[4][k], m == 1)
+                                    for it, m in zip(items, modes, strict=False)])
+            part = _Part(params=ps, where=[it[2] for it in items], dicts=[it[3] for it in items],
+                         tensors=[it[4] for it in items], views=views, state_views=state_views,
+                         ptrs=list(map(_data_ptr, ps)), modes=modes, pick=pick, step=step,
+                         fresh=fresh, slow=slow, dtype=ps[0].dtype)
+            if not slow:
+                part.pointers = _core._pointer_list(views, True)
+                part.state_pointers = [None if sv is None else _core._pointer_list(sv, True)
+                                       for sv in state_views]
+            if self._has_step:
+                counters = torch.full((len(ps),), _float32(step), dtype=torch.float32)
+                part.steps = counters.numpy()
+                part.step_tensors = [counters[i] for i in range(len(ps))]
+                for st, t in zip(part.dicts, part.step_tensors, strict=False):
+                    dict.__setitem__(st, "step", t)
+                part.step_bytes = part.steps.tobytes()
+            parts.append(part)
+        tracked = type(state) is _State and all(
+            type(st) is _ParamState for part in parts for st in part.dicts if st is not None)
+        return _Plan(params=list(params), mask=mask, state=state, changes=_changes[0],
+                     tracked=tracked,
+                     structure=tuple(bool(group[k]) for k in self._structure_keys),
+                     parts=parts)
+
+    def _staged(self, part: _Part, grads):
+        """Kernel inputs of a part with non-contiguous members, and the copies to write back."""
+        views, gviews, back = [], [], []
+        sviews = [None if sv is None else [] for sv in part.state_views]
+        for i, (p, g, mode) in enumerate(zip(part.params, grads, part.modes, strict=False)):
+            ts = [t for t in part.tensors[i] if t is not None]
+            if mode == 0:
+                views.append(part.views[i])
+                gviews.append(g if g.is_contiguous() else g.contiguous())
+                cur = [sv[i] for sv in part.state_views if sv is not None]
+            elif mode == 1:
+                views.append(part.views[i])
+                if g.stride() != p.stride():
+                    g = torch.empty_like(p).copy_(g)
+                gviews.append(_flat(g))
+                cur = [sv[i] for sv in part.state_views if sv is not None]
+            else:
+                sp = p.detach().contiguous()
+                views.append(sp)
+                if sp is not p.detach():
+                    back.append((p, sp))
+                gviews.append(g.contiguous())
+                cur = []
+                for t in ts:
+                    s = t.contiguous()
+                    if s is not t:
+                        back.append((t, s))
+                    cur.append(s)
+            it = iter(cur)
+            for sv in sviews:
+                if sv is not None:
+                    sv.append(next(it))
+        return views, gviews, sviews, back
+
+    def _run_part(self, group, part: _Part, grads, gp) -> None:
+        """One native call. ``gp``: the gradients' pointer list (the steady state: every
+        other buffer is the plan's, checked when it was built); None: every array goes
+        through the native gate's full checks, non-contiguous members staged."""
+        step = part.step + 1
+        back = ()
+        if gp is not None:
+            self._run(group, part.pointers, gp, part.state_pointers, step, part.fresh)
+        else:
+            views, svs = part.views, part.state_views
+            if part.slow:
+                views, grads, svs, back = self._staged(part, grads)
+            else:
+                grads = [g if g.is_contiguous() else g.contiguous() for g in grads]
+            self._run(group, views, grads, svs, step, part.fresh)
+        for dst, src in back:
+            dst.detach().copy_(src)
+        part.fresh = False
+        part.step = step
+        if part.steps is not None:
+            part.steps.fill(step)
+            part.step_bytes = part.steps.tobytes()
+
+    def _step_group(self, gi: int, group) -> None:
+        params = group["params"]
+        gs = list(map(_get_grad, params))
+        mask = list(map(_is, gs, _nones))
+        plans = self.__dict__.get("_fo_plans")
+        if plans is None:
+            plans = self.__dict__["_fo_plans"] = {}
+        plan = plans.get(gi)
+        if plan is not None and self._plan_ok(plan, group, params, mask):
+            try:  # every gradient is checked before any parameter changes
+                gps = [None if part.slow else _grad_pointers(
+                    gs if part.pick is None else list(part.pick(gs)), part.pointers)
+                    for part in plan.parts]
+            except ValueError:
+                gps = None  # a gradient in another layout: rebuild, full checks
+            if gps is not None:
+                for part, gp in zip(plan.parts, gps, strict=True):
+                    self._run_part(group, part, gs if part.pick is None else part.pick(gs), gp)
+                return
+        plan = plans[gi] = self._build(gi, group, params, gs, mask)
+        for part in plan.parts:
+            self._run_part(group, part, gs if part.pick is None else part.pick(gs), None)
+
+    # torch.amp.GradScaler("cpu") hands this optimizer the scale and the inf flag (as it
+    # does torch's fused Adam) instead of unscaling the gradients itself.
+    _step_supports_amp_scaling = True
+
+    @_with_hooks
     def step(self, closure=None):
-        """One update of every parameter that has a gradient; returns closure()'s loss."""
+        """One update of every parameter that has a gradient; returns closure()'s loss.
+
+        Under ``torch.amp.GradScaler``: the step is skipped (parameters, state and step
+        counts untouched) when ``found_inf`` is set, and the gradients are unscaled in
+        place by ``1 / grad_scale`` before the update."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        attrs = self.__dict__
+        found_inf = attrs.get("found_inf")
+        grad_scale = attrs.get("grad_scale")
+        if found_inf is not None or grad_scale is not None:
+            if found_inf is not None and float(found_inf) != 0.0:
+                return loss
+            if grad_scale is not None:
+                self._unscale(float(grad_scale))
         for gi, group in enumerate(self.param_groups):
-            ps = [p for p in group["params"] if p.grad is not None]
-            if not ps:
-                continue
-            for part in self._current_plan(gi, group, ps):
-                qs, sts, _, step, fresh, views, state_views, _ = part
-                self._run(group, views, [p.grad for p in qs], state_views, step + 1, fresh)
-                part[3], part[4] = step + 1, False
-                if self._has_step:
-                    for st in sts:
-                        st["step"] = step + 1
+            self._step_group(gi, group)
         return loss
 
-    def state_dict(self):
-        """torch's state_dict; ``step`` is an int64 0-d tensor, as torch expects a tensor."""
-        sd = super().state_dict()  # its per-parameter dicts are the live ones: copy them
-        sd["state"] = {k: ({**st, "step": torch.tensor(st["step"], dtype=torch.int64)}
-                           if "step" in st else st) for k, st in sd["state"].items()}
-        return sd
+    def _unscale(self, scale: float) -> None:
+        grads: dict = {}
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    grads.setdefault(p.grad.dtype, []).append(p.grad)
+        with torch.no_grad():
+            for gs in grads.values():
+                torch._foreach_mul_(gs, 1.0 / scale)
 
     def load_state_dict(self, state_dict):
         super().load_state_dict(state_dict)
-        self._forget_plans()
-        for st in self.state.values():  # torch stores step as a float tensor
-            if "step" in st:
-                st["step"] = int(st["step"])
+        self.__dict__.pop("_fo_plans", None)
+
+
+def _unsupported(name: str, **flags) -> None:
+    for k, v in flags.items():
+        if v:
+            raise ValueError(f"fastoptim.torch.{name} does not support {k}=True")
 
 
 def _step0():
-    return 0
+    return torch.tensor(0.0, dtype=torch.float32)
 
 
 class SGD(_Native):
@@ -156,6 +716,7 @@ class SGD(_Native):
 
     _has_step = False
     _state_keys = ("momentum_buffer",)
+    _structure_keys = ("momentum",)
 
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0,
                  nesterov=False, *, maximize=False, foreach=None, differentiable=False,
@@ -176,7 +737,7 @@ class SGD(_Native):
 
     def _new_state(self, p, group):
         if group["momentum"] != 0:
-            return {"momentum_buffer": torch.zeros_like(p, memory_format=torch.contiguous_format)}
+            return {"momentum_buffer": torch.zeros_like(p)}
         return {}
 
     def _run(self, g, ps, gs, states, step, first):
@@ -188,6 +749,7 @@ class Adam(_Native):
     """torch.optim.Adam on the fastoptim kernel."""
 
     _state_keys = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+    _structure_keys = ("amsgrad",)
     _decoupled = False
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
@@ -212,7 +774,7 @@ class Adam(_Native):
         _core.adam_step([], [], [], [], [], step=1, **self._kw(g))
 
     def _new_state(self, p, group):
-        z = lambda: torch.zeros_like(p, memory_format=torch.contiguous_format)  # noqa: E731
+        z = lambda: torch.zeros_like(p)  # noqa: E731
         s = {"step": _step0(), "exp_avg": z(), "exp_avg_sq": z()}
         if group["amsgrad"]:
             s["max_exp_avg_sq"] = z()
@@ -228,6 +790,7 @@ class AdamW(Adam):
     """torch.optim.AdamW on the fastoptim kernel."""
 
     _decoupled = True
+    _forced_flags = {"decoupled_weight_decay": True}
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
                  amsgrad=False, *, maximize=False, foreach=None, capturable=False,
@@ -241,6 +804,7 @@ class RMSprop(_Native):
     """torch.optim.RMSprop on the fastoptim kernel."""
 
     _state_keys = ("square_avg", "momentum_buffer", "grad_avg")
+    _structure_keys = ("momentum", "centered")
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0,
                  centered=False, capturable=False, foreach=None, maximize=False,
@@ -260,7 +824,7 @@ class RMSprop(_Native):
         _core.rmsprop_step([], [], [], [], [], **self._kw(g))
 
     def _new_state(self, p, group):
-        z = lambda: torch.zeros_like(p, memory_format=torch.contiguous_format)  # noqa: E731
+        z = lambda: torch.zeros_like(p)  # noqa: E731
         s = {"step": _step0(), "square_avg": z()}
         if group["momentum"] > 0:
             s["momentum_buffer"] = z()
@@ -301,8 +865,7 @@ class Adagrad(_Native):
 
     def _new_state(self, p, group):
         return {"step": _step0(),
-                "sum": torch.full_like(p, group["initial_accumulator_value"],
-                                       memory_format=torch.contiguous_format)}
+                "sum": torch.full_like(p, group["initial_accumulator_value"])}
 
     def _run(self, g, ps, gs, states, step, first):
         _core.adagrad_step(ps, gs, states[0], step=step, lr=float(g["lr"]),

@@ -1,0 +1,103 @@
+// _core._pointer_list / _core._grad_pointers: see pointers.hpp.
+#include "bindings/pointers.hpp"
+
+#include <string>
+
+namespace fastoptim::bind {
+
+namespace {
+
+PyObject* s_is_contiguous = nullptr;
+PyObject* s_data_ptr = nullptr;
+PyObject* s_nbytes = nullptr;
+
+py::object call0(py::handle h, PyObject* name) {
+    PyObject* o = PyObject_CallMethodNoArgs(h.ptr(), name);
+    if (!o) throw py::error_already_set();
+    return py::reinterpret_steal<py::object>(o);
+}
+
+// A PointerList over arrays (or contiguous tensors) that pass the Gate's full checks.
+PointerList pointer_list(py::handle arrays, bool writable) {
+    Gate gate;
+    ArrayList l = gate.first(arrays, "arrays", writable);
+    gate.check_no_overlap();
+    PointerList out;
+    out.dtype = gate.dtype();
+    out.writable = writable;
+    out.keep = py::reinterpret_borrow<py::object>(arrays);
+    for (std::size_t i = 0; i < l.size(); ++i) {
+        out.ptrs.push_back(l.items[i].data);
+        out.sizes.push_back(l.count(i));
+    }
+    return out;
+}
+
+// The gradients of one step: each a contiguous tensor of like's byte size (torch's grad
+// setter already enforces the parameter's shape and dtype; the size check also catches a
+// gradient changed behind it with .data = or resize_). ValueError naming grads[i]
+// otherwise. Three method calls per tensor.
+PointerList grad_pointers(py::list grads, const PointerList& like) {
+    const std::size_t n = static_cast<std::size_t>(grads.size());
+    if (n != like.ptrs.size())
+        throw py::value_error("grads has " + std::to_string(n) + " tensors but the list has " +
+                              std::to_string(like.ptrs.size()));
+    const std::size_t item = like.dtype == DType::f32 ? 4 : 8;
+    PointerList out;
+    out.dtype = like.dtype;
+    out.sizes = like.sizes;
+    out.ptrs.resize(n);
+    out.keep = grads;
+    for (std::size_t i = 0; i < n; ++i) {
+        py::handle g = PyList_GET_ITEM(grads.ptr(), static_cast<Py_ssize_t>(i));
+        PyObject* c = PyObject_CallMethodNoArgs(g.ptr(), s_is_contiguous);
+        if (!c) {  // a sparse tensor has no is_contiguous
+            PyErr_Clear();
+            throw py::value_error("grads[" + std::to_string(i) + "] is not a dense tensor");
+        }
+        Py_DECREF(c);
+        if (c != Py_True)
+            throw py::value_error("grads[" + std::to_string(i) + "] is not contiguous");
+        PyObject* nb = PyObject_GetAttr(g.ptr(), s_nbytes);
+        if (!nb) throw py::error_already_set();
+        const Py_ssize_t nbytes = PyLong_AsSsize_t(nb);
+        Py_DECREF(nb);
+        if (nbytes < 0 || static_cast<std::size_t>(nbytes) != like.sizes[i] * item)
+            throw py::value_error("grads[" + std::to_string(i) + "] has " +
+                                  std::to_string(nbytes) + " bytes, expected " +
+                                  std::to_string(like.sizes[i] * item));
+        out.ptrs[i] = PyLong_AsVoidPtr(call0(g, s_data_ptr).ptr());
+        if (!out.ptrs[i] && PyErr_Occurred()) throw py::error_already_set();
+    }
+    return out;
+}
+
+}  // namespace
+
+bool as_pointer_list(py::handle h, const PointerList** out) {
+    static PyTypeObject* type = nullptr;
+    if (!type) {
+        auto* ti = py::detail::get_type_info(typeid(PointerList));
+        if (!ti) return false;
+        type = ti->type;
+    }
+    if (Py_TYPE(h.ptr()) != type) return false;
+    *out = &py::cast<const PointerList&>(h);
+    return true;
+}
+
+void bind_pointers(py::module_& m) {
+    using namespace pybind11::literals;
+    s_is_contiguous = PyUnicode_InternFromString("is_contiguous");
+    s_data_ptr = PyUnicode_InternFromString("data_ptr");
+    s_nbytes = PyUnicode_InternFromString("nbytes");
+    py::class_<PointerList>(m, "_PointerList",
+                            "Validated data pointers of a list of buffers (private).")
+        .def("__len__", [](const PointerList& l) { return l.ptrs.size(); });
+    m.def("_pointer_list", &pointer_list, "arrays"_a, "writable"_a,
+          "A _PointerList over arrays, checked as the kernels check them (private).");
+    m.def("_grad_pointers", &grad_pointers, "grads"_a, "like"_a,
+          "A _PointerList over one step's gradient tensors, matching `like` (private).");
+}
+
+}  // namespace fastoptim::bind
