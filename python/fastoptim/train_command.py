@@ -96,6 +96,9 @@ def add_subparser(subparsers) -> None:
     p.add_argument("--output", type=Path, default=Path("fastoptim-run"), metavar="DIR",
                    help="folder for checkpoint.npz, history.json, curves.png, metrics.json")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--shard-optimizer", action="store_true",
+                   help="under mpirun: ZeRO-1, each rank keeps 1/N of the optimizer state "
+                        "(--batch-size stays the global batch, split across the ranks)")
     p.set_defaults(func=run)
 
 
@@ -237,12 +240,13 @@ def set_threads(n: int | None):
 
 
 def train_and_evaluate(args: argparse.Namespace, *, output: Path | None, verbose: bool | None,
-                       report=None, prepared=None):
+                       report=None, prepared=None, comm=None):
     """Runs one training run with these options; returns (history, test metrics, model).
 
     ``report(epoch, logs)`` is called after every epoch (search uses it for pruning).
     ``prepared`` replaces prepare_data(args) with a tuple of the same form (search's
-    cross-validation folds)."""
+    cross-validation folds). ``comm`` (a fastoptim.distributed.DataParallel) trains
+    data-parallel."""
     from fastoptim import train
 
     validate(args)
@@ -265,7 +269,7 @@ def train_and_evaluate(args: argparse.Namespace, *, output: Path | None, verbose
                             schedule=make_schedule(args, lr, steps),
                             validation_data=None if X_val is None else (X_val, y_val),
                             metrics=("accuracy",), callbacks=callbacks, seed=args.seed,
-                            verbose=verbose)
+                            verbose=verbose, comm=comm)
         result = test_metrics(model, X_test, y_test, n_classes)
     finally:
         if limits is not None:
@@ -345,21 +349,38 @@ def save_plot(history, path: Path) -> str | None:
 def run(args: argparse.Namespace) -> int:
     from fastoptim.checkpoint import CheckpointError
 
+    from fastoptim import distributed
+
+    root, dist_info = True, None
     try:
         args = apply_config(args)
-        args.output.mkdir(parents=True, exist_ok=True)
+        comm = None
+        if distributed.launched_under_mpi() or getattr(args, "shard_optimizer", False):
+            comm = distributed.DataParallel(shard_optimizer=args.shard_optimizer,
+                                            threads="auto" if args.threads is None else None)
+            root = comm.rank == 0
+            dist_info = {"ranks": comm.size, "shard_optimizer": comm.shard_optimizer,
+                         "batch_size": "global"}
+        if root:
+            args.output.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        verbose = False if args.quiet else None
-        history, result, _ = train_and_evaluate(args, output=args.output, verbose=verbose)
+        verbose = False if args.quiet or not root else None
+        history, result, _ = train_and_evaluate(args, output=args.output, verbose=verbose,
+                                                comm=comm)
         seconds = time.perf_counter() - t0
-    except (CommandError, CheckpointError, FloatingPointError, OSError) as e:
-        print(f"fastoptim train: error: {e}", file=sys.stderr)
+    except (CommandError, CheckpointError, FloatingPointError, OSError, ImportError,
+            distributed.LaunchMismatchError) as e:
+        if root:
+            print(f"fastoptim train: error: {e}", file=sys.stderr)
         return 2
+    if not root:  # rank 0 alone writes and reports
+        return 0
     (args.output / "history.json").write_text(json.dumps(history.to_dict(), indent=1))
     options = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
                if k not in ("func", "command")}
     (args.output / "metrics.json").write_text(json.dumps(
-        {"test": result, "options": options, "seconds": seconds}, indent=1))
+        {"test": result, "options": options, "seconds": seconds,
+         **({"distributed": dist_info} if dist_info else {})}, indent=1))
     notice = save_plot(history, args.output / "curves.png")
     print(format_report(args.dataset, result, seconds))
     print(f"\nwrote {args.output}/checkpoint.npz, history.json, metrics.json"
