@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-
 from fastoptim import distributed, nn, optim, train
 
 

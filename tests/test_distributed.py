@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from fastoptim import checkpoint, train
 
 HERE = Path(__file__).parent

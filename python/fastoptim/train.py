@@ -418,9 +418,9 @@ def fit(model, X, y, *, loss, optimizer, epochs: int = 1, batch_size: int | None
     xbuf = np.empty((bs,) + X.shape[1:], X.dtype) if shuffle and batch_size is not None else None
     ybuf = np.empty((bs,) + y.shape[1:], y.dtype) if xbuf is not None else None
 
-    import fastoptim
-
     import contextlib
+
+    import fastoptim
 
     saved_threads = fastoptim.get_num_threads()
     with contextlib.ExitStack() as stack:

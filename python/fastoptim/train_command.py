@@ -347,9 +347,8 @@ def save_plot(history, path: Path) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fastoptim.checkpoint import CheckpointError
-
     from fastoptim import distributed
+    from fastoptim.checkpoint import CheckpointError
 
     root, dist_info = True, None
     try:
