@@ -1,0 +1,122 @@
+"""`fastoptim search` workers sharing one Optuna study: on a real PostgreSQL server (with
+heartbeats reaping a killed worker's trial) and on a journal file."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+optuna = pytest.importorskip("optuna")
+pytest.importorskip("sklearn")
+
+sys.path.insert(0, str(Path(__file__).parent))
+import pgserver  # noqa: E402
+from fastoptim import storage as shared  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def pg_url():
+    reason = pgserver.missing_reason()
+    if reason:
+        pytest.skip(reason)
+    server = pgserver.Server()
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+def worker(storage, study, out, trials, epochs, extra=()):
+    cmd = [sys.executable, "-m", "fastoptim.cli", "search", "--sampler", "tpe",
+           "--random", "lr=loguniform:1e-3:3e-2", "--random", "hidden=16,32",
+           "--trials", str(trials), "--epochs", str(epochs), "--batch-size", "64",
+           "--no-pruning", "--storage", storage, "--study-name", study,
+           "--output", str(out), "--quiet", *extra]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1",
+                                 "OPENBLAS_NUM_THREADS": "1"})
+
+
+def finish(p, timeout=240):
+    out, err = p.communicate(timeout=timeout)
+    assert p.returncode == 0, out + err
+    return out
+
+
+def load(storage, study):
+    return optuna.load_study(study_name=study, storage=shared.open_storage(storage))
+
+
+def check_study(st, n):
+    trials = st.get_trials(deepcopy=False)
+    states = [t.state.name for t in trials]
+    assert states.count("COMPLETE") == n, states  # the cap holds across the workers
+    assert "RUNNING" not in states and "WAITING" not in states, states
+    return trials
+
+
+def test_two_workers_share_a_postgresql_study(pg_url, tmp_path):
+    study = f"s-{uuid.uuid4().hex[:8]}"
+    ps = [worker(pg_url, study, tmp_path / f"w{i}", 8, 8) for i in range(2)]
+    for p in ps:
+        finish(p)
+    trials = check_study(load(pg_url, study), 8)
+    assert sorted(t.number for t in trials) == list(range(8))  # each trial ran once
+    workers = {t.user_attrs["worker"] for t in trials}
+    assert len(workers) == 2, workers  # both processes took trials
+    for i in range(2):  # each worker reports the whole study
+        assert len(json.loads((tmp_path / f"w{i}" / "results.json").read_text())["trials"]) == 8
+
+
+def test_killed_worker_trial_is_failed_and_retried(pg_url, tmp_path):
+    study = f"k-{uuid.uuid4().hex[:8]}"
+    hb = ["--heartbeat", "1"]
+    a = worker(pg_url, study, tmp_path / "a", 5, 60, hb)
+    b = worker(pg_url, study, tmp_path / "b", 5, 60, hb)
+    victim = None
+    deadline = time.monotonic() + 120
+    while victim is None and time.monotonic() < deadline:  # wait for b to be mid-trial
+        time.sleep(0.2)
+        try:
+            st = load(pg_url, study)
+        except KeyError:  # the study is not created yet
+            continue
+        for t in st.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            if t.user_attrs.get("worker", "").endswith(f":{b.pid}"):
+                victim = t.number
+    assert victim is not None, "worker b never ran a trial"
+    b.kill()  # SIGKILL: no chance to mark its trial
+    b.communicate()
+    finish(a)
+    st = load(pg_url, study)
+    trials = check_study(st, 5)
+    by_number = {t.number: t for t in trials}
+    assert by_number[victim].state.name == "FAIL"
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == victim]
+    assert len(retries) == 1 and retries[0].state.name == "COMPLETE"
+    assert retries[0].params == by_number[victim].params
+    assert retries[0].user_attrs["worker"].endswith(f":{a.pid}")
+
+
+def test_two_workers_share_a_journal_file(tmp_path):
+    storage = f"journal:///{tmp_path}/search.log".replace("////", "///")
+    study = "journal"
+    ps = [worker(storage, study, tmp_path / f"w{i}", 6, 4) for i in range(2)]
+    for p in ps:
+        finish(p)
+    trials = check_study(load(storage, study), 6)
+    assert sorted(t.number for t in trials) == list(range(6))
+
+
+def test_bad_storage_url_is_refused():
+    with pytest.raises(ValueError, match="--storage 'redis://x'"):
+        shared.open_storage("redis://x")
+    with pytest.raises(ValueError, match="journal:///"):
+        shared.open_storage("journal://")
