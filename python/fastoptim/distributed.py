@@ -44,8 +44,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DataParallel", "LaunchMismatchError", "launched_under_mpi", "rank_threads",
-           "require_mpi"]
+__all__ = ["DataParallel", "LaunchMismatchError", "launched_under_mpi", "local_dask_cluster",
+           "rank_threads", "require_mpi"]
 
 _LAUNCH_ENV = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS",
                "MV2_COMM_WORLD_SIZE")
@@ -458,3 +458,36 @@ def thread_limits(engine: _Engine):
         if limiter is not None:
             limiter.unregister()
         fastoptim.set_num_threads(before)
+
+
+def local_dask_cluster(n_workers: int | None = None, threads_per_worker: int | None = None,
+                       **kwargs):
+    """A ``distributed.LocalCluster`` of worker processes on loopback for scikit-learn
+    searches through joblib's dask backend, sized so workers x threads <= cores (each
+    worker process starts with OMP_NUM_THREADS=OPENBLAS_NUM_THREADS=1, Dask's default, so
+    every task runs its fastoptim kernels and BLAS on one thread)::
+
+        from joblib import parallel_backend
+        from distributed import Client
+        with local_dask_cluster() as cluster, Client(cluster), parallel_backend("dask"):
+            GridSearchCV(fastoptim.sklearn.MLPClassifier(), grid).fit(X, y)
+
+    On a real cluster use ``Client("tcp://scheduler:8786")`` instead (docs/scale-out.md).
+    """
+    try:
+        from distributed import LocalCluster
+    except ImportError:
+        raise ImportError("Dask searches need dask.distributed: pip install "
+                          "'dask[distributed]'") from None
+    for name, v in (("n_workers", n_workers), ("threads_per_worker", threads_per_worker)):
+        if v is not None and (not isinstance(v, int) or v < 1):
+            raise ValueError(f"{name} must be an integer >= 1 or None, got {v!r}")
+    cores = os.cpu_count() or 1
+    if n_workers is None:
+        n_workers = max(1, cores // (threads_per_worker or 1))
+    if threads_per_worker is None:
+        threads_per_worker = max(1, cores // n_workers)
+    kwargs.setdefault("host", "127.0.0.1")
+    kwargs.setdefault("dashboard_address", None)
+    kwargs.setdefault("processes", True)
+    return LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker, **kwargs)
