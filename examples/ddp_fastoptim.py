@@ -19,11 +19,10 @@ import copy
 import json
 import os
 
+import fastoptim.torch as fo_torch
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
-
-import fastoptim.torch as fo_torch
 
 
 def main() -> None:
@@ -57,7 +56,7 @@ def main() -> None:
             torch.nn.functional.cross_entropy(m(X[mine]), y[mine]).backward()  # averaged
             o.step()
         if args.check:
-            worst = max(worst, max(float((a - b).abs().max()) for a, b in
+            worst = max(worst, max(float((a - b).detach().abs().max()) for a, b in
                                    zip(model.parameters(), ref.parameters(), strict=True)))
     # every rank holds the same parameters
     flat = torch.cat([q.detach().reshape(-1) for q in model.parameters()])
