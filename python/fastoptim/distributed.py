@@ -190,6 +190,7 @@ class _Engine:
         self.is_root = self.rank == 0
         self.model, self.optimizer = model, optimizer
         self.steps = 0
+        self.comm_seconds = 0.0  # time spent in the per-step collectives (benchmarks)
         if not (hasattr(model, "flat_parameters") and hasattr(model, "flat_gradients")):
             raise TypeError("data-parallel training needs a model with one parameter arena "
                             "and one gradient arena (flat_parameters()/flat_gradients(), "
@@ -280,13 +281,16 @@ class _Engine:
         if weight != 1.0:
             self.grads *= self.grads.dtype.type(weight)
         self.steps += 1
+        t0 = time.perf_counter()
         if self.shard is None:
             with self._watch("Allreduce of the gradient arena"):
                 self.comm.Allreduce(self.MPI.IN_PLACE, self.grads, op=self.MPI.SUM)
+            self.comm_seconds += time.perf_counter() - t0
             return bool(self.optimizer.step(grads))
         with self._watch("Reduce_scatter of the gradient arena"):
             self.comm.Reduce_scatter(self.grads, self.gshard, recvcounts=self.counts,
                                      op=self.MPI.SUM)
+        self.comm_seconds += time.perf_counter() - t0
         if self.optimizer.skip_nonfinite:  # one decision for all ranks
             from fastoptim import _core
 
@@ -303,9 +307,11 @@ class _Engine:
                     if k != "params":
                         g[k] = v
             self.shard_opt.step(self.shard_grads)
+        t0 = time.perf_counter()
         with self._watch("Allgatherv of the parameter arena"):
             self.comm.Allgatherv(self.MPI.IN_PLACE,
                                  [self.params, self.counts, self.displs, self.mpi_type])
+        self.comm_seconds += time.perf_counter() - t0
         return True
 
     # ------------------------------------------------------------------ ZeRO-1
