@@ -107,7 +107,9 @@ def worker(args) -> None:
 def launch(n: int, shard: bool, threads: int | None, epochs: int, batch_size: int, out: Path,
            timeout: float):
     env = {**os.environ, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
-           "OMPI_MCA_btl": "self,vader,tcp"}
+           "OMPI_MCA_btl": "self,vader,tcp",
+           # a rank waiting in a collective yields its core instead of spinning on it
+           "OMPI_MCA_mpi_yield_when_idle": "1"}
     cmd = [shutil.which("mpirun") or "mpirun", "-n", str(n), "--bind-to", "none",
            sys.executable, __file__, "--worker", "--epochs", str(epochs),
            "--batch-size", str(batch_size), "--result", str(out)] + (["--shard"] if shard else [])

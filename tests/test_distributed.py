@@ -30,7 +30,8 @@ needs_mpi = pytest.mark.skipif(
 ENV = {**os.environ, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
        "OMPI_MCA_btl": "self,tcp", "OMPI_MCA_btl_tcp_if_include": "lo",
        "OMPI_MCA_oob_tcp_if_include": "lo", "OMPI_MCA_rmaps_base_oversubscribe": "1",
-       "PRTE_MCA_rmaps_default_mapping_policy": ":oversubscribe"}
+       "PRTE_MCA_rmaps_default_mapping_policy": ":oversubscribe",
+       "OMPI_MCA_mpi_yield_when_idle": "1"}
 
 
 def mpirun(n, args, out, timeout=120, expect_ok=True):
