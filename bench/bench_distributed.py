@@ -50,14 +50,16 @@ def worker(args) -> None:
 
     class Probe(train.Callback):
         def on_train_begin(self, trainer):
-            self.epochs, self.comm, self.steps = [], [], []
+            self.epochs, self.comm, self.steps, self.cpu = [], [], [], []
 
         def on_epoch_begin(self, trainer, epoch):
             self.t0, self.c0, self.s0 = (time.perf_counter(), trainer.dist.comm_seconds,
                                          trainer.dist.steps)
+            self.p0 = time.process_time()
 
         def on_epoch_end(self, trainer, epoch, logs):
             self.epochs.append(time.perf_counter() - self.t0)
+            self.cpu.append((time.process_time() - self.p0) / self.epochs[-1])
             self.comm.append(trainer.dist.comm_seconds - self.c0)
             self.steps.append(trainer.dist.steps - self.s0)
             self.state_bytes = trainer.dist.state_bytes()
@@ -94,6 +96,7 @@ def worker(args) -> None:
         res = {"ranks": comm.Get_size(), "shard_optimizer": args.shard,
                "threads_per_rank": probe.threads,
                "epoch_s": statistics.median(probe.epochs[skip:]),
+               "cpu_share": statistics.median(probe.cpu[skip:]),
                "epochs_s": probe.epochs,
                "steps_per_epoch": probe.steps[-1],
                "comm_s_per_step": statistics.median(
@@ -194,6 +197,8 @@ def main() -> int:
              ["Allreduce latency (fitted)", f"{1e6 * lat:.0f} µs"],
              ["predicted step, 2 ranks", f"{1e6 * pred2:.0f} µs"],
              ["measured step, 2 ranks", f"{1e6 * meas2:.0f} µs"],
+             ["CPU time / wall time of rank 0: 1 rank, 2 ranks",
+              f"{one['cpu_share']:.2f}, {two['cpu_share']:.2f}"],
              ["measured speed-up, 1 rank x 1 thread -> 2 ranks x 1 thread",
               f"{one['epoch_s'] / two['epoch_s']:.2f}x"]]))
         zero = next(r for r in rows if r["ranks"] == 2 and r["shard_optimizer"])
