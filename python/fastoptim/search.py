@@ -545,7 +545,7 @@ def _run_optuna(space, n_trials, fixed, seed, repeats, storage, study_name, prun
     # n_trials is for the whole study: processes sharing the storage stop once it holds
     # n_trials finished trials plus those running elsewhere; then each waits for the others,
     # rerunning the trials of workers that died (heartbeat storages: fastoptim.storage).
-    cap = shared.TrialCap(n_trials, finished)
+    cap = shared.TrialCap(n_trials, finished, storage)
 
     def run_more(k):
         study.optimize(objective, n_trials=k, catch=(_TrialFailed,), callbacks=[cap])

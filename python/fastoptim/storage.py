@@ -20,6 +20,8 @@ workers) with :func:`drain`.
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 import warnings
 from collections.abc import Callable
@@ -90,6 +92,20 @@ def _postgres_driver() -> str:
                       "(or 'psycopg[binary]')")
 
 
+def _may_be_alive(trial) -> bool:
+    """False only for a trial whose worker ran on this host and has exited."""
+    host, _, pid = str(trial.user_attrs.get("worker", "")).rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
 def _has_heartbeat(storage) -> bool:
     interval = getattr(storage, "get_heartbeat_interval", None)
     return bool(interval and interval() is not None)
@@ -97,10 +113,14 @@ def _has_heartbeat(storage) -> bool:
 
 class TrialCap:
     """Stops the worker once the study holds ``n_trials`` trials that are finished
-    (``counts(trial)``) or running elsewhere, and no queued retry is waiting."""
+    (``counts(trial)``) or running elsewhere, and no queued retry is waiting. On storages
+    with heartbeats (``storage``) every running trial counts (a dead worker's is reaped and
+    retried); elsewhere a running trial counts unless its worker (the ``worker`` user
+    attribute, host:pid) is a process of this host that is gone, as nothing would reap it."""
 
-    def __init__(self, n_trials: int, counts: Callable[[Any], bool]):
+    def __init__(self, n_trials: int, counts: Callable[[Any], bool], storage=None):
         self.n_trials, self.counts = n_trials, counts
+        self.heartbeat = _has_heartbeat(storage)
 
     def reached(self, study) -> bool:
         import optuna
@@ -109,7 +129,8 @@ class TrialCap:
         trials = study.get_trials(deepcopy=False)
         if any(t.state == state.WAITING for t in trials):
             return False
-        return sum(t.state == state.RUNNING or self.counts(t) for t in trials) >= self.n_trials
+        return sum((t.state == state.RUNNING and (self.heartbeat or _may_be_alive(t)))
+                   or self.counts(t) for t in trials) >= self.n_trials
 
     def __call__(self, study, trial) -> None:
         if self.reached(study):
