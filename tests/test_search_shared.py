@@ -120,3 +120,11 @@ def test_bad_storage_url_is_refused():
         shared.open_storage("redis://x")
     with pytest.raises(ValueError, match="journal:///"):
         shared.open_storage("journal://")
+
+
+def test_unreachable_database_is_a_clear_error_without_the_password():
+    pytest.importorskip("psycopg2")
+    with pytest.raises(ConnectionError) as e:
+        shared.open_storage("postgresql://user:s3cret@127.0.0.1:1/none")
+    assert "postgresql://user:***@127.0.0.1:1/none" in str(e.value)
+    assert "s3cret" not in str(e.value)

@@ -42,6 +42,7 @@ def open_storage(url: str | None, *, heartbeat_interval: int = 10,
         return url  # already a storage object
     import optuna
 
+    given = url
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme in ("journal", "journal+openlock"):
         from optuna.storages.journal import (
@@ -75,7 +76,9 @@ def open_storage(url: str | None, *, heartbeat_interval: int = 10,
                 # workers starting together on an empty database race to create its tables
                 if attempt == 5:
                     first = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
-                    raise ConnectionError(f"--storage {url!r}: {first}") from None
+                    shown = sqlalchemy.engine.make_url(given).render_as_string(
+                        hide_password=True)
+                    raise ConnectionError(f"--storage {shown!r}: {first}") from None
                 time.sleep(0.3 * (attempt + 1))
     raise ValueError(f"--storage {url!r}: expected postgresql://user:pass@host/db, "
                      f"sqlite:///file.db, mysql://..., or journal:///path/to/file.log")
