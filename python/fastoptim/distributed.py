@@ -202,7 +202,7 @@ class _Engine:
         self.lo = self.displs[self.rank]
         self.hi = self.lo + self.counts[self.rank]
         self.mpi_type = self.MPI.DOUBLE if self.params.dtype == np.float64 else self.MPI.FLOAT
-        self.shard = None
+        self.sharded = False
         if options.shard_optimizer:
             self._build_shard()
         self.watchdog = _Watchdog(self, options.timeout) if self.size > 1 else None
@@ -282,7 +282,7 @@ class _Engine:
             self.grads *= self.grads.dtype.type(weight)
         self.steps += 1
         t0 = time.perf_counter()
-        if self.shard is None:
+        if not self.sharded:
             with self._watch("Allreduce of the gradient arena"):
                 self.comm.Allreduce(self.MPI.IN_PLACE, self.grads, op=self.MPI.SUM)
             self.comm_seconds += time.perf_counter() - t0
@@ -344,11 +344,11 @@ class _Engine:
             accepted = inspect.signature(cls).parameters
             kwargs = {k: v for k, v in opt.defaults.items() if k in accepted}
             self.shard_opt = cls(groups, **kwargs)
-        self.shard = True
+        self.sharded = True
 
     def state_bytes(self) -> int:
         """Bytes of optimizer state arrays held by this rank."""
-        opt = self.shard_opt if self.shard is not None else self.optimizer
+        opt = self.shard_opt if self.sharded else self.optimizer
         if opt is None:
             return 0
         return sum(v.nbytes for s in opt.state.values() for v in s.values()
@@ -357,7 +357,7 @@ class _Engine:
     def optimizer_state_dict(self) -> dict | None:
         """The whole optimizer's state_dict, as a one-process optimizer would give it: on
         the root rank (None elsewhere) when sharded, on every rank otherwise. Collective."""
-        if self.shard is None:
+        if not self.sharded:
             return self.optimizer.state_dict()
         local = {}
         if self.shard_opt is not None:
@@ -374,7 +374,7 @@ class _Engine:
                 meta.setdefault(pid, {}).update(st)
         keys = sorted({k for st in meta.values() for k, v in st.items() if v is None})
         full = self.optimizer.state_dict() if self.is_root else None
-        flats = {}
+        flats: dict[str, Any] = {}
         for k in keys:
             buf = np.zeros(self.hi - self.lo, self.params.dtype)
             if self.shard_opt is not None:
@@ -387,7 +387,7 @@ class _Engine:
                 self.comm.Gatherv(buf, [recv, self.counts, self.displs, self.mpi_type]
                                   if self.is_root else None, root=0)
             flats[k] = recv
-        if not self.is_root:
+        if full is None:  # not the root rank
             return None
         state = {}
         for pid, st in sorted(meta.items()):
@@ -401,7 +401,7 @@ class _Engine:
     def after_load(self) -> None:
         """After the whole optimizer's state was loaded (resume), cuts this rank's slice
         into the shard optimizer and empties the whole one."""
-        if self.shard is None:
+        if not self.sharded:
             return
         full = self.optimizer.state_dict()
         if self.shard_opt is not None:
