@@ -89,7 +89,9 @@ def test_killed_worker_trial_is_failed_and_retried(pg_url, tmp_path):
         except KeyError:  # the study is not created yet
             continue
         for t in st.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            if t.user_attrs.get("worker", "").endswith(f":{b.pid}"):
+            # mid-training: its parameters are drawn (a trial killed before that is retried
+            # with fresh ones)
+            if t.user_attrs.get("worker", "").endswith(f":{b.pid}") and len(t.params) == 2:
                 victim = t.number
     assert victim is not None, "worker b never ran a trial"
     b.kill()  # SIGKILL: no chance to mark its trial
