@@ -516,6 +516,10 @@ def _run_optuna(space, n_trials, fixed, seed, repeats, storage, study_name, prun
 
     def objective(ot):
         ot.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        if cap.surplus(ot.study, ot.number):  # another worker took the last slot first
+            ot.set_user_attr("surplus", True)
+            ot.study.stop()
+            raise _Surplus()
         params = params_of(ot)
 
         def report(epoch, logs):
@@ -548,7 +552,7 @@ def _run_optuna(space, n_trials, fixed, seed, repeats, storage, study_name, prun
     cap = shared.TrialCap(n_trials, finished, storage)
 
     def run_more(k):
-        study.optimize(objective, n_trials=k, catch=(_TrialFailed,), callbacks=[cap])
+        study.optimize(objective, n_trials=k, catch=(_TrialFailed, _Surplus), callbacks=[cap])
 
     if n_trials > n_finished and not cap.reached(study):
         run_more(n_trials - n_finished)
@@ -558,7 +562,8 @@ def _run_optuna(space, n_trials, fixed, seed, repeats, storage, study_name, prun
     # trials of dead workers, failed by the heartbeat and rerun as a copy: list the copy only
     retried = {t.system_attrs.get("failed_trial") for t in every} - {None}
     for ot in every:
-        if ot.state not in done or (ot.state == state.FAIL and ot.number in retried):
+        if ot.state not in done or (ot.state == state.FAIL and (
+                ot.number in retried or ot.user_attrs.get("surplus"))):
             continue
         try:
             params = {name: lists[name][ot.params[name]] if name in lists else ot.params[name]
@@ -583,6 +588,10 @@ def _run_optuna(space, n_trials, fixed, seed, repeats, storage, study_name, prun
 
 class _TrialFailed(Exception):
     """A trial that raised FloatingPointError or had invalid options (recorded as FAIL)."""
+
+
+class _Surplus(Exception):
+    """A trial started past the study's n_trials cap (recorded as FAIL, never trained)."""
 
 
 # ---------------------------------------------------------------------------- plot

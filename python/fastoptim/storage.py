@@ -135,6 +135,17 @@ class TrialCap:
         return sum((t.state == state.RUNNING and (self.heartbeat or _may_be_alive(t)))
                    or self.counts(t) for t in trials) >= self.n_trials
 
+    def surplus(self, study, number: int) -> bool:
+        """Whether trial ``number`` is beyond the cap: ``n_trials`` trials numbered before it
+        are finished or running. Workers that checked the cap at the same moment each start
+        a trial; the later-numbered ones see themselves as surplus and do not train."""
+        import optuna
+
+        running = optuna.trial.TrialState.RUNNING
+        before = sum(1 for t in study.get_trials(deepcopy=False) if t.number < number and (
+            self.counts(t) or (t.state == running and (self.heartbeat or _may_be_alive(t)))))
+        return before >= self.n_trials
+
     def __call__(self, study, trial) -> None:
         if self.reached(study):
             study.stop()
