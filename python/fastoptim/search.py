@@ -25,6 +25,8 @@ import argparse
 import csv
 import json
 import math
+import os
+import socket
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -44,6 +46,7 @@ from fastoptim.config import (
     TrainConfig,
     check_option,
 )
+from fastoptim.storage import open_storage
 
 __all__ = ["Distribution", "SearchResult", "Trial", "parse_space_arg", "run_search"]
 
@@ -499,6 +502,9 @@ def _run_optuna(space, n_trials, fixed, seed, repeats, storage, study_name, prun
             raise ValueError(f"{name}: tpe takes lists or loguniform/uniform/int ranges, not "
                              f"{type(v).__name__}")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    from fastoptim import storage as shared
+
+    storage = shared.open_storage(storage)  # a URL (heartbeats on RDB storages) or a storage
     # Validation accuracy in the first epochs is noisy and favours large steps: judge a
     # trial only after a quarter of its epochs, against the median of 5 earlier trials.
     epochs = space.get("epochs") if isinstance(space.get("epochs"), list) else None
@@ -538,6 +544,11 @@ def _run_optuna(space, n_trials, fixed, seed, repeats, storage, study_name, prun
         return params
 
     def objective(ot):
+        ot.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        if cap.surplus(ot.study, ot.number):  # another worker took the last slot first
+            ot.set_user_attr("surplus", True)
+            ot.study.stop()
+            raise _Surplus()
         params = params_of(ot)
 
         def report(epoch, logs):
@@ -564,15 +575,24 @@ def _run_optuna(space, n_trials, fixed, seed, repeats, storage, study_name, prun
             raise _TrialFailed(trial.error)
         return trial.score
 
-    if n_trials > n_finished:
-        # n_trials is for the whole study: processes sharing the storage stop once it holds
-        # n_trials complete or pruned trials (plus those still running elsewhere).
-        cap = optuna.study.MaxTrialsCallback(n_trials, states=(state.COMPLETE, state.PRUNED))
-        study.optimize(objective, n_trials=n_trials - n_finished, catch=(_TrialFailed,),
-                       callbacks=[cap])
+    # n_trials is for the whole study: processes sharing the storage stop once it holds
+    # n_trials finished trials plus those running elsewhere; then each waits for the others,
+    # rerunning the trials of workers that died (heartbeat storages: fastoptim.storage).
+    cap = shared.TrialCap(n_trials, finished, storage)
+
+    def run_more(k):
+        study.optimize(objective, n_trials=k, catch=(_TrialFailed, _Surplus), callbacks=[cap])
+
+    if n_trials > n_finished and not cap.reached(study):
+        run_more(n_trials - n_finished)
+    shared.drain(study, storage, run_more)
     trials = []
-    for ot in study.get_trials(deepcopy=False):
-        if ot.state not in done:
+    every = study.get_trials(deepcopy=False)
+    # trials of dead workers, failed by the heartbeat and rerun as a copy: list the copy only
+    retried = {t.system_attrs.get("failed_trial") for t in every} - {None}
+    for ot in every:
+        if ot.state not in done or (ot.state == state.FAIL and (
+                ot.number in retried or ot.user_attrs.get("surplus"))):
             continue
         try:
             params = {name: lists[name][ot.params[name]] if name in lists else ot.params[name]
@@ -597,6 +617,10 @@ def _run_optuna(space, n_trials, fixed, seed, repeats, storage, study_name, prun
 
 class _TrialFailed(Exception):
     """A trial that raised FloatingPointError or had invalid options (recorded as FAIL)."""
+
+
+class _Surplus(Exception):
+    """A trial started past the study's n_trials cap (recorded as FAIL, never trained)."""
 
 
 # ---------------------------------------------------------------------------- plot
@@ -680,8 +704,12 @@ def add_subparser(subparsers) -> None:
                         "instead of the --validation-split hold-out")
     s.add_argument("--no-pruning", action="store_true", help="tpe: never prune a trial")
     s.add_argument("--storage", default=None, metavar="URL",
-                   help="tpe: Optuna storage (sqlite:///search.db) shared by processes; "
-                        "rerunning resumes")
+                   help="tpe: Optuna storage shared by worker processes on one or many "
+                        "machines: postgresql://user:pass@host/db, sqlite:///search.db or "
+                        "journal:///shared/search.log; rerunning resumes")
+    s.add_argument("--heartbeat", type=int, default=10, metavar="SECONDS",
+                   help="tpe on a database: heartbeat interval; a trial silent for twice "
+                        "this long is failed and retried")
     s.add_argument("--study-name", default=None, help="tpe: study name in --storage")
     s.add_argument("--search-seed", type=int, default=0, help="seeds the sampler")
     tc.add_arguments(p)
@@ -723,7 +751,8 @@ def run(args: argparse.Namespace) -> int:
 
         result = run_search(space, method=method, n_trials=args.trials, fixed=fixed,
                             seed=args.search_seed, repeats=args.repeats, cv=args.cv,
-                            storage=args.storage,
+                            storage=None if args.storage is None else open_storage(
+                                args.storage, heartbeat_interval=args.heartbeat),
                             study_name=args.study_name, pruning=not args.no_pruning,
                             on_trial=show)
         written = result.save(args.output)

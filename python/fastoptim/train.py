@@ -229,6 +229,8 @@ class CSVLogger(Callback):
         self.path = Path(path)
 
     def on_epoch_end(self, trainer, epoch, logs):
+        if not _writes(trainer):
+            return
         new = not self.path.exists()
         with self.path.open("a", newline="") as f:
             w = csv.writer(f)
@@ -244,6 +246,8 @@ class JSONLinesLogger(Callback):
         self.path = Path(path)
 
     def on_epoch_end(self, trainer, epoch, logs):
+        if not _writes(trainer):
+            return
         with self.path.open("a") as f:
             f.write(json.dumps({"epoch": epoch + 1, **logs}) + "\n")
 
@@ -319,6 +323,7 @@ class _Trainer:
         self.lr_scale = 1.0  # ReduceLROnPlateau's factor on top of the schedule
         self.stop_training = False
         self.n_batches = 0
+        self.dist = None  # the data-parallel engine (fastoptim.distributed) when comm is given
 
     def set_lr(self) -> None:
         if self.schedule is not None:
@@ -328,6 +333,11 @@ class _Trainer:
 
     def current_lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
+
+
+def _writes(trainer) -> bool:
+    """Whether this process writes outputs (always, except on ranks other than 0)."""
+    return trainer.dist is None or trainer.dist.is_root
 
 
 def _batches(n: int, batch_size: int | None):
@@ -341,7 +351,7 @@ def fit(model, X, y, *, loss, optimizer, epochs: int = 1, batch_size: int | None
         metrics: Sequence[str] = ("accuracy",), callbacks: Iterable[Callback] = (),
         shuffle: bool = True, seed: int | None = None, verbose: bool | None = None,
         initial_epoch: int = 0, resume_from: str | os.PathLike | None = None,
-        kernel_threads: int | str | None = "auto") -> History:
+        kernel_threads: int | str | None = "auto", comm=None) -> History:
     """Trains ``model`` on (X, y) and returns its History.
 
     batch_size=None is full-batch gradient descent. ``schedule`` (a callable step -> lr)
@@ -357,6 +367,9 @@ def fit(model, X, y, *, loss, optimizer, epochs: int = 1, batch_size: int | None
     measured a 784-128-10 Fashion-MNIST epoch at 0.4 s with one pool threaded and 10.8 s
     with both, on 2 cores) and leaves fastoptim.get_num_threads() otherwise; None always
     leaves it; an int sets it for the loop.
+    ``comm``: train data-parallel over MPI: a ``fastoptim.distributed.DataParallel`` (or an
+    mpi4py communicator); every rank calls fit with the same arguments and takes its share
+    of each global batch of ``batch_size`` rows (see fastoptim.distributed).
     """
     X = np.asarray(X)
     y = np.asarray(y)
@@ -379,10 +392,25 @@ def fit(model, X, y, *, loss, optimizer, epochs: int = 1, batch_size: int | None
                        metrics)
     metric_fns = {name: _metric_fn(name) for name in metrics}
     callbacks = list(callbacks)
-    if verbose is None and sys.stderr.isatty() or verbose:
+    dist = None
+    if comm is not None:
+        from fastoptim import distributed
+
+        dist = trainer.dist = distributed.attach(comm, model, optimizer)
+    if (verbose is None and sys.stderr.isatty() or verbose) and _writes(trainer):
         callbacks.append(ProgressBar())
     if resume_from is not None:
         initial_epoch = load_training_state(resume_from, trainer)
+    if dist is not None:
+        dist.check_launch({
+            "data": [X, y] + ([] if validation_data is None else list(validation_data)),
+            "model": [repr(model), model.flat_parameters()],
+            "optimizer": [type(optimizer).__name__, [{k: v for k, v in g.items() if k != "params"}
+                                                     for g in optimizer.param_groups]],
+            "training": [epochs, batch_size, shuffle, seed, initial_epoch, trainer.step,
+                         getattr(loss, "__name__", loss), list(metrics),
+                         [type(c).__name__ for c in callbacks if not isinstance(c, ProgressBar)],
+                         dist.size, dist.options.shard_optimizer]})
 
     penalties = getattr(model, "add_penalties", None)
     n = len(X)
@@ -393,19 +421,28 @@ def fit(model, X, y, *, loss, optimizer, epochs: int = 1, batch_size: int | None
     xbuf = np.empty((bs,) + X.shape[1:], X.dtype) if shuffle and batch_size is not None else None
     ybuf = np.empty((bs,) + y.shape[1:], y.dtype) if xbuf is not None else None
 
+    import contextlib
+
     import fastoptim
 
     saved_threads = fastoptim.get_num_threads()
-    threads = _blas_aware_threads() if kernel_threads == "auto" else kernel_threads
-    if threads is not None:
-        fastoptim.set_num_threads(int(threads))
-    try:
-        _loop(trainer, model, optimizer, X, y, spans, xbuf, ybuf, order_seed=seed,
-              initial_epoch=initial_epoch, epochs=epochs, callbacks=callbacks,
-              metric_fns=metric_fns, validation_data=validation_data, bs=bs, n=n,
-              penalties=penalties)
-    finally:
-        fastoptim.set_num_threads(saved_threads)
+    with contextlib.ExitStack() as stack:
+        if dist is not None:
+            from fastoptim import distributed
+
+            stack.callback(dist.close)
+            stack.enter_context(distributed.thread_limits(dist))
+            stack.enter_context(dist.guard())
+        threads = _blas_aware_threads() if kernel_threads == "auto" else kernel_threads
+        if threads is not None:
+            fastoptim.set_num_threads(int(threads))
+        try:
+            _loop(trainer, model, optimizer, X, y, spans, xbuf, ybuf, order_seed=seed,
+                  initial_epoch=initial_epoch, epochs=epochs, callbacks=callbacks,
+                  metric_fns=metric_fns, validation_data=validation_data, bs=bs, n=n,
+                  penalties=penalties)
+        finally:
+            fastoptim.set_num_threads(saved_threads)
     return trainer.history
 
 
@@ -423,6 +460,7 @@ def _blas_aware_threads() -> int | None:
 def _loop(trainer, model, optimizer, X, y, spans, xbuf, ybuf, *, order_seed, initial_epoch,
           epochs, callbacks, metric_fns, validation_data, bs, n, penalties) -> None:
     seed = order_seed
+    dist = trainer.dist
     for cb in callbacks:
         cb.on_train_begin(trainer)
     for epoch in range(initial_epoch, epochs):
@@ -436,6 +474,9 @@ def _loop(trainer, model, optimizer, X, y, spans, xbuf, ybuf, *, order_seed, ini
         total_loss = 0.0
         preds = [] if metric_fns else None
         for b, (lo, hi) in enumerate(spans):
+            if dist is not None:  # this rank's share of the global batch
+                size = hi - lo
+                lo, hi = dist.share(lo, hi)
             if order is None:
                 xb, yb = X[lo:hi], y[lo:hi]
             else:
@@ -443,25 +484,36 @@ def _loop(trainer, model, optimizer, X, y, spans, xbuf, ybuf, *, order_seed, ini
                 xb = np.take(X, idx, axis=0, out=xbuf[: hi - lo])
                 yb = np.take(y, idx, axis=0, out=ybuf[: hi - lo])
             trainer.set_lr()
-            out = model.forward(xb, training=True)
-            value, grad = trainer.loss_fn(out, yb)
-            if not np.isfinite(value):  # stop before a NaN reaches the parameters
-                raise FloatingPointError(f"loss became {value} at epoch {epoch}, batch {b}; "
-                                         f"lower the learning rate or check the data")
-            model.backward(grad)  # overwrites the gradients
-            if penalties is not None:
-                value += penalties()  # per-layer L1/L2, added to the gradients natively
-            optimizer.step(model.gradients())
+            if hi > lo:
+                out = model.forward(xb, training=True)
+                value, grad = trainer.loss_fn(out, yb)
+                if not np.isfinite(value):  # stop before a NaN reaches the parameters
+                    raise FloatingPointError(f"loss became {value} at epoch {epoch}, batch "
+                                             f"{b}; lower the learning rate or check the data")
+                model.backward(grad)  # overwrites the gradients
+                if penalties is not None:
+                    value += penalties()  # per-layer L1/L2, added to the gradients natively
+            else:  # a rank with no rows of a short batch adds nothing
+                out, value = None, 0.0
+                model.flat_gradients().fill(0)
+            if dist is None:
+                optimizer.step(model.gradients())
+            else:
+                dist.step(model.gradients(), (hi - lo) / size)
             trainer.step += 1
             total_loss += float(value) * (hi - lo)
-            if preds is not None:
+            if preds is not None and out is not None:
                 preds.append((_predictions(out), yb.copy() if order is not None else yb))
             for cb in callbacks:
                 cb.on_batch_end(trainer, b, {"loss": float(value)})
+        if dist is not None:
+            total_loss = dist.allreduce_sum(total_loss)
         logs = {"loss": total_loss / n}
         if preds is not None:
-            p = np.concatenate([a for a, _ in preds])
-            t = np.concatenate([c for _, c in preds])
+            p = np.concatenate([a for a, _ in preds]) if preds else np.empty(0, np.int64)
+            t = np.concatenate([c for _, c in preds]) if preds else np.empty(0, y.dtype)
+            if dist is not None:
+                p, t = dist.allgather_concat(p), dist.allgather_concat(t)
             for name, fn in metric_fns.items():
                 logs[name] = fn(t, p)
         if validation_data is not None:
@@ -470,6 +522,9 @@ def _loop(trainer, model, optimizer, X, y, spans, xbuf, ybuf, *, order_seed, ini
             logs.update({f"val_{k}": v for k, v in val.items()})
         logs["lr"] = trainer.current_lr()
         logs["time"] = time.perf_counter() - t0
+        if dist is not None:  # every rank decides (early stopping, plateaus) on rank 0's logs
+            logs = dist.bcast(logs)
+            dist.check_consistent()
         trainer.history.append(epoch, logs)
         for cb in callbacks:
             cb.on_epoch_end(trainer, epoch, logs)
@@ -554,13 +609,18 @@ def _dropouts(model) -> list:
 def save_training_state(path, trainer: _Trainer, *, epoch: int) -> None:
     """Writes model, optimizer, schedule position and history; ``epoch`` is the next epoch
     to run when resuming."""
+    dist = getattr(trainer, "dist", None)
+    # sharded state is gathered from every rank (collective); rank 0 alone writes
+    optim_state = trainer.optimizer.state_dict() if dist is None else dist.optimizer_state_dict()
+    if dist is not None and not dist.is_root:
+        return
     arrays: dict[str, np.ndarray] = {}
     meta = {
         "epoch": epoch,
         "step": trainer.step,
         "lr_scale": trainer.lr_scale,
         "model": _flatten("model", trainer.model.state_dict(), arrays),
-        "optimizer": _flatten("optimizer", trainer.optimizer.state_dict(), arrays),
+        "optimizer": _flatten("optimizer", optim_state, arrays),
         "history": trainer.history.to_dict(),
         "dropout_streams": [[int(layer.seed), int(layer.calls)]
                             for layer in _dropouts(trainer.model)],
@@ -640,5 +700,7 @@ def load_training_state(path, trainer: _Trainer) -> int:
     trainer.lr_scale = lr_scale
     trainer.history = history
     for layer, (seed, calls) in zip(layers, streams, strict=True):
-        layer.seed, layer.calls = seed, calls
+        layer.seed, layer.calls = int(seed), int(calls)
+    if getattr(trainer, "dist", None) is not None:
+        trainer.dist.after_load()  # reshard the optimizer state over this run's ranks
     return epoch

@@ -125,6 +125,9 @@ def add_subparser(subparsers) -> None:
                    help="continue the run in DIR (its config.json and checkpoint.npz) up to "
                         "--epochs; options given on the command line win")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--shard-optimizer", action="store_true",
+                   help="under mpirun: ZeRO-1, each rank keeps 1/N of the optimizer state "
+                        "(--batch-size stays the global batch, split across the ranks)")
     p.set_defaults(func=run)
 
 
@@ -263,14 +266,16 @@ def set_threads(n: int | None):
 
 
 def train_and_evaluate(config, *, output: Path | None, verbose: bool | None,
-                       report=None, prepared=None, resume_from: Path | None = None):
+                       report=None, prepared=None, resume_from: Path | None = None,
+                       comm=None):
     """Runs one training run with these options (a TrainConfig, or parsed options);
     returns (history, test metrics, model).
 
     ``report(epoch, logs)`` is called after every epoch (search uses it for pruning).
     ``prepared`` replaces prepare_data(config) with a tuple of the same form (search's
     cross-validation folds). ``resume_from`` continues from a checkpoint written by an
-    earlier run of the same options."""
+    earlier run of the same options. ``comm`` (a fastoptim.distributed.DataParallel)
+    trains data-parallel."""
     from fastoptim import train
 
     cfg = as_config(config)
@@ -292,7 +297,7 @@ def train_and_evaluate(config, *, output: Path | None, verbose: bool | None,
                             schedule=cfg.build_schedule(lr, cfg.steps_per_epoch(len(X))),
                             validation_data=None if X_val is None else (X_val, y_val),
                             metrics=("accuracy",), callbacks=callbacks, seed=cfg.seed,
-                            verbose=verbose, resume_from=resume_from)
+                            verbose=verbose, resume_from=resume_from, comm=comm)
         result = test_metrics(model, X_test, y_test, n_classes)
     finally:
         if limits is not None:
@@ -368,8 +373,10 @@ def save_plot(history, path: Path) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from fastoptim import distributed
     from fastoptim.checkpoint import CheckpointError
 
+    root, dist_info = True, None
     try:
         resume_from = None
         if args.resume is not None:
@@ -377,22 +384,36 @@ def run(args: argparse.Namespace) -> int:
             if not resume_from.is_file():
                 raise CommandError(f"--resume {args.resume}: no checkpoint.npz there")
         cfg = config_from_args(args)
+        comm = None
+        if distributed.launched_under_mpi() or args.shard_optimizer:
+            comm = distributed.DataParallel(shard_optimizer=args.shard_optimizer,
+                                            threads="auto" if cfg.threads is None else None)
+            root = comm.rank == 0
+            dist_info = {"ranks": comm.size, "shard_optimizer": comm.shard_optimizer,
+                         "batch_size": "global"}
         output = args.output or args.resume or Path("fastoptim-run")
-        output.mkdir(parents=True, exist_ok=True)
-        (output / "config.json").write_text(json.dumps({"params": cfg.to_dict()}, indent=1))
+        if root:
+            output.mkdir(parents=True, exist_ok=True)
+            (output / "config.json").write_text(
+                json.dumps({"params": cfg.to_dict()}, indent=1))
         t0 = time.perf_counter()
-        verbose = False if args.quiet else None
+        verbose = False if args.quiet or not root else None
         history, result, _ = train_and_evaluate(cfg, output=output, verbose=verbose,
-                                                resume_from=resume_from)
+                                                resume_from=resume_from, comm=comm)
         seconds = time.perf_counter() - t0
     except BrokenPipeError:
         raise
-    except (CommandError, CheckpointError, FloatingPointError, OSError) as e:
-        print(f"fastoptim train: error: {e}", file=sys.stderr)
+    except (CommandError, CheckpointError, FloatingPointError, OSError, ImportError,
+            distributed.LaunchMismatchError) as e:
+        if root:
+            print(f"fastoptim train: error: {e}", file=sys.stderr)
         return 2
+    if not root:  # rank 0 alone writes and reports
+        return 0
     (output / "history.json").write_text(json.dumps(history.to_dict(), indent=1))
     (output / "metrics.json").write_text(json.dumps(
-        {"test": result, "options": cfg.to_dict(), "seconds": seconds}, indent=1))
+        {"test": result, "options": cfg.to_dict(), "seconds": seconds,
+         **({"distributed": dist_info} if dist_info else {})}, indent=1))
     notice = save_plot(history, output / "curves.png")
     print(format_report(cfg.dataset, result, seconds))
     print(f"\nwrote {output}/config.json, checkpoint.npz, history.json, metrics.json"
