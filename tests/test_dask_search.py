@@ -19,6 +19,10 @@ from sklearn.model_selection import GridSearchCV, RandomizedSearchCV  # noqa: E4
 from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 
+# Multi-process runs (MPI, servers, process groups): the full CI pass runs them; the
+# per-SIMD-target passes skip them (their kernels are covered per target elsewhere).
+pytestmark = pytest.mark.slow
+
 
 def threads(est, X, y):
     """A scorer that reports the most threads fastoptim or OpenMP would use in the task."""

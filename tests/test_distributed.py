@@ -15,6 +15,10 @@ import numpy as np
 import pytest
 from fastoptim import checkpoint, train
 
+# Multi-process runs (MPI, servers, process groups): the full CI pass runs them; the
+# per-SIMD-target passes skip them (their kernels are covered per target elsewhere).
+pytestmark = pytest.mark.slow
+
 HERE = Path(__file__).parent
 WORKER = HERE / "mpi_worker.py"
 _spec = importlib.util.spec_from_file_location("mpi_worker", WORKER)

@@ -20,6 +20,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 import pgserver  # noqa: E402
 from fastoptim import storage as shared  # noqa: E402
 
+# Multi-process runs (MPI, servers, process groups): the full CI pass runs them; the
+# per-SIMD-target passes skip them (their kernels are covered per target elsewhere).
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def pg_url():

@@ -12,6 +12,10 @@ from pathlib import Path
 
 import pytest
 
+# Multi-process runs (MPI, servers, process groups): the full CI pass runs them; the
+# per-SIMD-target passes skip them (their kernels are covered per target elsewhere).
+pytestmark = pytest.mark.slow
+
 pytest.importorskip("torch")
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "ddp_fastoptim.py"

@@ -10,6 +10,10 @@ import time
 
 import pytest
 
+# Multi-process runs (MPI, servers, process groups): the full CI pass runs them; the
+# per-SIMD-target passes skip them (their kernels are covered per target elsewhere).
+pytestmark = pytest.mark.slow
+
 torch = pytest.importorskip("torch")
 dist = pytest.importorskip("torch.distributed")
 if not dist.is_available() or not dist.is_gloo_available():
