@@ -30,8 +30,8 @@ def problem(dtype, n=203, features=12, classes=3, seed=0):
 def build(args, dtype):
     model = nn.Sequential(nn.Dense(12, 16, "tanh", l1=args.l1), nn.Dense(16, 3), dtype=dtype,
                           seed=args.seed)
-    weights = [p for name, p, _ in model.named_parameters() if name.endswith("weight")]
-    biases = [p for name, p, _ in model.named_parameters() if not name.endswith("weight")]
+    weights = [p for name, p in model.named_parameters() if name.endswith("weight")]
+    biases = [p for name, p in model.named_parameters() if not name.endswith("weight")]
     groups = [{"params": weights, "weight_decay": 0.01}, {"params": biases, "weight_decay": 0.0}]
     if args.optimizer == "sgd":
         opt = optim.SGD(groups, lr=0.05, momentum=0.9, nesterov=True)
