@@ -24,6 +24,7 @@ from fastoptim import losses, metrics, nn
 from fastoptim._core import (
     adagrad_step,
     adam_step,
+    adamax_step,
     clip_by_global_norm,
     compiled_simd_targets,
     get_num_threads,
@@ -49,6 +50,7 @@ __all__ = [
     "__version__",
     "adagrad_step",
     "adam_step",
+    "adamax_step",
     "clip_by_global_norm",
     "compiled_simd_targets",
     "get_include",

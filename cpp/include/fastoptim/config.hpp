@@ -82,6 +82,29 @@ struct AdagradConfig {
     bool maximize = false;
 };
 
+// torch.optim.Adamax semantics: m = lerp(m, g, 1 - beta1); u = max(beta2 u, |g| + eps);
+// p -= lr / (1 - beta1^step) * m / u. Weight decay is L2 added to the gradient. `step` is
+// the step being taken (1 first), int64.
+struct AdamaxConfig {
+    double lr = 2e-3;
+    double beta1 = 0.9;
+    double beta2 = 0.999;
+    double eps = 1e-8;
+    double weight_decay = 0.0;
+    std::int64_t step = 1;
+    bool maximize = false;
+};
+
+// One tensor of a multi-tensor Adamax update (`exp_inf` is torch's state name).
+template <class T>
+struct AdamaxTensor {
+    T* param;
+    const T* grad;
+    T* exp_avg;
+    T* exp_inf;
+    std::size_t n;
+};
+
 // One tensor of a multi-tensor RMSprop update. momentum_buffer may be null unless
 // momentum > 0; grad_avg may be null unless centered.
 template <class T>
@@ -158,6 +181,20 @@ inline std::string validate(const AdagradConfig& c) {
     if (bad_nonneg(c.weight_decay))
         return "weight_decay must be a finite number >= 0, got " + detail::num(c.weight_decay);
     if (bad_nonneg(c.eps)) return "eps must be a finite number >= 0, got " + detail::num(c.eps);
+    if (c.step < 1) return "step must be >= 1, got " + std::to_string(c.step);
+    return {};
+}
+
+inline std::string validate(const AdamaxConfig& c) {
+    using detail::bad_nonneg;
+    if (bad_nonneg(c.lr)) return "lr must be a finite number >= 0, got " + detail::num(c.lr);
+    if (!(c.beta1 >= 0.0 && c.beta1 < 1.0))
+        return "betas[0] must be in [0, 1), got " + detail::num(c.beta1);
+    if (!(c.beta2 >= 0.0 && c.beta2 < 1.0))
+        return "betas[1] must be in [0, 1), got " + detail::num(c.beta2);
+    if (bad_nonneg(c.eps)) return "eps must be a finite number >= 0, got " + detail::num(c.eps);
+    if (bad_nonneg(c.weight_decay))
+        return "weight_decay must be a finite number >= 0, got " + detail::num(c.weight_decay);
     if (c.step < 1) return "step must be >= 1, got " + std::to_string(c.step);
     return {};
 }

@@ -1,8 +1,8 @@
-// Per-coordinate adaptive optimizers: RMSprop and Adagrad, one fused pass per tensor.
+// Per-coordinate adaptive optimizers: RMSprop, Adagrad and Adamax, one fused pass per tensor.
 //
 // Same contract as optimizers.hpp: readable `omp simd` loops, no intrinsics, compiled once
 // per SIMD target. The math follows torch.optim's single-tensor implementations
-// operation by operation (torch/optim/rmsprop.py, torch/optim/adagrad.py), so fastoptim
+// operation by operation (torch/optim/rmsprop.py, torch/optim/adagrad.py, torch/optim/adamax.py), so fastoptim
 // and torch can run in lockstep.
 #pragma once
 
@@ -18,6 +18,7 @@ namespace FASTOPTIM_KERNEL_NS {
 
 constexpr std::size_t kMinPerThreadRMSprop = 32768;
 constexpr std::size_t kMinPerThreadAdagrad = 32768;
+constexpr std::size_t kMinPerThreadAdamax = 32768;
 
 // Scalars of one RMSprop step, in the tensors' precision.
 template <class T>
@@ -132,6 +133,55 @@ void adagrad_multi(const AdagradTensor<T>* ts, std::size_t count, const AdagradC
     const AdagradScalars<T> s{T(c.maximize ? -1 : 1), T(c.weight_decay), T(c.eps), T(-clr)};
     c.weight_decay != 0.0 ? adagrad_multi_impl<T, true>(ts, count, s, nthreads)
                           : adagrad_multi_impl<T, false>(ts, count, s, nthreads);
+}
+
+// Scalars of one Adamax step, in the tensors' precision.
+template <class T>
+struct AdamaxScalars {
+    T sign, weight_decay, one_minus_beta1, beta2, eps, neg_clr;
+};
+
+// p, g, m, u: [n]. Kingma & Ba (2015), section 7.1, as torch.optim.Adamax computes it.
+template <class T, bool WD>
+void adamax_range(T* __restrict p, const T* __restrict g, T* __restrict m, T* __restrict u,
+                  std::size_t n, const AdamaxScalars<T>& s) {
+    const T sign = s.sign, wd = s.weight_decay, w1 = s.one_minus_beta1, b2 = s.beta2;
+    const T eps = s.eps, neg_clr = s.neg_clr;
+#pragma omp simd
+    for (std::size_t i = 0; i < n; ++i) {
+        T gi = sign * g[i];                               // maximize flips the gradient
+        if constexpr (WD) gi = gi + wd * p[i];            // L2: grad + wd * param
+        const T mi = m[i] + w1 * (gi - m[i]);             // exp_avg.lerp_(g, 1 - beta1)
+        const T a = u[i] * b2, b = std::abs(gi) + eps;    // torch.maximum(u * b2, |g| + eps)
+        const T ui = (a < b || b != b) ? b : a;           // NaN-propagating, as torch.maximum
+        m[i] = mi;
+        u[i] = ui;
+        p[i] = p[i] + neg_clr * mi / ui;                  // addcdiv_: (-clr * m) / u
+    }
+}
+
+template <class T, bool WD>
+void adamax_multi_impl(const AdamaxTensor<T>* ts, std::size_t count, const AdamaxScalars<T>& s,
+                       int nthreads) {
+    for_each_range(
+        count, [ts](std::size_t i) { return ts[i].n; }, nthreads, kMinPerThreadAdamax,
+        [ts, &s](std::size_t i, std::size_t b, std::size_t e) {
+            const AdamaxTensor<T>& t = ts[i];
+            adamax_range<T, WD>(t.param + b, t.grad + b, t.exp_avg + b, t.exp_inf + b, e - b,
+                                s);
+        });
+}
+
+// One Adamax step over `count` tensors. The config must satisfy validate(c).
+template <class T>
+void adamax_multi(const AdamaxTensor<T>* ts, std::size_t count, const AdamaxConfig& c,
+                  int nthreads) {
+    // clr in double from the int64 step, as torch computes it in Python floats.
+    const double clr = c.lr / (1.0 - std::pow(c.beta1, static_cast<double>(c.step)));
+    const AdamaxScalars<T> s{T(c.maximize ? -1 : 1), T(c.weight_decay), T(1.0 - c.beta1),
+                             T(c.beta2),             T(c.eps),          T(-clr)};
+    c.weight_decay != 0.0 ? adamax_multi_impl<T, true>(ts, count, s, nthreads)
+                          : adamax_multi_impl<T, false>(ts, count, s, nthreads);
 }
 
 }  // namespace FASTOPTIM_KERNEL_NS
