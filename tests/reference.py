@@ -85,6 +85,19 @@ def adagrad(p, g, s, *, step, lr=1e-2, lr_decay=0.0, weight_decay=0.0, eps=1e-10
     clr = lr / (1.0 + (step - 1) * lr_decay)
     s = np.asarray(s, np.float64) + d * d
     return p - clr * d / (np.sqrt(s) + eps), s
+def adamax(p, g, m, u, *, step, lr=2e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,
+           maximize=False):
+    """One step of torch.optim.Adamax. Returns (param, exp_avg, exp_inf)."""
+    p = np.asarray(p, np.float64).copy()
+    d = -np.asarray(g, np.float64) if maximize else np.asarray(g, np.float64).copy()
+    if weight_decay:
+        d = d + weight_decay * p
+    m = beta1 * np.asarray(m, np.float64) + (1.0 - beta1) * d
+    u = np.maximum(beta2 * np.asarray(u, np.float64), np.abs(d) + eps)
+    clr = lr / (1.0 - beta1**step)
+    return p - clr * m / u, m, u
+
+
 # --- model toolkit: losses, activations, penalties (float64) ---------------------------
 
 def point_loss(kind, x, t, *, reduction="mean", delta=1.0):

@@ -244,8 +244,8 @@ void register_optimizer(py::module_& m) {
         const auto& hy = S::hypers[h];
         sig += std::string(", ") + hy.name;
         if (!hy.required) sig += "=" + detail::py_repr(hy.value(defaults));
-        hypers.append(py::make_tuple(hy.name, hy.kind_name(),
-                                     hy.required ? py::none() : hy.value(defaults), hy.required));
+        // (name, kind, the config struct's default, whether the binding requires it)
+        hypers.append(py::make_tuple(hy.name, hy.kind_name(), hy.value(defaults), hy.required));
     }
     sig += ")";
     // PyMethodDef and its strings live as long as the module (static per spec).

@@ -273,7 +273,8 @@ class _SpecOptimizer(Optimizer):
                    for n in s.numpy_signature()]
         params.append(P("skip_nonfinite", P.KEYWORD_ONLY, default=False))
         cls._signature = inspect.Signature(params)
-        cls.__signature__ = cls._signature.replace(parameters=params[1:])
+        cls.__signature__ = cls._signature.replace(  # type: ignore[attr-defined]
+            parameters=params[1:])
 
     def __init__(self, params: Any, *args: Any, **kwargs: Any) -> None:
         bound = self._signature.bind(self, params, *args, **kwargs)

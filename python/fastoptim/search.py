@@ -90,14 +90,14 @@ def _convert(name: str, text: str, action: argparse.Action):
     if action.nargs == "*":  # --hidden: layers joined by 'x' ("64x32"); "none" is linear
         if text.lower() in ("none", ""):
             return []
-        return [action.type(t) for t in text.split("x")]  # type: ignore[misc]
+        return [action.type(t) for t in text.split("x")]  # type: ignore[misc,operator]
     if action.const is True and action.nargs == 0:  # store_true flags
         if text.lower() in ("true", "1", "yes"):
             return True
         if text.lower() in ("false", "0", "no"):
             return False
         raise ValueError(f"{name}: expected true/false, got {text!r}")
-    value = action.type(text) if action.type is not None else text  # type: ignore[misc]
+    value = action.type(text) if action.type is not None else text  # type: ignore[misc,operator]
     if action.choices is not None and value not in action.choices:
         raise ValueError(f"{name}: {value!r} is not one of {', '.join(map(str, action.choices))}")
     return value
@@ -312,7 +312,7 @@ class _Folds:
     and shaped like prepare_data's result; built once per (dataset, seed, dtype)."""
 
     def __init__(self, k: int):
-        self.k, self.cache = k, {}
+        self.k, self.cache = k, {}  # type: int, dict
 
     def __call__(self, args: argparse.Namespace) -> list[tuple]:
         key = (args.dataset, args.seed, args.dtype)
@@ -556,7 +556,7 @@ def _run_optuna(space, n_trials, fixed, seed, repeats, storage, study_name, prun
         last = ot.intermediate_values
         trials.append(Trial(
             ot.number, params,
-            score=float(ot.value) if status == "ok" else math.nan,
+            score=float(ot.value) if status == "ok" else math.nan,  # type: ignore[arg-type]
             std=float(ua.get("std", math.nan)) if status == "ok" else math.nan,
             seconds=float(ua.get("seconds", (ot.duration.total_seconds()
                                              if ot.duration else 0.0))),
@@ -595,7 +595,7 @@ def save_plot(result: SearchResult, path: Path) -> str | None:
         numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
         if numeric:
             ax.scatter(values, scores)
-            positive = all(v > 0 for v in values)
+            positive = all(v > 0 for v in values)  # type: ignore[operator]
             if name in ("lr", "weight_decay", "l1") and positive:
                 ax.set_xscale("log")
         else:

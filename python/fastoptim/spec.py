@@ -177,7 +177,7 @@ class OptimizerSpec:
             step: int, first: bool) -> None:
         """One native multi-tensor call; ``states`` holds one list per buffer, in
         ``state`` order (None entries for buffers never created)."""
-        lists = []
+        lists: list[list | None] = []
         for b, lst in zip(self.state, states, strict=True):
             if not self.used(b, group):
                 lists.append(None)
@@ -476,6 +476,23 @@ def markdown_table() -> str:
         rows.append(f"| {s.summary} | `{s.name}` | {hyper} | {', '.join(keys)} "
                     f"| `{s.kernel}` |")
     return "\n".join(rows) + "\n"
+
+
+def core_stub() -> str:
+    """The optimizer-step section of ``fastoptim/_core.pyi``, from ``_core.kernel_specs``
+    (tests/test_spec.py checks that the shipped stub contains it)."""
+    kinds = {"float": "float", "bool": "bool", "int": "int"}
+    out = []
+    for kernel in sorted(_KERNEL_SPECS):
+        info = _KERNEL_SPECS[kernel]
+        args = ["params: _Arrays", "grads: _Arrays"]
+        args += [f"{arg}: _Arrays | None = None" if when else f"{arg}: _Arrays"
+                 for arg, _key, when, _formats in info["states"]]
+        args.append("*")
+        args += [f"{n}: {kinds[k]}" + ("" if req else f" = {d!r}")
+                 for n, k, d, req in info["hypers"]]
+        out.append(f"def {kernel}(\n    " + ",\n    ".join(args) + ",\n) -> None: ...")
+    return "\n".join(out) + "\n"
 
 
 if __name__ == "__main__":  # python -m fastoptim.spec > docs/optimizers.md

@@ -165,7 +165,7 @@ class _SpecNative(_Native):
         cls.__doc__ = s.docstring("torch")
         P = inspect.Parameter
         params = [P("self", P.POSITIONAL_OR_KEYWORD), P("params", P.POSITIONAL_OR_KEYWORD)]
-        kind = P.POSITIONAL_OR_KEYWORD
+        kind: inspect._ParameterKind = P.POSITIONAL_OR_KEYWORD
         for n in s.torch_signature:
             if n == "*":
                 kind = P.KEYWORD_ONLY
@@ -173,7 +173,8 @@ class _SpecNative(_Native):
             default = _spec.TORCH_FLAGS[n] if n in _spec.TORCH_FLAGS else s.defaults[n]
             params.append(P(n, kind, default=default))
         cls._signature = inspect.Signature(params)
-        cls.__signature__ = cls._signature.replace(parameters=params[1:])
+        cls.__signature__ = cls._signature.replace(  # type: ignore[attr-defined]
+            parameters=params[1:])
 
     def __init__(self, params: Any, *args: Any, **kwargs: Any) -> None:
         bound = self._signature.bind(self, params, *args, **kwargs)

@@ -15,10 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adagrad")
+from fastoptim import spec as _spec
+
+OPTIMIZERS = _spec.cli_choices()
 SCHEDULES = ("constant", "cosine", "exponential", "step", "inverse-time", "one-cycle")
 ACTIVATIONS = ("relu", "leaky_relu", "gelu", "tanh", "sigmoid")
-DEFAULT_LR = {"adam": 1e-3, "adamw": 1e-3, "sgd": 0.05, "rmsprop": 1e-3, "adagrad": 1e-2}
+DEFAULT_LR = {name: _spec.train_lr(name) for name in OPTIMIZERS}
 
 
 class CommandError(Exception):
@@ -58,12 +60,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     o = p.add_argument_group("optimization")
     o.add_argument("--optimizer", choices=OPTIMIZERS, default="adam", help="default adam")
     o.add_argument("--lr", type=float, default=None,
-                   help="learning rate (default: adam/adamw/rmsprop 1e-3, sgd 0.05, adagrad 1e-2)")
-    o.add_argument("--momentum", type=float, default=0.0, help="SGD/RMSprop momentum")
-    o.add_argument("--nesterov", action="store_true", help="Nesterov momentum (SGD)")
-    o.add_argument("--beta1", type=float, default=0.9, help="Adam beta1 (default 0.9)")
-    o.add_argument("--beta2", type=float, default=0.999, help="Adam beta2 (default 0.999)")
-    o.add_argument("--eps", type=float, default=1e-8, help="Adam/RMSprop/Adagrad eps")
+                   help="learning rate (default: " + ", ".join(
+                       f"{k} {v:g}" for k, v in DEFAULT_LR.items()) + ")")
+    for opt in _spec.cli_options():  # the optimizers' options, from fastoptim.spec
+        if opt.kind == "bool":
+            o.add_argument(opt.flag, action="store_true", help=opt.help)
+        else:
+            o.add_argument(opt.flag, type=float, default=opt.default, help=opt.help)
     o.add_argument("--weight-decay", type=float, default=0.0, metavar="WD",
                    help="L2 weight decay on weights, not biases (decoupled for adamw)")
     o.add_argument("--l1", type=float, default=0.0, help="L1 penalty on hidden weights")
@@ -154,10 +157,10 @@ def validate(args: argparse.Namespace) -> None:
 
 def build(args: argparse.Namespace, n_features: int, n_classes: int):
     """The model and optimizer for these options (weight decay on weights only)."""
-    from fastoptim import nn, optim
+    from fastoptim import nn
 
     dtype = np.float32 if args.dtype == "float32" else np.float64
-    layers = []
+    layers: list = []
     width = n_features
     for h in args.hidden:
         layers.append(nn.Dense(width, h, args.activation, l1=args.l1))
@@ -171,15 +174,7 @@ def build(args: argparse.Namespace, n_features: int, n_classes: int):
     groups = [{"params": weights, "weight_decay": args.weight_decay},
               {"params": biases, "weight_decay": 0.0}]
     lr = args.lr if args.lr is not None else DEFAULT_LR[args.optimizer]
-    if args.optimizer in ("adam", "adamw"):
-        cls = optim.Adam if args.optimizer == "adam" else optim.AdamW
-        opt = cls(groups, lr=lr, betas=(args.beta1, args.beta2), eps=args.eps)
-    elif args.optimizer == "sgd":
-        opt = optim.SGD(groups, lr=lr, momentum=args.momentum, nesterov=args.nesterov)
-    elif args.optimizer == "rmsprop":
-        opt = optim.RMSprop(groups, lr=lr, momentum=args.momentum, eps=args.eps)
-    else:
-        opt = optim.Adagrad(groups, lr=lr, eps=args.eps)
+    opt = _spec.build_from_options(args.optimizer, groups, vars(args), lr=lr)
     return model, opt, lr
 
 
