@@ -123,6 +123,9 @@ class OptimizerSpec:
     eager_state: bool  # state created with the parameters (torch's Adagrad), not lazily
     train_lr: float | None  # `fastoptim train`'s learning rate; None: the default lr
     _args: tuple[_Arg, ...] = field(repr=False)
+    _optional: tuple[tuple[int, str], ...] = field(repr=False)  # (buffer index, its switch)
+    _first_step: bool = field(repr=False)  # the kernel takes first_step (SGD's momentum)
+    _fn: Callable[..., None] = field(repr=False)
 
     # -- what the front ends call ------------------------------------------------------
     @property
@@ -141,7 +144,7 @@ class OptimizerSpec:
             v = group[a.group_key]
             if a.index >= 0:
                 v = v[a.index]
-            if a.real and type(v) is not float and hasattr(v, "item"):
+            if a.real and type(v) is not float and type(v) is not int and hasattr(v, "item"):
                 v = float(v)  # a 0-d tensor/array (torch allows a tensor lr)
             kw[a.kernel] = v
         return kw
@@ -176,22 +179,21 @@ class OptimizerSpec:
     def run(self, group: dict[str, Any], params: list, grads: list, states: list,
             step: int, first: bool) -> None:
         """One native multi-tensor call; ``states`` holds one list per buffer, in
-        ``state`` order (None entries for buffers never created)."""
-        lists: list[list | None] = []
-        for b, lst in zip(self.state, states, strict=True):
-            if not self.used(b, group):
-                lists.append(None)
-                continue
-            if lst is None or any(x is None for x in lst):
-                raise ValueError(f"{b.when} was switched on after the first step; create a new "
+        ``state`` order (None entries for buffers never created). This runs every step:
+        it only reads the group and calls the kernel once."""
+        lists: list[list | None] = list(states)
+        for j, when in self._optional:
+            if not group[when]:
+                lists[j] = None
+            elif lists[j] is None or any(x is None for x in lists[j]):  # type: ignore[union-attr]
+                raise ValueError(f"{when} was switched on after the first step; create a new "
                                  f"optimizer instead")
-            lists.append(lst)
         kw = self.kernel_kwargs(group)
         if self.kernel_step:
             kw["step"] = step
-        if "first_step" in _kernel_hypers(self.kernel):
+        if self._first_step:
             kw["first_step"] = first
-        self.step_function(params, grads, *lists, **kw)
+        self._fn(params, grads, *lists, **kw)
 
     @property
     def state_keys(self) -> tuple[str, ...]:
@@ -273,7 +275,9 @@ def declare(name: str, kernel: str, *, torch: str, summary: str, rule: str, refe
                   for arg, key, when, formats in _KERNEL_SPECS[kernel]["states"])
     return OptimizerSpec(name, kernel, summary, rule, reference, tuple(hypers), sig,
                          dict(fixed), state, has_step, "step" in kh, eager_state, train_lr,
-                         tuple(args))
+                         tuple(args),
+                         tuple((j, b.when) for j, b in enumerate(state) if b.when is not None),
+                         "first_step" in kh, getattr(_core, kernel))
 
 
 # ---------------------------------------------------------------------------------------
