@@ -98,6 +98,58 @@ def adamax(p, g, m, u, *, step, lr=2e-3, beta1=0.9, beta2=0.999, eps=1e-8, weigh
     return p - clr * m / u, m, u
 
 
+def _decayed(p, g, weight_decay, decoupled, lr, maximize):
+    p = np.asarray(p, np.float64).copy()
+    d = -np.asarray(g, np.float64) if maximize else np.asarray(g, np.float64).copy()
+    if weight_decay:
+        if decoupled:
+            p = p * (1.0 - lr * weight_decay)
+        else:
+            d = d + weight_decay * p
+    return p, d
+
+
+def nadam(p, g, m, v, *, step, mu_product, lr=2e-3, beta1=0.9, beta2=0.999, eps=1e-8,
+          weight_decay=0.0, momentum_decay=4e-3, decoupled_weight_decay=False,
+          maximize=False):
+    """One step of torch.optim.NAdam; mu_product includes this step's mu (as the kernel
+    takes it). Returns (param, exp_avg, exp_avg_sq)."""
+    p, d = _decayed(p, g, weight_decay, decoupled_weight_decay, lr, maximize)
+    mu = beta1 * (1.0 - 0.5 * 0.96 ** (step * momentum_decay))
+    mu_next = beta1 * (1.0 - 0.5 * 0.96 ** ((step + 1) * momentum_decay))
+    m = beta1 * np.asarray(m, np.float64) + (1.0 - beta1) * d
+    v = beta2 * np.asarray(v, np.float64) + (1.0 - beta2) * d * d
+    denom = np.sqrt(v / (1.0 - beta2**step)) + eps
+    p = p - lr * (1.0 - mu) / (1.0 - mu_product) * d / denom
+    p = p - lr * mu_next / (1.0 - mu_product * mu_next) * m / denom
+    return p, m, v
+
+
+def radam(p, g, m, v, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,
+          decoupled_weight_decay=False, maximize=False):
+    """One step of torch.optim.RAdam. Returns (param, exp_avg, exp_avg_sq)."""
+    p, d = _decayed(p, g, weight_decay, decoupled_weight_decay, lr, maximize)
+    m = beta1 * np.asarray(m, np.float64) + (1.0 - beta1) * d
+    v = beta2 * np.asarray(v, np.float64) + (1.0 - beta2) * d * d
+    bc1, bc2 = 1.0 - beta1**step, 1.0 - beta2**step
+    rho_inf = 2.0 / (1.0 - beta2) - 1.0
+    rho_t = rho_inf - 2.0 * step * beta2**step / bc2
+    if rho_t > 5.0:
+        r = np.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
+        return p - lr * m / bc1 * np.sqrt(bc2) / (np.sqrt(v) + eps) * r, m, v
+    return p - lr * m / bc1, m, v
+
+
+def adadelta(p, g, sq, acc, *, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, maximize=False):
+    """One step of torch.optim.Adadelta. Returns (param, square_avg, acc_delta)."""
+    p, d = _decayed(p, g, weight_decay, False, lr, maximize)
+    sq = rho * np.asarray(sq, np.float64) + (1.0 - rho) * d * d
+    acc = np.asarray(acc, np.float64)
+    delta = np.sqrt(acc + eps) / np.sqrt(sq + eps) * d
+    acc = rho * acc + (1.0 - rho) * delta * delta
+    return p - lr * delta, sq, acc
+
+
 # --- model toolkit: losses, activations, penalties (float64) ---------------------------
 
 def point_loss(kind, x, t, *, reduction="mean", delta=1.0):

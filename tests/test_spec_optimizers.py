@@ -39,13 +39,33 @@ def _grid(**axes):
 FLAGS = {
     "Adamax": [dict(lr=0.01, betas=(0.8, 0.95), eps=1e-6, **f)
                for f in _grid(weight_decay=[0.0, 0.1], maximize=[False, True])],
+    "NAdam": [dict(lr=0.01, betas=(0.8, 0.95), eps=1e-6, **f)
+              for f in _grid(weight_decay=[0.0, 0.1], maximize=[False, True],
+                             decoupled_weight_decay=[False, True],
+                             momentum_decay=[4e-3, 0.02])],
+    # rho_t > 5 from step 6 with beta2 = 0.999 (and from step 3 with 0.95): both branches
+    "RAdam": [dict(lr=0.01, betas=(0.8, b2), eps=1e-6, **f)
+              for b2 in (0.95, 0.999)
+              for f in _grid(weight_decay=[0.0, 0.1], maximize=[False, True],
+                             decoupled_weight_decay=[False, True])],
+    "Adadelta": [dict(lr=0.5, rho=0.8, eps=1e-5, **f)
+                 for f in _grid(weight_decay=[0.0, 0.1], maximize=[False, True])],
 }
 
 # kernel name, reference function, state buffers' initial values (name -> maker)
+_DECAYS = [dict(), dict(weight_decay=0.1), dict(maximize=True),
+           dict(weight_decay=0.1, decoupled_weight_decay=True, maximize=True)]
 KERNEL = {
     "adamax_step": (ref.adamax, dict(step=5, lr=0.01, beta1=0.8, beta2=0.95, eps=1e-6),
                     [dict(), dict(weight_decay=0.1), dict(maximize=True),
                      dict(weight_decay=0.1, maximize=True)]),
+    "nadam_step": (ref.nadam, dict(step=5, mu_product=0.3, lr=0.01, beta1=0.8, beta2=0.95,
+                                   eps=1e-6), _DECAYS + [dict(momentum_decay=0.05)]),
+    "radam_step": (ref.radam, dict(step=7, lr=0.01, beta1=0.8, beta2=0.95, eps=1e-6),
+                   _DECAYS + [dict(step=2), dict(step=2, weight_decay=0.1)]),
+    "adadelta_step": (ref.adadelta, dict(lr=0.5, rho=0.8, eps=1e-5),
+                      [dict(), dict(weight_decay=0.1), dict(maximize=True),
+                       dict(weight_decay=0.1, maximize=True)]),
 }
 
 
@@ -63,7 +83,8 @@ def _state_arrays(kernel, rng, n, dtype):
     out = []
     for arg, _key, _when, _formats in fastoptim._core.kernel_specs[kernel]["states"]:
         a = rng.standard_normal(n)
-        if arg in ("exp_infs", "exp_avg_sqs", "square_avgs", "sums", "max_exp_avg_sqs"):
+        if arg in ("exp_infs", "exp_avg_sqs", "square_avgs", "sums", "max_exp_avg_sqs",
+                   "acc_deltas"):
             a = np.abs(a) + 0.5
         out.append(a.astype(dtype))
     return out
@@ -254,6 +275,38 @@ ENTRY_POINTS = [
                     ({"eps": -1.0}, ValueError, "eps"),
                     ({"weight_decay": NAN}, ValueError, "weight_decay")]),
 ]
+
+
+def _generic_entry(kernel):
+    """The standard bad inputs of every further kernel: its arrays, and the invalid values
+    of the hyperparameters it has (each must be rejected naming it, nothing touched)."""
+    base, hypers = KERNEL[kernel][1], {h[0] for h in fastoptim._core.kernel_specs[kernel]["hypers"]}
+    bad = [({"lr": -1e-3}, ValueError, "lr"), ({"lr": NAN}, ValueError, "lr"),
+           ({"lr": "0.1"}, TypeError, "lr must be a real number"),
+           ({"eps": -1.0}, ValueError, "eps"), ({"eps": INF}, ValueError, "eps"),
+           ({"weight_decay": -0.1}, ValueError, "weight_decay"),
+           ({"maximize": 1}, TypeError, "maximize must be a bool"),
+           ({"nonexistent": 1.0}, TypeError, "unexpected keyword argument 'nonexistent'")]
+    if "step" in hypers:
+        bad += [({"step": 0}, ValueError, "step"), ({"step": 1.5}, TypeError, "step"),
+                ({"step": MISSING}, TypeError, "missing required argument 'step'")]
+    for name, frag in (("beta1", "betas[0]"), ("beta2", "betas[1]")):
+        if name in hypers:
+            bad += [({name: 1.0}, ValueError, frag), ({name: NAN}, ValueError, frag)]
+    if "rho" in hypers:
+        bad += [({"rho": 1.5}, ValueError, "rho")]
+    if "momentum_decay" in hypers:
+        bad += [({"momentum_decay": -1.0}, ValueError, "momentum_decay")]
+    if "mu_product" in hypers:
+        bad += [({"mu_product": 1.0}, ValueError, "mu_product"),
+                ({"mu_product": MISSING}, TypeError, "'mu_product'")]
+    states = {a for a, *_ in fastoptim._core.kernel_specs[kernel]["states"]}
+    return EntryPoint(kernel, getattr(fastoptim._core, kernel), _arrays(kernel),
+                      kwargs=dict(base), inplace=frozenset({"params"} | states), lists=True,
+                      bad_kwargs=bad)
+
+
+ENTRY_POINTS += [_generic_entry(k) for k in KERNEL if k != "adamax_step"]
 BAD = [case for entry in ENTRY_POINTS for case in bad_inputs(entry)]
 
 

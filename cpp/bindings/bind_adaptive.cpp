@@ -1,5 +1,5 @@
 // Python bindings of the adaptive optimizer kernels: rmsprop_step, adagrad_step,
-// adamax_step. Each is one declaration that the generic registrar (optimizer_spec.hpp)
+// adamax_step, nadam_step, radam_step, adadelta_step. Each is one declaration that the generic registrar (optimizer_spec.hpp)
 // turns into a METH_FASTCALL function: parse, validate the config, pass every array
 // through the Gate, release the GIL for the kernel.
 #include "bindings/optimizer_spec.hpp"
@@ -76,12 +76,91 @@ struct AdamaxStep {
     }
 };
 
+// torch.optim.NAdam (kernels/adam_variants.hpp).
+struct NAdamStep {
+    using Config = NAdamConfig;
+    static constexpr const char* name = "nadam_step";
+    static constexpr const char* summary =
+        "One NAdam step in place, with torch.optim.NAdam's math.\n\n"
+        "step is the number of the step being taken (1 on the first call); mu_product is the\n"
+        "product of the momentum schedule mu_1 ... mu_step including this step's (the caller\n"
+        "keeps it, as torch keeps state['mu_product']).";
+    static constexpr State states[] = {{"exp_avgs", "exp_avg"}, {"exp_avg_sqs", "exp_avg_sq"}};
+    static constexpr Hyper<Config> hypers[] = {
+        {"step", &Config::step, true},
+        {"mu_product", &Config::mu_product, true},
+        {"lr", &Config::lr},
+        {"beta1", &Config::beta1},
+        {"beta2", &Config::beta2},
+        {"eps", &Config::eps},
+        {"weight_decay", &Config::weight_decay},
+        {"momentum_decay", &Config::momentum_decay},
+        {"decoupled_weight_decay", &Config::decoupled_weight_decay},
+        {"maximize", &Config::maximize}};
+    template <class T>
+    static auto kernel(const dispatch::Ops<T>& o) { return o.nadam; }
+    template <class T>
+    static MomentsTensor<T> tensor(T* p, const T* g, T* const* s, std::size_t n) {
+        return {p, g, s[0], s[1], n};
+    }
+};
+
+// torch.optim.RAdam (kernels/adam_variants.hpp).
+struct RAdamStep {
+    using Config = RAdamConfig;
+    static constexpr const char* name = "radam_step";
+    static constexpr const char* summary =
+        "One RAdam step in place, with torch.optim.RAdam's math.\n\n"
+        "step is the number of the step being taken (1 on the first call); it decides whether\n"
+        "the rectified adaptive step applies (rho_t > 5).";
+    static constexpr State states[] = {{"exp_avgs", "exp_avg"}, {"exp_avg_sqs", "exp_avg_sq"}};
+    static constexpr Hyper<Config> hypers[] = {
+        {"step", &Config::step, true},
+        {"lr", &Config::lr},
+        {"beta1", &Config::beta1},
+        {"beta2", &Config::beta2},
+        {"eps", &Config::eps},
+        {"weight_decay", &Config::weight_decay},
+        {"decoupled_weight_decay", &Config::decoupled_weight_decay},
+        {"maximize", &Config::maximize}};
+    template <class T>
+    static auto kernel(const dispatch::Ops<T>& o) { return o.radam; }
+    template <class T>
+    static MomentsTensor<T> tensor(T* p, const T* g, T* const* s, std::size_t n) {
+        return {p, g, s[0], s[1], n};
+    }
+};
+
+// torch.optim.Adadelta (kernels/adaptive.hpp).
+struct AdadeltaStep {
+    using Config = AdadeltaConfig;
+    static constexpr const char* name = "adadelta_step";
+    static constexpr const char* summary =
+        "One Adadelta step in place, with torch.optim.Adadelta's math.\n\n"
+        "square_avgs and acc_deltas start at zero.";
+    static constexpr State states[] = {{"square_avgs", "square_avg"},
+                                       {"acc_deltas", "acc_delta"}};
+    static constexpr Hyper<Config> hypers[] = {
+        {"lr", &Config::lr},   {"rho", &Config::rho},
+        {"eps", &Config::eps}, {"weight_decay", &Config::weight_decay},
+        {"maximize", &Config::maximize}};
+    template <class T>
+    static auto kernel(const dispatch::Ops<T>& o) { return o.adadelta; }
+    template <class T>
+    static AdadeltaTensor<T> tensor(T* p, const T* g, T* const* s, std::size_t n) {
+        return {p, g, s[0], s[1], n};
+    }
+};
+
 }  // namespace
 
 void bind_adaptive(py::module_& m) {
     register_optimizer<RMSpropStep>(m);
     register_optimizer<AdagradStep>(m);
     register_optimizer<AdamaxStep>(m);
+    register_optimizer<NAdamStep>(m);
+    register_optimizer<RAdamStep>(m);
+    register_optimizer<AdadeltaStep>(m);
 }
 
 }  // namespace fastoptim::bind

@@ -23,6 +23,9 @@ struct Ops {
     void (*rmsprop)(const RMSpropTensor<T>*, std::size_t, const RMSpropConfig&, int);
     void (*adagrad)(const AdagradTensor<T>*, std::size_t, const AdagradConfig&, int);
     void (*adamax)(const AdamaxTensor<T>*, std::size_t, const AdamaxConfig&, int);
+    void (*nadam)(const MomentsTensor<T>*, std::size_t, const NAdamConfig&, int);
+    void (*radam)(const MomentsTensor<T>*, std::size_t, const RAdamConfig&, int);
+    void (*adadelta)(const AdadeltaTensor<T>*, std::size_t, const AdadeltaConfig&, int);
     // model toolkit (kernels/losses.hpp, activations.hpp, regularizers.hpp)
     double (*point_loss)(T*, const T*, const T*, std::size_t, const PointLossConfig&, int);
     double (*softmax_xent)(T*, const T*, const std::int64_t*, const T*, const T*, std::size_t,

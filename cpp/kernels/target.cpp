@@ -22,6 +22,9 @@ Ops<T> make_ops() {
     o.rmsprop = &k::rmsprop_multi<T>;
     o.adagrad = &k::adagrad_multi<T>;
     o.adamax = &k::adamax_multi<T>;
+    o.nadam = &k::nadam_multi<T>;
+    o.radam = &k::radam_multi<T>;
+    o.adadelta = &k::adadelta_multi<T>;
     o.sumsq = &k::sumsq_multi<T>;
     o.scale = &k::scale_multi<T>;
     o.stream = &k::stream_update<T>;

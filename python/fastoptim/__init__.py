@@ -22,6 +22,7 @@ _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from fastoptim import losses, metrics, nn
 from fastoptim._core import (
+    adadelta_step,
     adagrad_step,
     adam_step,
     adamax_step,
@@ -30,6 +31,8 @@ from fastoptim._core import (
     get_num_threads,
     global_norm,
     have_openmp,
+    nadam_step,
+    radam_step,
     rmsprop_step,
     set_num_threads,
     set_simd_target,
@@ -48,6 +51,7 @@ def get_include() -> str:
 
 __all__ = [
     "__version__",
+    "adadelta_step",
     "adagrad_step",
     "adam_step",
     "adamax_step",
@@ -57,6 +61,8 @@ __all__ = [
     "get_num_threads",
     "global_norm",
     "have_openmp",
+    "nadam_step",
+    "radam_step",
     "rmsprop_step",
     "losses",
     "metrics",

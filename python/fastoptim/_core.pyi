@@ -45,6 +45,18 @@ def dropout_forward(x: _Array, y: _Array, mask: _Array, *, p: float, seed: int,
                     stream: int = 0) -> None: ...
 
 # optimizer steps (generated: fastoptim.spec.core_stub())
+def adadelta_step(
+    params: _Arrays,
+    grads: _Arrays,
+    square_avgs: _Arrays,
+    acc_deltas: _Arrays,
+    *,
+    lr: float = 1.0,
+    rho: float = 0.9,
+    eps: float = 1e-06,
+    weight_decay: float = 0.0,
+    maximize: bool = False,
+) -> None: ...
 def adagrad_step(
     params: _Arrays,
     grads: _Arrays,
@@ -86,6 +98,38 @@ def adamax_step(
     beta2: float = 0.999,
     eps: float = 1e-08,
     weight_decay: float = 0.0,
+    maximize: bool = False,
+) -> None: ...
+def nadam_step(
+    params: _Arrays,
+    grads: _Arrays,
+    exp_avgs: _Arrays,
+    exp_avg_sqs: _Arrays,
+    *,
+    step: int,
+    mu_product: float,
+    lr: float = 0.002,
+    beta1: float = 0.9,
+    beta2: float = 0.999,
+    eps: float = 1e-08,
+    weight_decay: float = 0.0,
+    momentum_decay: float = 0.004,
+    decoupled_weight_decay: bool = False,
+    maximize: bool = False,
+) -> None: ...
+def radam_step(
+    params: _Arrays,
+    grads: _Arrays,
+    exp_avgs: _Arrays,
+    exp_avg_sqs: _Arrays,
+    *,
+    step: int,
+    lr: float = 0.001,
+    beta1: float = 0.9,
+    beta2: float = 0.999,
+    eps: float = 1e-08,
+    weight_decay: float = 0.0,
+    decoupled_weight_decay: bool = False,
     maximize: bool = False,
 ) -> None: ...
 def rmsprop_step(

@@ -235,13 +235,16 @@ class Optimizer:
                     loaded[k] = _as_step(v, f"state {sid} 'step'")
                     continue
                 a = np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v)
-                if a.shape != p.shape:
+                scalar = np.ndim(_ref) == 0  # a per-parameter scalar (0-d), not a buffer
+                if a.shape != np.shape(_ref):
                     raise ValueError(f"state {sid} '{k}' has shape {a.shape} but its "
-                                     f"parameter has shape {p.shape}")
-                if a.dtype != p.dtype:
+                                     + ("value is a scalar" if scalar else
+                                        f"parameter has shape {p.shape}"))
+                if a.dtype != p.dtype and not (scalar and a.dtype in (np.float32, np.float64)):
                     raise TypeError(f"state {sid} '{k}' has dtype {a.dtype} but its "
                                     f"parameter is {p.dtype}")
-                loaded[k] = np.array(a, dtype=p.dtype, order="C", copy=True)
+                loaded[k] = np.array(a, dtype=a.dtype if scalar else p.dtype, order="C",
+                                     copy=True)
             new_state[i] = loaded
         for group, new in zip(self.param_groups, new_groups, strict=False):
             group.update(new)
@@ -251,6 +254,11 @@ class Optimizer:
     def __repr__(self) -> str:
         hyper = ", ".join(f"{k}={v!r}" for k, v in self.defaults.items())
         return f"{type(self).__name__}({len(self._params)} arrays, {hyper})"
+
+
+def _scalar(value: float) -> np.ndarray:
+    """A 0-d float32 array: torch keeps per-parameter scalars in its scalar dtype."""
+    return np.array(value, np.float32)
 
 
 class _SpecOptimizer(Optimizer):
@@ -297,7 +305,7 @@ class _SpecOptimizer(Optimizer):
         self._spec.validate(group)
 
     def _new_state(self, p: np.ndarray, group: dict[str, Any]) -> dict[str, Any]:
-        return self._spec.new_state(p, group, np.full_like)
+        return self._spec.new_state(p, group, np.full_like, _scalar)
 
     def _run(self, group: dict[str, Any], params: list, grads: list, state: list[list],
              step: int, first: bool) -> None:
@@ -326,6 +334,18 @@ class Adagrad(_SpecOptimizer, spec="Adagrad"):
 
 
 class Adamax(_SpecOptimizer, spec="Adamax"):
+    pass
+
+
+class NAdam(_SpecOptimizer, spec="NAdam"):
+    pass
+
+
+class RAdam(_SpecOptimizer, spec="RAdam"):
+    pass
+
+
+class Adadelta(_SpecOptimizer, spec="Adadelta"):
     pass
 
 

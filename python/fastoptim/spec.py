@@ -28,6 +28,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from fastoptim import _core
 
 __all__ = [
@@ -57,6 +59,8 @@ _DOCS = {
     "lr_decay": "learning-rate decay: lr / (1 + (step - 1) * lr_decay)",
     "initial_accumulator_value": "initial value of the sum of squared gradients",
     "decoupled_weight_decay": "decoupled weight decay (p *= 1 - lr * weight_decay, AdamW)",
+    "momentum_decay": "decay of the momentum schedule mu_t = beta1 (1 - 0.96^(t psi) / 2)",
+    "rho": "coefficient of the running averages of g^2 and of the squared updates",
 }
 
 
@@ -96,6 +100,19 @@ class StateBuffer:
 
 
 @dataclass(frozen=True, slots=True)
+class ScalarState:
+    """A per-parameter scalar in the state (a 0-d array/tensor in torch's scalar dtype,
+    float32 unless torch's default dtype is float64), updated in the front end every step
+    before the kernel call: ``update(value, group, step)`` returns the new value (computed
+    in the scalar's own dtype, as torch does), passed to the kernel as ``kernel``."""
+
+    key: str
+    init: float
+    update: Callable[[Any, dict[str, Any], int], Any]
+    kernel: str
+
+
+@dataclass(frozen=True, slots=True)
 class _Arg:
     """How one kernel argument is filled from a parameter group (precomputed per spec)."""
 
@@ -118,6 +135,7 @@ class OptimizerSpec:
     torch_signature: tuple[str, ...]  # names in torch's order, "*" before keyword-only ones
     fixed: dict[str, Any]  # kernel arguments this optimizer fixes (AdamW: decoupled decay)
     state: tuple[StateBuffer, ...]
+    scalars: tuple[ScalarState, ...]
     has_step: bool  # counts steps in state["step"] (as torch does, even if the kernel does not)
     kernel_step: bool  # the kernel takes the step number
     eager_state: bool  # state created with the parameters (torch's Adagrad), not lazily
@@ -160,20 +178,27 @@ class OptimizerSpec:
                 message = h.check(v)
                 if message:
                     raise ValueError(message)
-        extra = {"step": 1} if self.kernel_step else {}
+        extra: dict[str, Any] = {"step": 1} if self.kernel_step else {}
+        for sc in self.scalars:  # the value the first step would pass
+            extra[sc.kernel] = float(sc.update(np.float32(sc.init), group, 1))
         self.step_function([], [], *([[]] * len(self.state)), **extra,
                            **self.kernel_kwargs(group))
 
     def used(self, buf: StateBuffer, group: dict[str, Any]) -> bool:
         return buf.when is None or bool(group[buf.when])
 
-    def new_state(self, p: Any, group: dict[str, Any],
-                  full_like: Callable[[Any, float], Any]) -> dict[str, Any]:
-        """Fresh state for parameter p: step 0 (if counted) and each buffer in use."""
+    def new_state(self, p: Any, group: dict[str, Any], full_like: Callable[[Any, float], Any],
+                  scalar: Callable[[float], Any] | None = None) -> dict[str, Any]:
+        """Fresh state for parameter p: step 0 (if counted), each buffer in use
+        (``full_like(p, value)``) and each scalar (``scalar(value)``, a 0-d array/tensor)."""
         s: dict[str, Any] = {"step": 0} if self.has_step else {}
         for b in self.state:
             if self.used(b, group):
                 s[b.key] = full_like(p, group[b.init] if isinstance(b.init, str) else b.init)
+        for sc in self.scalars:
+            if scalar is None:
+                raise TypeError(f"{self.name} keeps scalar state: pass scalar=")
+            s[sc.key] = scalar(sc.init)
         return s
 
     def run(self, group: dict[str, Any], params: list, grads: list, states: list,
@@ -181,7 +206,8 @@ class OptimizerSpec:
         """One native multi-tensor call; ``states`` holds one list per buffer, in
         ``state`` order (None entries for buffers never created). This runs every step:
         it only reads the group and calls the kernel once."""
-        lists: list[list | None] = list(states)
+        k = len(self.state)
+        lists: list[list | None] = list(states[:k])
         for j, when in self._optional:
             if not group[when]:
                 lists[j] = None
@@ -193,11 +219,17 @@ class OptimizerSpec:
             kw["step"] = step
         if self._first_step:
             kw["first_step"] = first
+        for sc, values in zip(self.scalars, states[k:], strict=True):
+            v = sc.update(values[0], group, step)  # 0-d arrays (views of tensors in torch)
+            for a in values:
+                a[...] = v
+            kw[sc.kernel] = float(v)
         self._fn(params, grads, *lists, **kw)
 
     @property
     def state_keys(self) -> tuple[str, ...]:
-        return tuple(b.key for b in self.state)
+        """Buffers in kernel order, then scalars: the order of ``run``'s state lists."""
+        return tuple(b.key for b in self.state) + tuple(sc.key for sc in self.scalars)
 
     # -- docs --------------------------------------------------------------------------
     def docstring(self, front_end: str) -> str:
@@ -217,7 +249,8 @@ class OptimizerSpec:
             lines.append(f"    {', '.join(flags)}: accepted for torch compatibility "
                          f"(foreach is ignored; the others must stay off)")
         keys = (["step"] if self.has_step else []) + [
-            b.key + (f" (when {b.when})" if b.when else "") for b in self.state]
+            b.key + (f" (when {b.when})" if b.when else "") for b in self.state] + [
+            f"{sc.key} (a 0-d scalar)" for sc in self.scalars]
         lines += ["", "State per parameter: " + (", ".join(keys) or "none") + ".", "",
                   f"Reference: {self.reference}."]
         return "\n".join(lines)
@@ -239,16 +272,20 @@ def declare(name: str, kernel: str, *, torch: str, summary: str, rule: str, refe
             extra: dict[str, tuple[str, Any, Callable[[Any], str | None] | None]]
             | None = None, init: dict[str, str] | None = None, eager_state: bool = False,
             train_lr: float | None = None, docs: dict[str, str] | None = None,
-            has_step: bool = True) -> OptimizerSpec:
+            has_step: bool = True, scalars: tuple[ScalarState, ...] = (),
+            pairs: dict[str, tuple[str, str]] | None = None) -> OptimizerSpec:
     """Builds one OptimizerSpec. ``torch`` is torch's constructor signature after
     ``params`` ("*" marks keyword-only); its names are the kernel's hyperparameters
     (``betas`` stands for beta1, beta2), torch's switches, or names declared in ``extra``
     (kind, default, check) that the kernel never sees. ``defaults`` overrides a kernel
     default for this optimizer; ``fixed`` sets kernel arguments the signature does not
     expose; ``init`` names the hyperparameter that initializes a state buffer;
-    ``has_step=False`` for an optimizer without a step counter in its state (torch's SGD)."""
+    ``has_step=False`` for an optimizer without a step counter in its state (torch's SGD);
+    ``scalars`` declares per-parameter scalar state; ``pairs`` maps a tuple argument to two
+    kernel arguments (default: betas -> beta1, beta2)."""
     defaults, fixed, extra, init = defaults or {}, fixed or {}, extra or {}, init or {}
     doc = {**_DOCS, **(docs or {})}
+    pair_map = pairs if pairs is not None else {"betas": ("beta1", "beta2")}
     kh = _kernel_hypers(kernel)
     hypers, args = [], []
     sig = tuple(torch.split())
@@ -259,12 +296,12 @@ def declare(name: str, kernel: str, *, torch: str, summary: str, rule: str, refe
             kind, default, check = extra[n]
             hypers.append(Hyperparameter(n, kind, default, (), doc[n], check))
             continue
-        parts = ("beta1", "beta2") if n == "betas" else (n,)
+        parts = pair_map.get(n, (n,))
         for k in parts:
             if k not in kh:
                 raise ValueError(f"{name}: kernel {kernel} has no hyperparameter {k!r}")
-        if n == "betas":
-            default = defaults.get(n, (kh["beta1"][1], kh["beta2"][1]))
+        if len(parts) == 2:
+            default = defaults.get(n, (kh[parts[0]][1], kh[parts[1]][1]))
             kind = "pair"
         else:
             kind, default = kh[n][0], defaults.get(n, kh[n][1])
@@ -274,8 +311,8 @@ def declare(name: str, kernel: str, *, torch: str, summary: str, rule: str, refe
     state = tuple(StateBuffer(key, arg, when, init.get(key, 0.0), tuple(formats))
                   for arg, key, when, formats in _KERNEL_SPECS[kernel]["states"])
     return OptimizerSpec(name, kernel, summary, rule, reference, tuple(hypers), sig,
-                         dict(fixed), state, has_step, "step" in kh, eager_state, train_lr,
-                         tuple(args),
+                         dict(fixed), state, tuple(scalars), has_step, "step" in kh,
+                         eager_state, train_lr, tuple(args),
                          tuple((j, b.when) for j, b in enumerate(state) if b.when is not None),
                          "first_step" in kh, getattr(_core, kernel))
 
@@ -382,6 +419,58 @@ p = p - lr / (1 - beta1^step) * m / u
 """,
         reference="Kingma & Ba, Adam: A Method for Stochastic Optimization (2015), "
                   "section 7.1"),
+    declare(
+        "NAdam", "nadam_step",
+        torch="lr betas eps weight_decay momentum_decay decoupled_weight_decay * foreach "
+              "maximize capturable differentiable",
+        summary="NAdam (torch.optim.NAdam): Adam with Nesterov momentum.",
+        rule="""
+g = -grad if maximize else grad
+if decoupled_weight_decay: p = p * (1 - lr * weight_decay)
+else:                      g = g + weight_decay * p
+mu_t = beta1 * (1 - 0.5 * 0.96^(step * momentum_decay));  mu_product = mu_product * mu_t
+m = beta1 * m + (1 - beta1) * g
+v = beta2 * v + (1 - beta2) * g^2
+d = sqrt(v / (1 - beta2^step)) + eps
+p = p - lr (1 - mu_t) / (1 - mu_product) * g / d
+      - lr mu_{t+1} / (1 - mu_product * mu_{t+1}) * m / d
+""",
+        reference="Dozat, Incorporating Nesterov Momentum into Adam (2016)",
+        scalars=(ScalarState("mu_product", 1.0, lambda v, g, t: v * (g["betas"][0] * (
+            1.0 - 0.5 * 0.96 ** (t * g["momentum_decay"]))), "mu_product"),)),
+    declare(
+        "RAdam", "radam_step",
+        torch="lr betas eps weight_decay decoupled_weight_decay * foreach maximize capturable "
+              "differentiable",
+        summary="RAdam (torch.optim.RAdam): Adam with a rectified adaptive learning rate.",
+        rule="""
+g = -grad if maximize else grad
+if decoupled_weight_decay: p = p * (1 - lr * weight_decay)
+else:                      g = g + weight_decay * p
+m = beta1 * m + (1 - beta1) * g
+v = beta2 * v + (1 - beta2) * g^2
+rho_inf = 2 / (1 - beta2) - 1;  rho_t = rho_inf - 2 step beta2^step / (1 - beta2^step)
+if rho_t > 5:
+    r = sqrt((rho_t - 4)(rho_t - 2) rho_inf / ((rho_inf - 4)(rho_inf - 2) rho_t))
+    p = p - lr * m / (1 - beta1^step) * sqrt(1 - beta2^step) / (sqrt(v) + eps) * r
+else:
+    p = p - lr * m / (1 - beta1^step)
+""",
+        reference="Liu et al., On the Variance of the Adaptive Learning Rate and Beyond "
+                  "(2020)"),
+    declare(
+        "Adadelta", "adadelta_step",
+        torch="lr rho eps weight_decay foreach * capturable maximize differentiable",
+        summary="Adadelta (torch.optim.Adadelta).",
+        rule="""
+g = -grad if maximize else grad
+g = g + weight_decay * p
+v = rho * v + (1 - rho) * g^2
+delta = sqrt(u + eps) / sqrt(v + eps) * g
+u = rho * u + (1 - rho) * delta^2
+p = p - lr * delta
+""",
+        reference="Zeiler, ADADELTA: An Adaptive Learning Rate Method (2012)"),
 )
 
 _BY_NAME = {s.name: s for s in OPTIMIZERS}

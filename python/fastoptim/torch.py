@@ -149,6 +149,12 @@ def _full_like(p: torch.Tensor, value: float) -> torch.Tensor:
     return torch.full_like(p, value, memory_format=torch.contiguous_format)
 
 
+def _scalar(value: float) -> torch.Tensor:
+    """A 0-d tensor in torch's scalar dtype (float32 unless the default is float64)."""
+    dtype = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+    return torch.tensor(value, dtype=dtype)
+
+
 class _SpecNative(_Native):
     """A torch optimizer whose signature, defaults, docs, checks, state and kernel call come
     from its declaration in fastoptim.spec (``class Name(_SpecNative, spec="Name")``)."""
@@ -197,7 +203,7 @@ class _SpecNative(_Native):
         self._spec.validate(group)
 
     def _new_state(self, p, group) -> dict:
-        return self._spec.new_state(p, group, _full_like)
+        return self._spec.new_state(p, group, _full_like, _scalar)
 
     def _run(self, group, ps, gs, states, step: int, first: bool) -> None:
         self._spec.run(group, ps, gs, states, step, first)
@@ -225,4 +231,16 @@ class Adagrad(_SpecNative, spec="Adagrad"):
 
 
 class Adamax(_SpecNative, spec="Adamax"):
+    pass
+
+
+class NAdam(_SpecNative, spec="NAdam"):
+    pass
+
+
+class RAdam(_SpecNative, spec="RAdam"):
+    pass
+
+
+class Adadelta(_SpecNative, spec="Adadelta"):
     pass

@@ -105,6 +105,65 @@ struct AdamaxTensor {
     std::size_t n;
 };
 
+// torch.optim.NAdam semantics (Dozat 2016, with torch's momentum schedule
+// mu_t = beta1 (1 - 0.5 * 0.96^(t * momentum_decay))). `mu_product` is the product
+// mu_1 ... mu_step including this step's mu: the caller keeps it (torch keeps it per
+// parameter, in its scalar dtype) and passes it in. `step` is the step being taken.
+struct NAdamConfig {
+    double lr = 2e-3;
+    double beta1 = 0.9;
+    double beta2 = 0.999;
+    double eps = 1e-8;
+    double weight_decay = 0.0;
+    double momentum_decay = 4e-3;
+    double mu_product = 1.0;
+    std::int64_t step = 1;
+    bool decoupled_weight_decay = false;
+    bool maximize = false;
+};
+
+// torch.optim.RAdam semantics (Liu et al. 2020): the adaptive step is used only when the
+// variance of the adaptive learning rate is tractable (rho_t > 5).
+struct RAdamConfig {
+    double lr = 1e-3;
+    double beta1 = 0.9;
+    double beta2 = 0.999;
+    double eps = 1e-8;
+    double weight_decay = 0.0;
+    std::int64_t step = 1;
+    bool decoupled_weight_decay = false;
+    bool maximize = false;
+};
+
+// torch.optim.Adadelta semantics (Zeiler 2012, with torch's lr factor).
+struct AdadeltaConfig {
+    double lr = 1.0;
+    double rho = 0.9;
+    double eps = 1e-6;
+    double weight_decay = 0.0;
+    bool maximize = false;
+};
+
+// One tensor of a multi-tensor NAdam or RAdam update (torch's state names).
+template <class T>
+struct MomentsTensor {
+    T* param;
+    const T* grad;
+    T* exp_avg;
+    T* exp_avg_sq;
+    std::size_t n;
+};
+
+// One tensor of a multi-tensor Adadelta update.
+template <class T>
+struct AdadeltaTensor {
+    T* param;
+    const T* grad;
+    T* square_avg;
+    T* acc_delta;
+    std::size_t n;
+};
+
 // One tensor of a multi-tensor RMSprop update. momentum_buffer may be null unless
 // momentum > 0; grad_avg may be null unless centered.
 template <class T>
@@ -182,6 +241,46 @@ inline std::string validate(const AdagradConfig& c) {
         return "weight_decay must be a finite number >= 0, got " + detail::num(c.weight_decay);
     if (bad_nonneg(c.eps)) return "eps must be a finite number >= 0, got " + detail::num(c.eps);
     if (c.step < 1) return "step must be >= 1, got " + std::to_string(c.step);
+    return {};
+}
+
+namespace detail {
+// lr, betas, eps, weight_decay and step: the checks every Adam-like config shares.
+template <class C>
+std::string validate_adam_like(const C& c) {
+    if (bad_nonneg(c.lr)) return "lr must be a finite number >= 0, got " + num(c.lr);
+    if (!(c.beta1 >= 0.0 && c.beta1 < 1.0))
+        return "betas[0] must be in [0, 1), got " + num(c.beta1);
+    if (!(c.beta2 >= 0.0 && c.beta2 < 1.0))
+        return "betas[1] must be in [0, 1), got " + num(c.beta2);
+    if (bad_nonneg(c.eps)) return "eps must be a finite number >= 0, got " + num(c.eps);
+    if (bad_nonneg(c.weight_decay))
+        return "weight_decay must be a finite number >= 0, got " + num(c.weight_decay);
+    if (c.step < 1) return "step must be >= 1, got " + std::to_string(c.step);
+    return {};
+}
+}  // namespace detail
+
+inline std::string validate(const NAdamConfig& c) {
+    std::string e = detail::validate_adam_like(c);
+    if (!e.empty()) return e;
+    if (detail::bad_nonneg(c.momentum_decay))
+        return "momentum_decay must be a finite number >= 0, got " + detail::num(c.momentum_decay);
+    if (!(c.mu_product >= 0.0 && c.mu_product < 1.0))
+        return "mu_product must be in [0, 1), got " + detail::num(c.mu_product);
+    return {};
+}
+
+inline std::string validate(const RAdamConfig& c) { return detail::validate_adam_like(c); }
+
+inline std::string validate(const AdadeltaConfig& c) {
+    using detail::bad_nonneg;
+    if (bad_nonneg(c.lr)) return "lr must be a finite number >= 0, got " + detail::num(c.lr);
+    if (!(c.rho >= 0.0 && c.rho <= 1.0))
+        return "rho must be in [0, 1], got " + detail::num(c.rho);
+    if (bad_nonneg(c.eps)) return "eps must be a finite number >= 0, got " + detail::num(c.eps);
+    if (bad_nonneg(c.weight_decay))
+        return "weight_decay must be a finite number >= 0, got " + detail::num(c.weight_decay);
     return {};
 }
 

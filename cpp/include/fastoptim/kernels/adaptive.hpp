@@ -19,6 +19,7 @@ namespace FASTOPTIM_KERNEL_NS {
 constexpr std::size_t kMinPerThreadRMSprop = 32768;
 constexpr std::size_t kMinPerThreadAdagrad = 32768;
 constexpr std::size_t kMinPerThreadAdamax = 32768;
+constexpr std::size_t kMinPerThreadAdadelta = 32768;
 
 // Scalars of one RMSprop step, in the tensors' precision.
 template <class T>
@@ -182,6 +183,49 @@ void adamax_multi(const AdamaxTensor<T>* ts, std::size_t count, const AdamaxConf
                              T(c.beta2),             T(c.eps),          T(-clr)};
     c.weight_decay != 0.0 ? adamax_multi_impl<T, true>(ts, count, s, nthreads)
                           : adamax_multi_impl<T, false>(ts, count, s, nthreads);
+}
+
+// Scalars of one Adadelta step, in the tensors' precision.
+template <class T>
+struct AdadeltaScalars {
+    T sign, weight_decay, rho, one_minus_rho, eps, neg_lr;
+};
+
+// p, g, sq, acc: [n]. Zeiler (2012), "ADADELTA: An Adaptive Learning Rate Method".
+template <class T, bool WD>
+void adadelta_range(T* __restrict p, const T* __restrict g, T* __restrict sq,
+                    T* __restrict acc, std::size_t n, const AdadeltaScalars<T>& s) {
+    const T sign = s.sign, wd = s.weight_decay, rho = s.rho, w = s.one_minus_rho;
+    const T eps = s.eps, neg_lr = s.neg_lr;
+#pragma omp simd
+    for (std::size_t i = 0; i < n; ++i) {
+        T gi = sign * g[i];                                   // maximize flips the gradient
+        if constexpr (WD) gi = gi + wd * p[i];                // L2: grad + wd * param
+        const T si = sq[i] * rho + w * gi * gi;               // square_avg = rho sq + (1-rho) g^2
+        const T delta = std::sqrt(acc[i] + eps) / std::sqrt(si + eps) * gi;
+        acc[i] = acc[i] * rho + w * delta * delta;            // acc_delta, same average
+        sq[i] = si;
+        p[i] = p[i] + neg_lr * delta;                         // param.add_(delta, alpha=-lr)
+    }
+}
+
+// One Adadelta step over `count` tensors. The config must satisfy validate(c).
+template <class T>
+void adadelta_multi(const AdadeltaTensor<T>* ts, std::size_t count, const AdadeltaConfig& c,
+                    int nthreads) {
+    const AdadeltaScalars<T> s{T(c.maximize ? -1 : 1), T(c.weight_decay), T(c.rho),
+                               T(1.0 - c.rho),         T(c.eps),          T(-c.lr)};
+    auto run = [&](auto wd_c) {
+        constexpr bool W = decltype(wd_c)::value;
+        for_each_range(
+            count, [ts](std::size_t i) { return ts[i].n; }, nthreads, kMinPerThreadAdadelta,
+            [ts, &s](std::size_t i, std::size_t b, std::size_t e) {
+                const AdadeltaTensor<T>& t = ts[i];
+                adadelta_range<T, W>(t.param + b, t.grad + b, t.square_avg + b,
+                                     t.acc_delta + b, e - b, s);
+            });
+    };
+    c.weight_decay != 0.0 ? run(std::true_type{}) : run(std::false_type{});
 }
 
 }  // namespace FASTOPTIM_KERNEL_NS
