@@ -150,6 +150,30 @@ def adadelta(p, g, sq, acc, *, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, maxi
     return p - lr * delta, sq, acc
 
 
+def rprop(p, g, prev, ss, *, etaminus=0.5, etaplus=1.2, step_size_min=1e-6,
+          step_size_max=50.0, maximize=False):
+    """One step of torch.optim.Rprop. Returns (param, prev, step_size)."""
+    p = np.asarray(p, np.float64).copy()
+    d = -np.asarray(g, np.float64) if maximize else np.asarray(g, np.float64).copy()
+    prod = d * np.asarray(prev, np.float64)
+    f = np.where(prod > 0, etaplus, np.where(prod < 0, etaminus, 1.0))
+    ss = np.clip(np.asarray(ss, np.float64) * f, step_size_min, step_size_max)
+    d = np.where(prod < 0, 0.0, d)
+    return p - np.sign(d) * ss, d, ss
+
+
+def asgd(p, g, ax, *, eta, mu, lambd=1e-4, weight_decay=0.0, maximize=False):
+    """One step of torch.optim.ASGD given the previous step's eta and mu. Returns
+    (param, ax)."""
+    p = np.asarray(p, np.float64).copy()
+    d = -np.asarray(g, np.float64) if maximize else np.asarray(g, np.float64).copy()
+    if weight_decay:
+        d = d + weight_decay * p
+    p = p * (1.0 - lambd * eta) - eta * d
+    ax = np.asarray(ax, np.float64)
+    return p, (p.copy() if mu == 1 else ax + mu * (p - ax))
+
+
 # --- model toolkit: losses, activations, penalties (float64) ---------------------------
 
 def point_loss(kind, x, t, *, reduction="mean", delta=1.0):

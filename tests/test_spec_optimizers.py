@@ -50,6 +50,12 @@ FLAGS = {
                              decoupled_weight_decay=[False, True])],
     "Adadelta": [dict(lr=0.5, rho=0.8, eps=1e-5, **f)
                  for f in _grid(weight_decay=[0.0, 0.1], maximize=[False, True])],
+    "Rprop": [dict(lr=0.01, maximize=m, **f) for m in (False, True) for f in (
+        dict(), dict(etas=(0.3, 1.5), step_sizes=(1e-3, 0.05)))],
+    # t0=8: averaging starts within the 20 steps (mu < 1 from step 10)
+    "ASGD": [dict(lr=0.05, lambd=1e-3, alpha=0.6, t0=t0, **f)
+             for t0 in (8.0, 1e6) for f in _grid(weight_decay=[0.0, 0.1],
+                                                   maximize=[False, True])],
 }
 
 # kernel name, reference function, state buffers' initial values (name -> maker)
@@ -63,6 +69,12 @@ KERNEL = {
                                    eps=1e-6), _DECAYS + [dict(momentum_decay=0.05)]),
     "radam_step": (ref.radam, dict(step=7, lr=0.01, beta1=0.8, beta2=0.95, eps=1e-6),
                    _DECAYS + [dict(step=2), dict(step=2, weight_decay=0.1)]),
+    "rprop_step": (ref.rprop, dict(etaminus=0.4, etaplus=1.3, step_size_min=1e-3,
+                                   step_size_max=0.9),
+                   [dict(), dict(maximize=True), dict(step_size_max=1.5)]),
+    "asgd_step": (ref.asgd, dict(eta=0.05, mu=0.25, lambd=1e-2),
+                  [dict(), dict(weight_decay=0.1), dict(maximize=True),
+                   dict(mu=1.0, weight_decay=0.1)]),
     "adadelta_step": (ref.adadelta, dict(lr=0.5, rho=0.8, eps=1e-5),
                       [dict(), dict(weight_decay=0.1), dict(maximize=True),
                        dict(weight_decay=0.1, maximize=True)]),
@@ -84,7 +96,7 @@ def _state_arrays(kernel, rng, n, dtype):
     for arg, _key, _when, _formats in fastoptim._core.kernel_specs[kernel]["states"]:
         a = rng.standard_normal(n)
         if arg in ("exp_infs", "exp_avg_sqs", "square_avgs", "sums", "max_exp_avg_sqs",
-                   "acc_deltas"):
+                   "acc_deltas", "step_sizes"):
             a = np.abs(a) + 0.5
         out.append(a.astype(dtype))
     return out
@@ -281,12 +293,15 @@ def _generic_entry(kernel):
     """The standard bad inputs of every further kernel: its arrays, and the invalid values
     of the hyperparameters it has (each must be rejected naming it, nothing touched)."""
     base, hypers = KERNEL[kernel][1], {h[0] for h in fastoptim._core.kernel_specs[kernel]["hypers"]}
-    bad = [({"lr": -1e-3}, ValueError, "lr"), ({"lr": NAN}, ValueError, "lr"),
-           ({"lr": "0.1"}, TypeError, "lr must be a real number"),
-           ({"eps": -1.0}, ValueError, "eps"), ({"eps": INF}, ValueError, "eps"),
-           ({"weight_decay": -0.1}, ValueError, "weight_decay"),
-           ({"maximize": 1}, TypeError, "maximize must be a bool"),
+    bad = [({"maximize": 1}, TypeError, "maximize must be a bool"),
            ({"nonexistent": 1.0}, TypeError, "unexpected keyword argument 'nonexistent'")]
+    if "lr" in hypers:
+        bad += [({"lr": -1e-3}, ValueError, "lr"), ({"lr": NAN}, ValueError, "lr"),
+                ({"lr": "0.1"}, TypeError, "lr must be a real number")]
+    if "eps" in hypers:
+        bad += [({"eps": -1.0}, ValueError, "eps"), ({"eps": INF}, ValueError, "eps")]
+    if "weight_decay" in hypers:
+        bad += [({"weight_decay": -0.1}, ValueError, "weight_decay")]
     if "step" in hypers:
         bad += [({"step": 0}, ValueError, "step"), ({"step": 1.5}, TypeError, "step"),
                 ({"step": MISSING}, TypeError, "missing required argument 'step'")]
@@ -297,6 +312,14 @@ def _generic_entry(kernel):
         bad += [({"rho": 1.5}, ValueError, "rho")]
     if "momentum_decay" in hypers:
         bad += [({"momentum_decay": -1.0}, ValueError, "momentum_decay")]
+    if "etaminus" in hypers:
+        bad += [({"etaminus": 1.0}, ValueError, "etas"), ({"etaplus": 0.9}, ValueError, "etas"),
+                ({"step_size_min": -1.0}, ValueError, "step_sizes"),
+                ({"step_size_max": NAN}, ValueError, "step_sizes")]
+    if "eta" in hypers:
+        bad += [({"eta": -1.0}, ValueError, "eta"), ({"mu": 0.0}, ValueError, "mu"),
+                ({"mu": 1.5}, ValueError, "mu"), ({"eta": MISSING}, TypeError, "'eta'"),
+                ({"lambd": NAN}, ValueError, "lambd")]
     if "mu_product" in hypers:
         bad += [({"mu_product": 1.0}, ValueError, "mu_product"),
                 ({"mu_product": MISSING}, TypeError, "'mu_product'")]

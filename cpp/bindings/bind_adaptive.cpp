@@ -1,5 +1,6 @@
 // Python bindings of the adaptive optimizer kernels: rmsprop_step, adagrad_step,
-// adamax_step, nadam_step, radam_step, adadelta_step. Each is one declaration that the generic registrar (optimizer_spec.hpp)
+// adamax_step, nadam_step, radam_step,
+// adadelta_step, rprop_step, asgd_step. Each is one declaration that the generic registrar (optimizer_spec.hpp)
 // turns into a METH_FASTCALL function: parse, validate the config, pass every array
 // through the Gate, release the GIL for the kernel.
 #include "bindings/optimizer_spec.hpp"
@@ -152,6 +153,48 @@ struct AdadeltaStep {
     }
 };
 
+// torch.optim.Rprop (kernels/adaptive.hpp).
+struct RpropStep {
+    using Config = RpropConfig;
+    static constexpr const char* name = "rprop_step";
+    static constexpr const char* summary =
+        "One Rprop step in place, with torch.optim.Rprop's math.\n\n"
+        "prevs (the previous gradients) start at zero and step_sizes at lr, as in torch.";
+    static constexpr State states[] = {{"prevs", "prev"}, {"step_sizes", "step_size"}};
+    static constexpr Hyper<Config> hypers[] = {
+        {"etaminus", &Config::etaminus},           {"etaplus", &Config::etaplus},
+        {"step_size_min", &Config::step_size_min}, {"step_size_max", &Config::step_size_max},
+        {"maximize", &Config::maximize}};
+    template <class T>
+    static auto kernel(const dispatch::Ops<T>& o) { return o.rprop; }
+    template <class T>
+    static RpropTensor<T> tensor(T* p, const T* g, T* const* s, std::size_t n) {
+        return {p, g, s[0], s[1], n};
+    }
+};
+
+// torch.optim.ASGD (kernels/adaptive.hpp).
+struct ASGDStep {
+    using Config = ASGDConfig;
+    static constexpr const char* name = "asgd_step";
+    static constexpr const char* summary =
+        "One ASGD step in place, with torch.optim.ASGD's math.\n\n"
+        "eta and mu are the per-parameter step size and averaging weight of the previous\n"
+        "step (torch's state['eta'], state['mu']; lr and 1 at the start). axs (the averaged\n"
+        "parameters) start at zero.";
+    static constexpr State states[] = {{"axs", "ax"}};
+    static constexpr Hyper<Config> hypers[] = {
+        {"eta", &Config::eta, true},           {"mu", &Config::mu, true},
+        {"lambd", &Config::lambd},             {"weight_decay", &Config::weight_decay},
+        {"maximize", &Config::maximize}};
+    template <class T>
+    static auto kernel(const dispatch::Ops<T>& o) { return o.asgd; }
+    template <class T>
+    static ASGDTensor<T> tensor(T* p, const T* g, T* const* s, std::size_t n) {
+        return {p, g, s[0], n};
+    }
+};
+
 }  // namespace
 
 void bind_adaptive(py::module_& m) {
@@ -161,6 +204,8 @@ void bind_adaptive(py::module_& m) {
     register_optimizer<NAdamStep>(m);
     register_optimizer<RAdamStep>(m);
     register_optimizer<AdadeltaStep>(m);
+    register_optimizer<RpropStep>(m);
+    register_optimizer<ASGDStep>(m);
 }
 
 }  // namespace fastoptim::bind

@@ -26,6 +26,8 @@ struct Ops {
     void (*nadam)(const MomentsTensor<T>*, std::size_t, const NAdamConfig&, int);
     void (*radam)(const MomentsTensor<T>*, std::size_t, const RAdamConfig&, int);
     void (*adadelta)(const AdadeltaTensor<T>*, std::size_t, const AdadeltaConfig&, int);
+    void (*rprop)(const RpropTensor<T>*, std::size_t, const RpropConfig&, int);
+    void (*asgd)(const ASGDTensor<T>*, std::size_t, const ASGDConfig&, int);
     // model toolkit (kernels/losses.hpp, activations.hpp, regularizers.hpp)
     double (*point_loss)(T*, const T*, const T*, std::size_t, const PointLossConfig&, int);
     double (*softmax_xent)(T*, const T*, const std::int64_t*, const T*, const T*, std::size_t,

@@ -25,6 +25,8 @@ Ops<T> make_ops() {
     o.nadam = &k::nadam_multi<T>;
     o.radam = &k::radam_multi<T>;
     o.adadelta = &k::adadelta_multi<T>;
+    o.rprop = &k::rprop_multi<T>;
+    o.asgd = &k::asgd_multi<T>;
     o.sumsq = &k::sumsq_multi<T>;
     o.scale = &k::scale_multi<T>;
     o.stream = &k::stream_update<T>;

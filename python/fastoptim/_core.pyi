@@ -100,6 +100,17 @@ def adamax_step(
     weight_decay: float = 0.0,
     maximize: bool = False,
 ) -> None: ...
+def asgd_step(
+    params: _Arrays,
+    grads: _Arrays,
+    axs: _Arrays,
+    *,
+    eta: float,
+    mu: float,
+    lambd: float = 0.0001,
+    weight_decay: float = 0.0,
+    maximize: bool = False,
+) -> None: ...
 def nadam_step(
     params: _Arrays,
     grads: _Arrays,
@@ -145,6 +156,18 @@ def rmsprop_step(
     weight_decay: float = 0.0,
     momentum: float = 0.0,
     centered: bool = False,
+    maximize: bool = False,
+) -> None: ...
+def rprop_step(
+    params: _Arrays,
+    grads: _Arrays,
+    prevs: _Arrays,
+    step_sizes: _Arrays,
+    *,
+    etaminus: float = 0.5,
+    etaplus: float = 1.2,
+    step_size_min: float = 1e-06,
+    step_size_max: float = 50.0,
     maximize: bool = False,
 ) -> None: ...
 def sgd_step(

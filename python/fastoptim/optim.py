@@ -349,6 +349,14 @@ class Adadelta(_SpecOptimizer, spec="Adadelta"):
     pass
 
 
+class Rprop(_SpecOptimizer, spec="Rprop"):
+    pass
+
+
+class ASGD(_SpecOptimizer, spec="ASGD"):
+    pass
+
+
 def clip_grad_norm(grads: Sequence[np.ndarray], max_norm: float, *,
                    error_if_nonfinite: bool = False) -> float:
     """Scales ``grads`` in place so that their global L2 norm is at most ``max_norm``

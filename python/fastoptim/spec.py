@@ -61,6 +61,10 @@ _DOCS = {
     "decoupled_weight_decay": "decoupled weight decay (p *= 1 - lr * weight_decay, AdamW)",
     "momentum_decay": "decay of the momentum schedule mu_t = beta1 (1 - 0.96^(t psi) / 2)",
     "rho": "coefficient of the running averages of g^2 and of the squared updates",
+    "etas": "multiplicative decrease and increase of the step sizes (etaminus, etaplus)",
+    "step_sizes": "minimal and maximal step size",
+    "lambd": "decay term",
+    "t0": "step at which averaging starts",
 }
 
 
@@ -102,14 +106,17 @@ class StateBuffer:
 @dataclass(frozen=True, slots=True)
 class ScalarState:
     """A per-parameter scalar in the state (a 0-d array/tensor in torch's scalar dtype,
-    float32 unless torch's default dtype is float64), updated in the front end every step
-    before the kernel call: ``update(value, group, step)`` returns the new value (computed
-    in the scalar's own dtype, as torch does), passed to the kernel as ``kernel``."""
+    float32 unless torch's default dtype is float64), updated in the front end every step:
+    ``update(value, group, step)`` returns the new value (computed in the scalar's own
+    dtype, as torch does). It is passed to the kernel as ``kernel``: the new value, or with
+    ``after=True`` the current one, the update then following the kernel call (ASGD's eta
+    and mu). ``init`` is a number or the name of the hyperparameter holding it."""
 
     key: str
-    init: float
+    init: float | str
     update: Callable[[Any, dict[str, Any], int], Any]
     kernel: str
+    after: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +187,8 @@ class OptimizerSpec:
                     raise ValueError(message)
         extra: dict[str, Any] = {"step": 1} if self.kernel_step else {}
         for sc in self.scalars:  # the value the first step would pass
-            extra[sc.kernel] = float(sc.update(np.float32(sc.init), group, 1))
+            v = np.float32(group[sc.init] if isinstance(sc.init, str) else sc.init)
+            extra[sc.kernel] = float(v if sc.after else sc.update(v, group, 1))
         self.step_function([], [], *([[]] * len(self.state)), **extra,
                            **self.kernel_kwargs(group))
 
@@ -198,7 +206,7 @@ class OptimizerSpec:
         for sc in self.scalars:
             if scalar is None:
                 raise TypeError(f"{self.name} keeps scalar state: pass scalar=")
-            s[sc.key] = scalar(sc.init)
+            s[sc.key] = scalar(float(group[sc.init]) if isinstance(sc.init, str) else sc.init)
         return s
 
     def run(self, group: dict[str, Any], params: list, grads: list, states: list,
@@ -219,12 +227,21 @@ class OptimizerSpec:
             kw["step"] = step
         if self._first_step:
             kw["first_step"] = first
-        for sc, values in zip(self.scalars, states[k:], strict=True):
-            v = sc.update(values[0], group, step)  # 0-d arrays (views of tensors in torch)
+        scalars = states[k:]  # lists of 0-d arrays (views of the tensors in torch)
+        for sc, values in zip(self.scalars, scalars, strict=True):
+            if sc.after:
+                kw[sc.kernel] = float(values[0])
+                continue
+            v = sc.update(values[0], group, step)
             for a in values:
                 a[...] = v
             kw[sc.kernel] = float(v)
         self._fn(params, grads, *lists, **kw)
+        for sc, values in zip(self.scalars, scalars, strict=True):
+            if sc.after:
+                v = sc.update(values[0], group, step)
+                for a in values:
+                    a[...] = v
 
     @property
     def state_keys(self) -> tuple[str, ...]:
@@ -471,6 +488,49 @@ u = rho * u + (1 - rho) * delta^2
 p = p - lr * delta
 """,
         reference="Zeiler, ADADELTA: An Adaptive Learning Rate Method (2012)"),
+    declare(
+        "Rprop", "rprop_step",
+        torch="lr etas step_sizes * capturable foreach maximize differentiable",
+        summary="Rprop (torch.optim.Rprop): per-element step sizes from the gradient's sign.",
+        rule="""
+g = -grad if maximize else grad
+f = etaplus if g * prev > 0 else etaminus if g * prev < 0 else 1
+step_size = clamp(step_size * f, step_size_min, step_size_max)   (starts at lr)
+g = 0 where f == etaminus
+p = p - sign(g) * step_size
+prev = g
+""",
+        reference="Riedmiller & Braun, A Direct Adaptive Method for Faster Backpropagation "
+                  "Learning: The RPROP Algorithm (1993)",
+        extra={"lr": ("float", 1e-2, _finite_nonneg("lr"))},
+        pairs={"etas": ("etaminus", "etaplus"),
+               "step_sizes": ("step_size_min", "step_size_max")},
+        init={"step_size": "lr"}),
+    declare(
+        "ASGD", "asgd_step",
+        torch="lr lambd alpha t0 weight_decay foreach maximize differentiable capturable",
+        summary="ASGD (torch.optim.ASGD): SGD with Polyak-Ruppert averaging.",
+        rule="""
+g = -grad if maximize else grad
+g = g + weight_decay * p
+p = p * (1 - lambd * eta)
+p = p - eta * g
+ax = ax + mu * (p - ax)            (ax = p while mu == 1)
+eta = lr / (1 + lambd * lr * step)^alpha;  mu = 1 / max(1, step - t0)
+""",
+        reference="Polyak & Juditsky, Acceleration of Stochastic Approximation by Averaging "
+                  "(1992)",
+        extra={"lr": ("float", 1e-2, _finite_nonneg("lr")),
+               "alpha": ("float", 0.75, _finite_nonneg("alpha")),
+               "t0": ("float", 1e6, _finite_nonneg("t0"))},
+        docs={"alpha": "power of the eta schedule"},
+        scalars=(
+            # torch computes them in Python floats and stores them through a float32
+            # tensor (torch.as_tensor), whatever the state's dtype: so do these
+            ScalarState("eta", "lr", lambda v, g, t: np.float32(g["lr"] / (
+                (1.0 + g["lambd"] * g["lr"] * t) ** g["alpha"])), "eta", after=True),
+            ScalarState("mu", 1.0, lambda v, g, t: np.float32(1.0 / max(1.0, t - g["t0"])),
+                        "mu", after=True))),
 )
 
 _BY_NAME = {s.name: s for s in OPTIMIZERS}

@@ -244,3 +244,11 @@ class RAdam(_SpecNative, spec="RAdam"):
 
 class Adadelta(_SpecNative, spec="Adadelta"):
     pass
+
+
+class Rprop(_SpecNative, spec="Rprop"):
+    pass
+
+
+class ASGD(_SpecNative, spec="ASGD"):
+    pass

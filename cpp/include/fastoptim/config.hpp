@@ -144,6 +144,48 @@ struct AdadeltaConfig {
     bool maximize = false;
 };
 
+// torch.optim.Rprop semantics (Riedmiller & Braun 1993, the variant without weight
+// backtracking): per-element step sizes grow by etaplus while the gradient keeps its sign,
+// shrink by etaminus when it flips (and that step is skipped), clamped to
+// [step_size_min, step_size_max].
+struct RpropConfig {
+    double etaminus = 0.5;
+    double etaplus = 1.2;
+    double step_size_min = 1e-6;
+    double step_size_max = 50.0;
+    bool maximize = false;
+};
+
+// torch.optim.ASGD semantics (Polyak & Juditsky 1992): p *= 1 - lambd * eta;
+// p -= eta * g; ax += mu * (p - ax) (ax = p when mu == 1). eta and mu are the caller's
+// per-parameter scalars from the previous step (torch's state['eta'], state['mu']).
+struct ASGDConfig {
+    double lambd = 1e-4;
+    double weight_decay = 0.0;
+    double eta = 1e-2;
+    double mu = 1.0;
+    bool maximize = false;
+};
+
+// One tensor of a multi-tensor Rprop update.
+template <class T>
+struct RpropTensor {
+    T* param;
+    const T* grad;
+    T* prev;
+    T* step_size;
+    std::size_t n;
+};
+
+// One tensor of a multi-tensor ASGD update (ax: the averaged parameter).
+template <class T>
+struct ASGDTensor {
+    T* param;
+    const T* grad;
+    T* ax;
+    std::size_t n;
+};
+
 // One tensor of a multi-tensor NAdam or RAdam update (torch's state names).
 template <class T>
 struct MomentsTensor {
@@ -281,6 +323,26 @@ inline std::string validate(const AdadeltaConfig& c) {
     if (bad_nonneg(c.eps)) return "eps must be a finite number >= 0, got " + detail::num(c.eps);
     if (bad_nonneg(c.weight_decay))
         return "weight_decay must be a finite number >= 0, got " + detail::num(c.weight_decay);
+    return {};
+}
+
+inline std::string validate(const RpropConfig& c) {
+    if (!(0.0 < c.etaminus && c.etaminus < 1.0 && 1.0 < c.etaplus && !std::isinf(c.etaplus)))
+        return "etas must satisfy 0 < etaminus < 1 < etaplus, got (" + detail::num(c.etaminus) +
+               ", " + detail::num(c.etaplus) + ")";
+    if (!(c.step_size_min >= 0.0 && c.step_size_max >= c.step_size_min))
+        return "step_sizes must satisfy 0 <= min <= max, got (" + detail::num(c.step_size_min) +
+               ", " + detail::num(c.step_size_max) + ")";
+    return {};
+}
+
+inline std::string validate(const ASGDConfig& c) {
+    using detail::bad_nonneg;
+    if (bad_nonneg(c.lambd)) return "lambd must be a finite number >= 0, got " + detail::num(c.lambd);
+    if (bad_nonneg(c.weight_decay))
+        return "weight_decay must be a finite number >= 0, got " + detail::num(c.weight_decay);
+    if (bad_nonneg(c.eta)) return "eta must be a finite number >= 0, got " + detail::num(c.eta);
+    if (!(c.mu > 0.0 && c.mu <= 1.0)) return "mu must be in (0, 1], got " + detail::num(c.mu);
     return {};
 }
 

@@ -20,6 +20,8 @@ constexpr std::size_t kMinPerThreadRMSprop = 32768;
 constexpr std::size_t kMinPerThreadAdagrad = 32768;
 constexpr std::size_t kMinPerThreadAdamax = 32768;
 constexpr std::size_t kMinPerThreadAdadelta = 32768;
+constexpr std::size_t kMinPerThreadRprop = 32768;
+constexpr std::size_t kMinPerThreadASGD = 65536;
 
 // Scalars of one RMSprop step, in the tensors' precision.
 template <class T>
@@ -226,6 +228,91 @@ void adadelta_multi(const AdadeltaTensor<T>* ts, std::size_t count, const Adadel
             });
     };
     c.weight_decay != 0.0 ? run(std::true_type{}) : run(std::false_type{});
+}
+
+// Scalars of one Rprop step, in the tensors' precision.
+template <class T>
+struct RpropScalars {
+    T sign, etaminus, etaplus, lo, hi;
+};
+
+// p, g, prev, ss: [n]. Riedmiller & Braun (1993); torch.optim.Rprop operation by operation
+// (a NaN product counts as "no sign", factor 1, and sign(NaN) = 0 as in torch.sign).
+template <class T>
+void rprop_range(T* __restrict p, const T* __restrict g, T* __restrict prev, T* __restrict ss,
+                 std::size_t n, const RpropScalars<T>& s) {
+    const T sign = s.sign, em = s.etaminus, ep = s.etaplus, lo = s.lo, hi = s.hi;
+#pragma omp simd
+    for (std::size_t i = 0; i < n; ++i) {
+        T gi = sign * g[i];
+        const T prod = gi * prev[i];
+        const T f = prod > T(0) ? ep : (prod < T(0) ? em : T(1));
+        T si = ss[i] * f;
+        si = si < lo ? lo : si;                             // clamp_(min, max), NaN kept
+        si = si > hi ? hi : si;
+        if (f == em) gi = T(0);                             // sign flipped: skip this step
+        const T sg = gi > T(0) ? T(1) : (gi < T(0) ? T(-1) : T(0));
+        p[i] = p[i] + T(-1) * sg * si;                      // addcmul_(sign(g), ss, value=-1)
+        ss[i] = si;
+        prev[i] = gi;
+    }
+}
+
+// One Rprop step over `count` tensors. The config must satisfy validate(c).
+template <class T>
+void rprop_multi(const RpropTensor<T>* ts, std::size_t count, const RpropConfig& c,
+                 int nthreads) {
+    const RpropScalars<T> s{T(c.maximize ? -1 : 1), T(c.etaminus), T(c.etaplus),
+                            T(c.step_size_min), T(c.step_size_max)};
+    for_each_range(
+        count, [ts](std::size_t i) { return ts[i].n; }, nthreads, kMinPerThreadRprop,
+        [ts, &s](std::size_t i, std::size_t b, std::size_t e) {
+            const RpropTensor<T>& t = ts[i];
+            rprop_range<T>(t.param + b, t.grad + b, t.prev + b, t.step_size + b, e - b, s);
+        });
+}
+
+// Scalars of one ASGD step, in the tensors' precision.
+template <class T>
+struct ASGDScalars {
+    T sign, weight_decay, keep, neg_eta, mu;
+};
+
+// p, g, ax: [n]. Polyak & Juditsky (1992), as torch.optim.ASGD computes it.
+template <class T, bool WD, bool AVERAGE>
+void asgd_range(T* __restrict p, const T* __restrict g, T* __restrict ax, std::size_t n,
+                const ASGDScalars<T>& s) {
+    const T sign = s.sign, wd = s.weight_decay, keep = s.keep, neg_eta = s.neg_eta, mu = s.mu;
+#pragma omp simd
+    for (std::size_t i = 0; i < n; ++i) {
+        T gi = sign * g[i];
+        if constexpr (WD) gi = gi + wd * p[i];              // L2: grad + wd * param
+        T pi = p[i] * keep;                                 // p *= 1 - lambd * eta
+        pi = pi + neg_eta * gi;                             // p.add_(g, alpha=-eta)
+        p[i] = pi;
+        if constexpr (AVERAGE) ax[i] = ax[i] + (pi - ax[i]) * mu;  // ax += (p - ax) * mu
+        else ax[i] = pi;                                    // mu == 1: ax = p
+    }
+}
+
+// One ASGD step over `count` tensors. The config must satisfy validate(c).
+template <class T>
+void asgd_multi(const ASGDTensor<T>* ts, std::size_t count, const ASGDConfig& c, int nthreads) {
+    const ASGDScalars<T> s{T(c.maximize ? -1 : 1), T(c.weight_decay),
+                           T(1.0 - c.lambd * c.eta), T(-c.eta), T(c.mu)};
+    auto run = [&](auto wd_c, auto avg_c) {
+        constexpr bool W = decltype(wd_c)::value, A = decltype(avg_c)::value;
+        for_each_range(
+            count, [ts](std::size_t i) { return ts[i].n; }, nthreads, kMinPerThreadASGD,
+            [ts, &s](std::size_t i, std::size_t b, std::size_t e) {
+                const ASGDTensor<T>& t = ts[i];
+                asgd_range<T, W, A>(t.param + b, t.grad + b, t.ax + b, e - b, s);
+            });
+    };
+    auto with_avg = [&](auto wd_c) {
+        c.mu != 1.0 ? run(wd_c, std::true_type{}) : run(wd_c, std::false_type{});
+    };
+    c.weight_decay != 0.0 ? with_avg(std::true_type{}) : with_avg(std::false_type{});
 }
 
 }  // namespace FASTOPTIM_KERNEL_NS
