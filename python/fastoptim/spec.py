@@ -602,10 +602,19 @@ def train_lr(name: str) -> float:
 def build_from_options(name: str, params: Sequence[Any], options: dict[str, Any], *,
                        lr: float) -> Any:
     """A ``fastoptim.optim`` optimizer from `fastoptim train` options: every CLI
-    hyperparameter the optimizer has is passed, the others are ignored."""
+    hyperparameter the optimizer has is passed, the others are ignored; a group option it
+    does not have (weight_decay for Rprop) is dropped when zero, else a ValueError."""
     from fastoptim import optim
 
     s = get(name)
+    known = set(s.defaults)
+    if params and isinstance(params[0], dict):  # per-group options the optimizer lacks
+        for g in params:
+            for k in set(g) - known - {"params"}:
+                if g[k]:
+                    raise ValueError(f"{k} is not an option of {s.name}, got {g[k]!r}")
+        params = [{k: v for k, v in g.items() if k in known or k == "params"}
+                  for g in params]
     kw: dict[str, Any] = {"lr": lr}
     for h in s.hyperparameters:
         if h.name not in CLI_HYPERPARAMETERS:
