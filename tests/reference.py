@@ -174,6 +174,16 @@ def asgd(p, g, ax, *, eta, mu, lambd=1e-4, weight_decay=0.0, maximize=False):
     return p, (p.copy() if mu == 1 else ax + mu * (p - ax))
 
 
+def lion(p, g, m, *, lr=1e-4, beta1=0.9, beta2=0.99, weight_decay=0.0, maximize=False):
+    """One step of lion-pytorch's Lion (weight_decay as the kernel takes it: already
+    divided by the initial lr when decoupled). Returns (param, exp_avg)."""
+    p = np.asarray(p, np.float64) * (1.0 - lr * weight_decay)
+    d = -np.asarray(g, np.float64) if maximize else np.asarray(g, np.float64)
+    m = np.asarray(m, np.float64)
+    p = p - lr * np.sign(beta1 * m + (1.0 - beta1) * d)
+    return p, beta2 * m + (1.0 - beta2) * d
+
+
 # --- model toolkit: losses, activations, penalties (float64) ---------------------------
 
 def point_loss(kind, x, t, *, reduction="mean", delta=1.0):

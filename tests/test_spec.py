@@ -26,11 +26,14 @@ def _numeric_equal(a, b):
 
 @pytest.mark.parametrize("name", fspec.names())
 def test_torch_front_end_has_torchs_signature(name):
-    """Same names, order, positional/keyword-only split and defaults as torch.optim."""
+    """Same names, order, positional/keyword-only split and defaults as torch.optim (or
+    the reference package)."""
     torch = pytest.importorskip("torch")
     import fastoptim.torch as ft
 
-    theirs = list(inspect.signature(getattr(torch.optim, name)).parameters.values())
+    ref = (pytest.importorskip("lion_pytorch").Lion if name == "Lion"
+           else getattr(torch.optim, name))
+    theirs = list(inspect.signature(ref).parameters.values())
     ours = list(inspect.signature(getattr(ft, name)).parameters.values())
     assert [p.name for p in ours] == [p.name for p in theirs]
     for a, b in zip(ours, theirs, strict=True):

@@ -52,6 +52,8 @@ FLAGS = {
                  for f in _grid(weight_decay=[0.0, 0.1], maximize=[False, True])],
     "Rprop": [dict(lr=0.01, maximize=m, **f) for m in (False, True) for f in (
         dict(), dict(etas=(0.3, 1.5), step_sizes=(1e-3, 0.05)))],
+    "Lion": [dict(lr=1e-3, betas=(0.8, 0.95), **f)
+             for f in _grid(weight_decay=[0.0, 0.1], decoupled_weight_decay=[False, True])],
     # t0=8: averaging starts within the 20 steps (mu < 1 from step 10)
     "ASGD": [dict(lr=0.05, lambd=1e-3, alpha=0.6, t0=t0, **f)
              for t0 in (8.0, 1e6) for f in _grid(weight_decay=[0.0, 0.1],
@@ -75,10 +77,19 @@ KERNEL = {
     "asgd_step": (ref.asgd, dict(eta=0.05, mu=0.25, lambd=1e-2),
                   [dict(), dict(weight_decay=0.1), dict(maximize=True),
                    dict(mu=1.0, weight_decay=0.1)]),
+    "lion_step": (ref.lion, dict(lr=0.01, beta1=0.8, beta2=0.95),
+                  [dict(), dict(weight_decay=0.1), dict(maximize=True)]),
     "adadelta_step": (ref.adadelta, dict(lr=0.5, rho=0.8, eps=1e-5),
                       [dict(), dict(weight_decay=0.1), dict(maximize=True),
                        dict(weight_decay=0.1, maximize=True)]),
 }
+
+
+def reference_class(name):
+    """The reference implementation: torch.optim's, else the package the spec names."""
+    if name == "Lion":
+        return pytest.importorskip("lion_pytorch").Lion
+    return getattr(torch.optim, name)
 
 
 def _cases():
@@ -162,7 +173,7 @@ def test_lockstep_with_torch(case, dtype):
     tref = [torch.tensor(p.copy(), requires_grad=True) for p in params]
     tours = [torch.tensor(p.copy(), requires_grad=True) for p in params]
     groups = lambda ps: [{"params": ps[:2]}, {"params": ps[2:], "lr": kw["lr"] / 2}]  # noqa: E731
-    theirs = getattr(torch.optim, name)(groups(tref), **kw)
+    theirs = reference_class(name)(groups(tref), **kw)
     ours_np = getattr(optim, name)(groups(params), **kw)
     ours_t = getattr(ft, name)(groups(tours), **kw)
     for k in range(STEPS):
@@ -199,7 +210,7 @@ def test_state_dict_interchange_with_torch(name):
     a = [torch.tensor(rng.standard_normal(s), requires_grad=True) for s in shapes]
     b = [torch.tensor(x.detach().numpy().copy(), requires_grad=True) for x in a]
     ours = getattr(ft, name)(a, **kw)
-    theirs = getattr(torch.optim, name)(b, **kw)
+    theirs = reference_class(name)(b, **kw)
 
     def step(opts_params):
         grads = [rng.standard_normal(s) for s in shapes]
@@ -210,7 +221,7 @@ def test_state_dict_interchange_with_torch(name):
     for _ in range(3):
         step([(ours, a), (theirs, b)])
     # ours -> a fresh torch optimizer, and torch's -> a fresh fastoptim optimizer
-    t2 = getattr(torch.optim, name)(b, **kw)
+    t2 = reference_class(name)(b, **kw)
     t2.load_state_dict(ours.state_dict())
     o2 = getattr(ft, name)(a, **kw)
     o2.load_state_dict(theirs.state_dict())
@@ -307,7 +318,7 @@ def _generic_entry(kernel):
                 ({"step": MISSING}, TypeError, "missing required argument 'step'")]
     for name, frag in (("beta1", "betas[0]"), ("beta2", "betas[1]")):
         if name in hypers:
-            bad += [({name: 1.0}, ValueError, frag), ({name: NAN}, ValueError, frag)]
+            bad += [({name: 1.5}, ValueError, frag), ({name: NAN}, ValueError, frag)]
     if "rho" in hypers:
         bad += [({"rho": 1.5}, ValueError, "rho")]
     if "momentum_decay" in hypers:

@@ -1,6 +1,6 @@
 // Python bindings of the adaptive optimizer kernels: rmsprop_step, adagrad_step,
 // adamax_step, nadam_step, radam_step,
-// adadelta_step, rprop_step, asgd_step. Each is one declaration that the generic registrar (optimizer_spec.hpp)
+// adadelta_step, rprop_step, asgd_step, lion_step. Each is one declaration that the generic registrar (optimizer_spec.hpp)
 // turns into a METH_FASTCALL function: parse, validate the config, pass every array
 // through the Gate, release the GIL for the kernel.
 #include "bindings/optimizer_spec.hpp"
@@ -195,6 +195,28 @@ struct ASGDStep {
     }
 };
 
+// Lion, as lion-pytorch 0.2.5 (kernels/adaptive.hpp).
+struct LionStep {
+    using Config = LionConfig;
+    static constexpr const char* name = "lion_step";
+    static constexpr const char* summary =
+        "One Lion step in place, with lion-pytorch's math (Chen et al. 2023).\n\n"
+        "weight_decay is decoupled: p *= 1 - lr * weight_decay. exp_avgs start at zero.";
+    static constexpr State states[] = {{"exp_avgs", "exp_avg"}};
+    static constexpr Hyper<Config> hypers[] = {
+        {"lr", &Config::lr},
+        {"beta1", &Config::beta1},
+        {"beta2", &Config::beta2},
+        {"weight_decay", &Config::weight_decay},
+        {"maximize", &Config::maximize}};
+    template <class T>
+    static auto kernel(const dispatch::Ops<T>& o) { return o.lion; }
+    template <class T>
+    static LionTensor<T> tensor(T* p, const T* g, T* const* s, std::size_t n) {
+        return {p, g, s[0], n};
+    }
+};
+
 }  // namespace
 
 void bind_adaptive(py::module_& m) {
@@ -206,6 +228,7 @@ void bind_adaptive(py::module_& m) {
     register_optimizer<AdadeltaStep>(m);
     register_optimizer<RpropStep>(m);
     register_optimizer<ASGDStep>(m);
+    register_optimizer<LionStep>(m);
 }
 
 }  // namespace fastoptim::bind

@@ -27,6 +27,7 @@ Ops<T> make_ops() {
     o.adadelta = &k::adadelta_multi<T>;
     o.rprop = &k::rprop_multi<T>;
     o.asgd = &k::asgd_multi<T>;
+    o.lion = &k::lion_multi<T>;
     o.sumsq = &k::sumsq_multi<T>;
     o.scale = &k::scale_multi<T>;
     o.stream = &k::stream_update<T>;

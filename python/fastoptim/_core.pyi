@@ -111,6 +111,17 @@ def asgd_step(
     weight_decay: float = 0.0,
     maximize: bool = False,
 ) -> None: ...
+def lion_step(
+    params: _Arrays,
+    grads: _Arrays,
+    exp_avgs: _Arrays,
+    *,
+    lr: float = 0.0001,
+    beta1: float = 0.9,
+    beta2: float = 0.99,
+    weight_decay: float = 0.0,
+    maximize: bool = False,
+) -> None: ...
 def nadam_step(
     params: _Arrays,
     grads: _Arrays,

@@ -302,14 +302,14 @@ class _SpecOptimizer(Optimizer):
                 self.state[first + i] = self._new_state(p, group)
 
     def _validate(self, group: dict[str, Any]) -> None:
-        self._spec.validate(group)
+        self._spec.validate(group, self.defaults)
 
     def _new_state(self, p: np.ndarray, group: dict[str, Any]) -> dict[str, Any]:
         return self._spec.new_state(p, group, np.full_like, _scalar)
 
     def _run(self, group: dict[str, Any], params: list, grads: list, state: list[list],
              step: int, first: bool) -> None:
-        self._spec.run(group, params, grads, state, step, first)
+        self._spec.run(group, params, grads, state, step, first, self.defaults)
 
 
 # One class statement per optimizer: everything else is in its declaration (fastoptim/spec.py).
@@ -354,6 +354,10 @@ class Rprop(_SpecOptimizer, spec="Rprop"):
 
 
 class ASGD(_SpecOptimizer, spec="ASGD"):
+    pass
+
+
+class Lion(_SpecOptimizer, spec="Lion"):
     pass
 
 

@@ -37,11 +37,11 @@ __all__ = [
     "cli_choices", "cli_options", "build_from_options", "markdown_table",
 ]
 
-# torch.optim's implementation switches: accepted for signature compatibility by the torch
-# front end. foreach is ignored (one multi-tensor call is what fastoptim always does); the
-# others must stay at their default.
+# torch.optim's (and lion-pytorch's use_triton) implementation switches: accepted for
+# signature compatibility by the torch front end. foreach is ignored (one multi-tensor
+# call is what fastoptim always does); the others must stay at their default.
 TORCH_FLAGS: dict[str, Any] = {"foreach": None, "capturable": False, "differentiable": False,
-                               "fused": None}
+                               "fused": None, "use_triton": False}
 
 # One line of documentation per hyperparameter name, shared by every optimizer that has it.
 _DOCS = {
@@ -66,6 +66,13 @@ _DOCS = {
     "lambd": "decay term",
     "t0": "step at which averaging starts",
 }
+
+
+def _lion_decay(kw: dict[str, Any], group: dict[str, Any], defaults: dict[str, Any]) -> None:
+    # lion-pytorch: with decoupled_weight_decay (a constructor setting, not a group one),
+    # wd is divided by the constructor's lr
+    if defaults.get("decoupled_weight_decay"):
+        kw["weight_decay"] = group["weight_decay"] / defaults["lr"]
 
 
 def _finite_nonneg(name: str) -> Callable[[Any], str | None]:
@@ -151,6 +158,9 @@ class OptimizerSpec:
     _optional: tuple[tuple[int, str], ...] = field(repr=False)  # (buffer index, its switch)
     _first_step: bool = field(repr=False)  # the kernel takes first_step (SGD's momentum)
     _fn: Callable[..., None] = field(repr=False)
+    # (kernel kwargs, group, the optimizer's constructor defaults) -> None: a rule that is
+    # not a plain copy of group values (Lion's decoupled decay divides by the initial lr)
+    adjust: Callable[[dict[str, Any], dict[str, Any], dict[str, Any]], None] | None = None
 
     # -- what the front ends call ------------------------------------------------------
     @property
@@ -162,8 +172,10 @@ class OptimizerSpec:
         """Constructor defaults by name (front-end hyperparameters only)."""
         return {h.name: h.default for h in self.hyperparameters}
 
-    def kernel_kwargs(self, group: dict[str, Any]) -> dict[str, Any]:
-        """The kernel's keyword arguments for a parameter group (tensors become floats)."""
+    def kernel_kwargs(self, group: dict[str, Any],
+                      defaults: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The kernel's keyword arguments for a parameter group (tensors become floats);
+        ``defaults``: the optimizer's constructor values (for ``adjust``)."""
         kw = dict(self.fixed)
         for a in self._args:
             v = group[a.group_key]
@@ -172,9 +184,11 @@ class OptimizerSpec:
             if a.real and type(v) is not float and type(v) is not int and hasattr(v, "item"):
                 v = float(v)  # a 0-d tensor/array (torch allows a tensor lr)
             kw[a.kernel] = v
+        if self.adjust is not None:
+            self.adjust(kw, group, group if defaults is None else defaults)
         return kw
 
-    def validate(self, group: dict[str, Any]) -> None:
+    def validate(self, group: dict[str, Any], defaults: dict[str, Any] | None = None) -> None:
         """ValueError/TypeError naming the hyperparameter; the kernel's checks run on empty
         lists, so they are the same C++ code that guards every step."""
         for h in self.hyperparameters:
@@ -190,7 +204,7 @@ class OptimizerSpec:
             v = np.float32(group[sc.init] if isinstance(sc.init, str) else sc.init)
             extra[sc.kernel] = float(v if sc.after else sc.update(v, group, 1))
         self.step_function([], [], *([[]] * len(self.state)), **extra,
-                           **self.kernel_kwargs(group))
+                           **self.kernel_kwargs(group, defaults))
 
     def used(self, buf: StateBuffer, group: dict[str, Any]) -> bool:
         return buf.when is None or bool(group[buf.when])
@@ -210,7 +224,7 @@ class OptimizerSpec:
         return s
 
     def run(self, group: dict[str, Any], params: list, grads: list, states: list,
-            step: int, first: bool) -> None:
+            step: int, first: bool, defaults: dict[str, Any] | None = None) -> None:
         """One native multi-tensor call; ``states`` holds one list per buffer, in
         ``state`` order (None entries for buffers never created). This runs every step:
         it only reads the group and calls the kernel once."""
@@ -222,7 +236,7 @@ class OptimizerSpec:
             elif lists[j] is None or any(x is None for x in lists[j]):  # type: ignore[union-attr]
                 raise ValueError(f"{when} was switched on after the first step; create a new "
                                  f"optimizer instead")
-        kw = self.kernel_kwargs(group)
+        kw = self.kernel_kwargs(group, defaults)
         if self.kernel_step:
             kw["step"] = step
         if self._first_step:
@@ -290,7 +304,9 @@ def declare(name: str, kernel: str, *, torch: str, summary: str, rule: str, refe
             | None = None, init: dict[str, str] | None = None, eager_state: bool = False,
             train_lr: float | None = None, docs: dict[str, str] | None = None,
             has_step: bool = True, scalars: tuple[ScalarState, ...] = (),
-            pairs: dict[str, tuple[str, str]] | None = None) -> OptimizerSpec:
+            pairs: dict[str, tuple[str, str]] | None = None,
+            adjust: Callable[[dict[str, Any], dict[str, Any], dict[str, Any]], None]
+            | None = None) -> OptimizerSpec:
     """Builds one OptimizerSpec. ``torch`` is torch's constructor signature after
     ``params`` ("*" marks keyword-only); its names are the kernel's hyperparameters
     (``betas`` stands for beta1, beta2), torch's switches, or names declared in ``extra``
@@ -331,7 +347,7 @@ def declare(name: str, kernel: str, *, torch: str, summary: str, rule: str, refe
                          dict(fixed), state, tuple(scalars), has_step, "step" in kh,
                          eager_state, train_lr, tuple(args),
                          tuple((j, b.when) for j, b in enumerate(state) if b.when is not None),
-                         "first_step" in kh, getattr(_core, kernel))
+                         "first_step" in kh, getattr(_core, kernel), adjust)
 
 
 # ---------------------------------------------------------------------------------------
@@ -531,6 +547,22 @@ eta = lr / (1 + lambd * lr * step)^alpha;  mu = 1 / max(1, step - t0)
                 (1.0 + g["lambd"] * g["lr"] * t) ** g["alpha"])), "eta", after=True),
             ScalarState("mu", 1.0, lambda v, g, t: np.float32(1.0 / max(1.0, t - g["t0"])),
                         "mu", after=True))),
+    declare(
+        "Lion", "lion_step",
+        torch="lr betas weight_decay use_triton decoupled_weight_decay",
+        summary="Lion (lion-pytorch's Lion): the sign of an interpolated momentum.",
+        rule="""
+p = p * (1 - lr * wd)       (wd = weight_decay, / the constructor's lr if decoupled)
+p = p - lr * sign(beta1 * m + (1 - beta1) * grad)
+m = beta2 * m + (1 - beta2) * grad
+""",
+        reference="Chen et al., Symbolic Discovery of Optimization Algorithms (2023); "
+                  "lion-pytorch 0.2.5",
+        extra={"decoupled_weight_decay": ("bool", False, None)},
+        docs={"weight_decay": "decoupled weight decay (p *= 1 - lr * weight_decay)",
+              "decoupled_weight_decay": "divide weight_decay by the constructor's lr, as "
+                                        "lion-pytorch does"},
+        has_step=False, adjust=_lion_decay),
 )
 
 _BY_NAME = {s.name: s for s in OPTIMIZERS}

@@ -200,13 +200,13 @@ class _SpecNative(_Native):
                     self.state[p].update(self._new_state(p, group))
 
     def _validate(self, group) -> None:
-        self._spec.validate(group)
+        self._spec.validate(group, self.defaults)
 
     def _new_state(self, p, group) -> dict:
         return self._spec.new_state(p, group, _full_like, _scalar)
 
     def _run(self, group, ps, gs, states, step: int, first: bool) -> None:
-        self._spec.run(group, ps, gs, states, step, first)
+        self._spec.run(group, ps, gs, states, step, first, self.defaults)
 
 
 # One class statement per optimizer: everything else is in its declaration (fastoptim/spec.py).
@@ -251,4 +251,8 @@ class Rprop(_SpecNative, spec="Rprop"):
 
 
 class ASGD(_SpecNative, spec="ASGD"):
+    pass
+
+
+class Lion(_SpecNative, spec="Lion"):
     pass

@@ -167,6 +167,26 @@ struct ASGDConfig {
     bool maximize = false;
 };
 
+// Lion (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms"), as the
+// lion-pytorch package computes it: p *= 1 - lr * wd; p -= lr * sign(beta1 m + (1 - beta1) g);
+// m = beta2 m + (1 - beta2) g.
+struct LionConfig {
+    double lr = 1e-4;
+    double beta1 = 0.9;
+    double beta2 = 0.99;
+    double weight_decay = 0.0;
+    bool maximize = false;
+};
+
+// One tensor of a multi-tensor Lion update.
+template <class T>
+struct LionTensor {
+    T* param;
+    const T* grad;
+    T* exp_avg;
+    std::size_t n;
+};
+
 // One tensor of a multi-tensor Rprop update.
 template <class T>
 struct RpropTensor {
@@ -321,6 +341,18 @@ inline std::string validate(const AdadeltaConfig& c) {
     if (!(c.rho >= 0.0 && c.rho <= 1.0))
         return "rho must be in [0, 1], got " + detail::num(c.rho);
     if (bad_nonneg(c.eps)) return "eps must be a finite number >= 0, got " + detail::num(c.eps);
+    if (bad_nonneg(c.weight_decay))
+        return "weight_decay must be a finite number >= 0, got " + detail::num(c.weight_decay);
+    return {};
+}
+
+inline std::string validate(const LionConfig& c) {
+    using detail::bad_nonneg;
+    if (bad_nonneg(c.lr)) return "lr must be a finite number >= 0, got " + detail::num(c.lr);
+    if (!(c.beta1 >= 0.0 && c.beta1 <= 1.0))
+        return "betas[0] must be in [0, 1], got " + detail::num(c.beta1);
+    if (!(c.beta2 >= 0.0 && c.beta2 <= 1.0))
+        return "betas[1] must be in [0, 1], got " + detail::num(c.beta2);
     if (bad_nonneg(c.weight_decay))
         return "weight_decay must be a finite number >= 0, got " + detail::num(c.weight_decay);
     return {};

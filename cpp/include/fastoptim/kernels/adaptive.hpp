@@ -22,6 +22,7 @@ constexpr std::size_t kMinPerThreadAdamax = 32768;
 constexpr std::size_t kMinPerThreadAdadelta = 32768;
 constexpr std::size_t kMinPerThreadRprop = 32768;
 constexpr std::size_t kMinPerThreadASGD = 65536;
+constexpr std::size_t kMinPerThreadLion = 65536;
 
 // Scalars of one RMSprop step, in the tensors' precision.
 template <class T>
@@ -313,6 +314,41 @@ void asgd_multi(const ASGDTensor<T>* ts, std::size_t count, const ASGDConfig& c,
         c.mu != 1.0 ? run(wd_c, std::true_type{}) : run(wd_c, std::false_type{});
     };
     c.weight_decay != 0.0 ? with_avg(std::true_type{}) : with_avg(std::false_type{});
+}
+
+// Scalars of one Lion step, in the tensors' precision.
+template <class T>
+struct LionScalars {
+    T sign, keep, beta1, one_minus_beta1, beta2, one_minus_beta2, neg_lr;
+};
+
+// p, g, m: [n]. Chen et al. (2023); lion-pytorch's update_fn operation by operation.
+template <class T>
+void lion_range(T* __restrict p, const T* __restrict g, T* __restrict m, std::size_t n,
+                const LionScalars<T>& s) {
+    const T sign = s.sign, keep = s.keep, b1 = s.beta1, w1 = s.one_minus_beta1;
+    const T b2 = s.beta2, w2 = s.one_minus_beta2, neg_lr = s.neg_lr;
+#pragma omp simd
+    for (std::size_t i = 0; i < n; ++i) {
+        const T gi = sign * g[i];
+        const T c = m[i] * b1 + w1 * gi;                     // exp_avg * b1 + (1 - b1) g
+        const T u = c > T(0) ? T(1) : (c < T(0) ? T(-1) : T(0));  // sgn_ (NaN -> 0)
+        p[i] = p[i] * keep + neg_lr * u;                     // p *= 1 - lr wd; p -= lr u
+        m[i] = m[i] * b2 + w2 * gi;                          // exp_avg * b2 + (1 - b2) g
+    }
+}
+
+// One Lion step over `count` tensors. The config must satisfy validate(c).
+template <class T>
+void lion_multi(const LionTensor<T>* ts, std::size_t count, const LionConfig& c, int nthreads) {
+    const LionScalars<T> s{T(c.maximize ? -1 : 1), T(1.0 - c.lr * c.weight_decay), T(c.beta1),
+                           T(1.0 - c.beta1),       T(c.beta2),  T(1.0 - c.beta2), T(-c.lr)};
+    for_each_range(
+        count, [ts](std::size_t i) { return ts[i].n; }, nthreads, kMinPerThreadLion,
+        [ts, &s](std::size_t i, std::size_t b, std::size_t e) {
+            const LionTensor<T>& t = ts[i];
+            lion_range<T>(t.param + b, t.grad + b, t.exp_avg + b, e - b, s);
+        });
 }
 
 }  // namespace FASTOPTIM_KERNEL_NS
