@@ -184,6 +184,30 @@ def lion(p, g, m, *, lr=1e-4, beta1=0.9, beta2=0.99, weight_decay=0.0, maximize=
     return p, beta2 * m + (1.0 - beta2) * d
 
 
+def ademamix(p, g, m1, v, m2, *, step, lr=1e-3, beta1=0.9, beta2=0.999, beta3=0.9999,
+             alpha=5.0, t_alpha_beta3=0.0, eps=1e-8, weight_decay=0.0, weight_decouple=False,
+             fixed_decay=False, maximize=False):
+    """One step of pytorch-optimizer's AdEMAMix. Returns (param, exp_avg, exp_avg_sq,
+    exp_avg_slow)."""
+    p = np.asarray(p, np.float64).copy()
+    d = -np.asarray(g, np.float64) if maximize else np.asarray(g, np.float64).copy()
+    if weight_decay:
+        if weight_decouple:
+            p = p * (1.0 - weight_decay * (1.0 if fixed_decay else lr))
+        else:
+            d = d + weight_decay * p
+    if t_alpha_beta3:
+        r = step / t_alpha_beta3
+        alpha = min(step * alpha / t_alpha_beta3, alpha)
+        l1, l3 = np.log(beta1), np.log(beta3)
+        beta3 = min(float(np.exp(l1 * l3 / ((1 - r) * l3 + r * l1))), beta3)
+    m1 = beta1 * np.asarray(m1, np.float64) + (1 - beta1) * d
+    v = beta2 * np.asarray(v, np.float64) + (1 - beta2) * d * d
+    m2 = beta3 * np.asarray(m2, np.float64) + (1 - beta3) * d
+    denom = np.sqrt(v) / np.sqrt(1 - beta2**step) + eps
+    return p - lr * (m1 / (1 - beta1**step) + alpha * m2) / denom, m1, v, m2
+
+
 # --- model toolkit: losses, activations, penalties (float64) ---------------------------
 
 def point_loss(kind, x, t, *, reduction="mean", delta=1.0):

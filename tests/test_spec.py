@@ -32,8 +32,10 @@ def test_torch_front_end_has_torchs_signature(name):
     import fastoptim.torch as ft
 
     ref = (pytest.importorskip("lion_pytorch").Lion if name == "Lion"
+           else pytest.importorskip("pytorch_optimizer").AdEMAMix if name == "AdEMAMix"
            else getattr(torch.optim, name))
-    theirs = list(inspect.signature(ref).parameters.values())
+    theirs = [p for p in inspect.signature(ref).parameters.values()
+              if p.kind != p.VAR_KEYWORD]  # pytorch-optimizer's **kwargs
     ours = list(inspect.signature(getattr(ft, name)).parameters.values())
     assert [p.name for p in ours] == [p.name for p in theirs]
     for a, b in zip(ours, theirs, strict=True):
@@ -59,7 +61,10 @@ def test_kernel_defaults_come_from_the_config_structs():
     assert hyp["adam_step"]["beta2"] == 0.999 and hyp["adamax_step"]["lr"] == 0.002
     for s in fspec.OPTIMIZERS:
         for h in s.hyperparameters:
-            if not h.kernel or (s.name == "AdamW" and h.name == "weight_decay"):
+            # the two declared overrides: AdamW's decay, and None for "no warm-up" (the
+            # kernel's 0) as pytorch-optimizer writes it
+            if not h.kernel or (s.name, h.name) in {("AdamW", "weight_decay"),
+                                                     ("AdEMAMix", "t_alpha_beta3")}:
                 continue
             want = tuple(hyp[s.kernel][k] for k in h.kernel)
             assert (want if h.kind == "pair" else want[0]) == h.default, (s.name, h.name)

@@ -1,6 +1,6 @@
 // Python bindings of the adaptive optimizer kernels: rmsprop_step, adagrad_step,
 // adamax_step, nadam_step, radam_step,
-// adadelta_step, rprop_step, asgd_step, lion_step. Each is one declaration that the generic registrar (optimizer_spec.hpp)
+// adadelta_step, rprop_step, asgd_step, lion_step, ademamix_step. Each is one declaration that the generic registrar (optimizer_spec.hpp)
 // turns into a METH_FASTCALL function: parse, validate the config, pass every array
 // through the Gate, release the GIL for the kernel.
 #include "bindings/optimizer_spec.hpp"
@@ -217,6 +217,38 @@ struct LionStep {
     }
 };
 
+// AdEMAMix, as pytorch-optimizer 4.1.0 (kernels/adam_variants.hpp).
+struct AdEMAMixStep {
+    using Config = AdEMAMixConfig;
+    static constexpr const char* name = "ademamix_step";
+    static constexpr const char* summary =
+        "One AdEMAMix step in place, with pytorch-optimizer's math (Pagliardini et al. 2024).\n\n"
+        "step is the number of the step being taken (1 on the first call); t_alpha_beta3 > 0\n"
+        "warms alpha and beta3 up over that many steps (0: no warm-up).";
+    static constexpr State states[] = {{"exp_avgs", "exp_avg"},
+                                       {"exp_avg_sqs", "exp_avg_sq"},
+                                       {"exp_avg_slows", "exp_avg_slow"}};
+    static constexpr Hyper<Config> hypers[] = {
+        {"step", &Config::step, true},
+        {"lr", &Config::lr},
+        {"beta1", &Config::beta1},
+        {"beta2", &Config::beta2},
+        {"beta3", &Config::beta3},
+        {"alpha", &Config::alpha},
+        {"t_alpha_beta3", &Config::t_alpha_beta3},
+        {"eps", &Config::eps},
+        {"weight_decay", &Config::weight_decay},
+        {"weight_decouple", &Config::weight_decouple},
+        {"fixed_decay", &Config::fixed_decay},
+        {"maximize", &Config::maximize}};
+    template <class T>
+    static auto kernel(const dispatch::Ops<T>& o) { return o.ademamix; }
+    template <class T>
+    static AdEMAMixTensor<T> tensor(T* p, const T* g, T* const* s, std::size_t n) {
+        return {p, g, s[0], s[1], s[2], n};
+    }
+};
+
 }  // namespace
 
 void bind_adaptive(py::module_& m) {
@@ -229,6 +261,7 @@ void bind_adaptive(py::module_& m) {
     register_optimizer<RpropStep>(m);
     register_optimizer<ASGDStep>(m);
     register_optimizer<LionStep>(m);
+    register_optimizer<AdEMAMixStep>(m);
 }
 
 }  // namespace fastoptim::bind

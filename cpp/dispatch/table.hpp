@@ -29,6 +29,7 @@ struct Ops {
     void (*rprop)(const RpropTensor<T>*, std::size_t, const RpropConfig&, int);
     void (*asgd)(const ASGDTensor<T>*, std::size_t, const ASGDConfig&, int);
     void (*lion)(const LionTensor<T>*, std::size_t, const LionConfig&, int);
+    void (*ademamix)(const AdEMAMixTensor<T>*, std::size_t, const AdEMAMixConfig&, int);
     // model toolkit (kernels/losses.hpp, activations.hpp, regularizers.hpp)
     double (*point_loss)(T*, const T*, const T*, std::size_t, const PointLossConfig&, int);
     double (*softmax_xent)(T*, const T*, const std::int64_t*, const T*, const T*, std::size_t,

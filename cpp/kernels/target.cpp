@@ -28,6 +28,7 @@ Ops<T> make_ops() {
     o.rprop = &k::rprop_multi<T>;
     o.asgd = &k::asgd_multi<T>;
     o.lion = &k::lion_multi<T>;
+    o.ademamix = &k::ademamix_multi<T>;
     o.sumsq = &k::sumsq_multi<T>;
     o.scale = &k::scale_multi<T>;
     o.stream = &k::stream_update<T>;

@@ -100,6 +100,26 @@ def adamax_step(
     weight_decay: float = 0.0,
     maximize: bool = False,
 ) -> None: ...
+def ademamix_step(
+    params: _Arrays,
+    grads: _Arrays,
+    exp_avgs: _Arrays,
+    exp_avg_sqs: _Arrays,
+    exp_avg_slows: _Arrays,
+    *,
+    step: int,
+    lr: float = 0.001,
+    beta1: float = 0.9,
+    beta2: float = 0.999,
+    beta3: float = 0.9999,
+    alpha: float = 5.0,
+    t_alpha_beta3: float = 0.0,
+    eps: float = 1e-08,
+    weight_decay: float = 0.0,
+    weight_decouple: bool = False,
+    fixed_decay: bool = False,
+    maximize: bool = False,
+) -> None: ...
 def asgd_step(
     params: _Arrays,
     grads: _Arrays,

@@ -385,3 +385,7 @@ def clip_grad_norm(grads: Sequence[np.ndarray], max_norm: float, *,
         for g in grads:
             g *= g.dtype.type(coef)
     return norm
+
+
+class AdEMAMix(_SpecOptimizer, spec="AdEMAMix"):
+    pass

@@ -65,7 +65,16 @@ _DOCS = {
     "step_sizes": "minimal and maximal step size",
     "lambd": "decay term",
     "t0": "step at which averaging starts",
+    "weight_decouple": "decoupled weight decay (p *= 1 - lr * weight_decay)",
+    "fixed_decay": "decoupled decay not scaled by lr (p *= 1 - weight_decay)",
+    "t_alpha_beta3": "warm-up steps of alpha and beta3 (None: none)",
 }
+
+
+def _none_is_zero(kw: dict[str, Any], group: dict[str, Any], defaults: dict[str, Any]) -> None:
+    # pytorch-optimizer's t_alpha_beta3=None (no warm-up) is the kernel's 0
+    if kw["t_alpha_beta3"] is None:
+        kw["t_alpha_beta3"] = 0.0
 
 
 def _lion_decay(kw: dict[str, Any], group: dict[str, Any], defaults: dict[str, Any]) -> None:
@@ -89,7 +98,7 @@ class Hyperparameter:
     pair such as betas; none for one that only initializes state)."""
 
     name: str
-    kind: str  # "float", "bool", "int" or "pair"
+    kind: str  # "float", "bool", "int" or "pair" (a tuple, e.g. betas)
     default: Any
     kernel: tuple[str, ...]
     doc: str
@@ -193,8 +202,9 @@ class OptimizerSpec:
         lists, so they are the same C++ code that guards every step."""
         for h in self.hyperparameters:
             v = group[h.name]
-            if h.kind == "pair" and (not isinstance(v, (tuple, list)) or len(v) != 2):
-                raise ValueError(f"{h.name} must be a pair ({', '.join(h.kernel)}), got {v!r}")
+            if h.kind == "pair" and (not isinstance(v, (tuple, list))
+                                     or len(v) != len(h.kernel)):
+                raise ValueError(f"{h.name} must be a tuple ({', '.join(h.kernel)}), got {v!r}")
             if h.check is not None:
                 message = h.check(v)
                 if message:
@@ -304,7 +314,7 @@ def declare(name: str, kernel: str, *, torch: str, summary: str, rule: str, refe
             | None = None, init: dict[str, str] | None = None, eager_state: bool = False,
             train_lr: float | None = None, docs: dict[str, str] | None = None,
             has_step: bool = True, scalars: tuple[ScalarState, ...] = (),
-            pairs: dict[str, tuple[str, str]] | None = None,
+            pairs: dict[str, tuple[str, ...]] | None = None,
             adjust: Callable[[dict[str, Any], dict[str, Any], dict[str, Any]], None]
             | None = None) -> OptimizerSpec:
     """Builds one OptimizerSpec. ``torch`` is torch's constructor signature after
@@ -333,8 +343,8 @@ def declare(name: str, kernel: str, *, torch: str, summary: str, rule: str, refe
         for k in parts:
             if k not in kh:
                 raise ValueError(f"{name}: kernel {kernel} has no hyperparameter {k!r}")
-        if len(parts) == 2:
-            default = defaults.get(n, (kh[parts[0]][1], kh[parts[1]][1]))
+        if len(parts) > 1:
+            default = defaults.get(n, tuple(kh[k][1] for k in parts))
             kind = "pair"
         else:
             kind, default = kh[n][0], defaults.get(n, kh[n][1])
@@ -563,6 +573,26 @@ m = beta2 * m + (1 - beta2) * grad
               "decoupled_weight_decay": "divide weight_decay by the constructor's lr, as "
                                         "lion-pytorch does"},
         has_step=False, adjust=_lion_decay),
+    declare(
+        "AdEMAMix", "ademamix_step",
+        torch="lr betas weight_decay weight_decouple fixed_decay alpha t_alpha_beta3 eps "
+              "maximize foreach",
+        summary="AdEMAMix (pytorch-optimizer's AdEMAMix): Adam plus a slow momentum.",
+        rule="""
+g = -grad if maximize else grad
+if weight_decouple: p = p * (1 - weight_decay * (1 if fixed_decay else lr))
+else:               g = g + weight_decay * p
+alpha_t, beta3_t = alpha, beta3 warmed up over t_alpha_beta3 steps (if given)
+m1 = beta1 * m1 + (1 - beta1) * g;  m2 = beta3_t * m2 + (1 - beta3_t) * g
+v = beta2 * v + (1 - beta2) * g^2
+p = p - lr * (m1 / (1 - beta1^step) + alpha_t * m2) / (sqrt(v) / sqrt(1 - beta2^step) + eps)
+""",
+        reference="Pagliardini et al., The AdEMAMix Optimizer: Better, Faster, Older (2024); "
+                  "pytorch-optimizer 4.1.0",
+        pairs={"betas": ("beta1", "beta2", "beta3")},
+        defaults={"t_alpha_beta3": None},
+        docs={"alpha": "weight of the slow momentum"},
+        adjust=_none_is_zero),
 )
 
 _BY_NAME = {s.name: s for s in OPTIMIZERS}
@@ -651,8 +681,9 @@ def build_from_options(name: str, params: Sequence[Any], options: dict[str, Any]
     for h in s.hyperparameters:
         if h.name not in CLI_HYPERPARAMETERS:
             continue
-        kw[h.name] = (tuple(options[k] for k in h.kernel) if h.kind == "pair"
-                      else options[h.name])
+        kw[h.name] = (tuple(options.get(k, d) for k, d in zip(h.kernel, h.default,
+                                                                   strict=True))
+                      if h.kind == "pair" else options[h.name])
     return getattr(optim, s.name)(params, **kw)
 
 

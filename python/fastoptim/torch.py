@@ -256,3 +256,7 @@ class ASGD(_SpecNative, spec="ASGD"):
 
 class Lion(_SpecNative, spec="Lion"):
     pass
+
+
+class AdEMAMix(_SpecNative, spec="AdEMAMix"):
+    pass

@@ -178,6 +178,37 @@ struct LionConfig {
     bool maximize = false;
 };
 
+// AdEMAMix (Pagliardini et al. 2024, "The AdEMAMix Optimizer: Better, Faster, Older"), as
+// pytorch-optimizer 4.1.0 computes it: Adam's update plus alpha_t times a slow EMA (beta3_t)
+// of the gradient, alpha and beta3 warmed up over t_alpha_beta3 steps (0: no warm-up).
+// Weight decay: L2 into the gradient, or decoupled (p *= 1 - wd * lr, or 1 - wd with
+// fixed_decay).
+struct AdEMAMixConfig {
+    double lr = 1e-3;
+    double beta1 = 0.9;
+    double beta2 = 0.999;
+    double beta3 = 0.9999;
+    double alpha = 5.0;
+    double t_alpha_beta3 = 0.0;
+    double eps = 1e-8;
+    double weight_decay = 0.0;
+    std::int64_t step = 1;
+    bool weight_decouple = false;
+    bool fixed_decay = false;
+    bool maximize = false;
+};
+
+// One tensor of a multi-tensor AdEMAMix update (pytorch-optimizer's state names).
+template <class T>
+struct AdEMAMixTensor {
+    T* param;
+    const T* grad;
+    T* exp_avg;
+    T* exp_avg_sq;
+    T* exp_avg_slow;
+    std::size_t n;
+};
+
 // One tensor of a multi-tensor Lion update.
 template <class T>
 struct LionTensor {
@@ -343,6 +374,19 @@ inline std::string validate(const AdadeltaConfig& c) {
     if (bad_nonneg(c.eps)) return "eps must be a finite number >= 0, got " + detail::num(c.eps);
     if (bad_nonneg(c.weight_decay))
         return "weight_decay must be a finite number >= 0, got " + detail::num(c.weight_decay);
+    return {};
+}
+
+inline std::string validate(const AdEMAMixConfig& c) {
+    std::string e = detail::validate_adam_like(c);
+    if (!e.empty()) return e;
+    if (!(c.beta3 >= 0.0 && c.beta3 < 1.0))
+        return "betas[2] must be in [0, 1), got " + detail::num(c.beta3);
+    if (detail::bad_nonneg(c.alpha))
+        return "alpha must be a finite number >= 0, got " + detail::num(c.alpha);
+    if (detail::bad_nonneg(c.t_alpha_beta3))
+        return "t_alpha_beta3 must be a finite number >= 0 (0: no warm-up), got " +
+               detail::num(c.t_alpha_beta3);
     return {};
 }
 
