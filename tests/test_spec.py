@@ -148,3 +148,13 @@ def test_estimator_accepts_every_declared_optimizer():
                       random_state=0).fit(X, y)
     with pytest.raises(ValueError, match="optimizer"):
         MLPClassifier(optimizer="lbfgs2", epochs=1).fit(X, y)
+
+
+def test_every_declared_optimizer_is_exported():
+    import fastoptim.torch as ft
+
+    for s in fspec.OPTIMIZERS:
+        assert getattr(fastoptim, s.kernel) is getattr(_core, s.kernel)
+        assert s.kernel in fastoptim.__all__
+        assert s.name in optim.__all__ and s.name in ft.__all__
+        assert getattr(optim, s.name)._spec is s and getattr(ft, s.name)._spec is s
