@@ -91,25 +91,27 @@ def main() -> None:
             s = bench.measure_interleaved(cands, repeats=repeats, target_s=target)
             rows.append((f"{label}, {layout}", bench.median(s["new"]), bench.median(s["old"]),
                          bench.paired_ratio(s["new"], s["old"])))
-    # front ends: numpy optim.Adam and the torch adapter on 200 tensors of 5e3
+    # front ends: numpy optim.Adam and the torch adapter on 1 tensor of 10 elements (the
+    # per-step Python overhead) and on 200 tensors of 5e3
+    for sizes in ([10], bench.split_sizes(10**6, 200)):
+        params = [rng.standard_normal(n).astype(np.float32) for n in sizes]
+        grads = [rng.standard_normal(n).astype(np.float32) for n in sizes]
+        front = []
+        for tag, mod in (("new", fastoptim), ("old", old)):
+            optim = importlib.import_module(mod.__name__ + ".optim")
+            opt = optim.Adam([p.copy() for p in params], lr=1e-3)
+            front.append(bench.Timed(tag, "opt.step(grads)", {"opt": opt, "grads": grads}))
+        s = bench.measure_interleaved(front, repeats=repeats, target_s=target)
+        rows.append((f"optim.Adam.step, {len(sizes)} tensors {sum(sizes):.0e}",
+                     bench.median(s["new"]), bench.median(s["old"]),
+                     bench.paired_ratio(s["new"], s["old"])))
     sizes = bench.split_sizes(10**6, 200)
-    params = [rng.standard_normal(n).astype(np.float32) for n in sizes]
-    grads = [rng.standard_normal(n).astype(np.float32) for n in sizes]
-    front = []
-    for tag, mod in (("new", fastoptim), ("old", old)):
-        optim = importlib.import_module(mod.__name__ + ".optim")
-        opt = optim.Adam([p.copy() for p in params], lr=1e-3)
-        front.append(bench.Timed(tag, "opt.step(grads)", {"opt": opt, "grads": grads}))
-    s = bench.measure_interleaved(front, repeats=repeats, target_s=target)
-    rows.append(("optim.Adam.step, 200 tensors 1e6", bench.median(s["new"]),
-                 bench.median(s["old"]), bench.paired_ratio(s["new"], s["old"])))
     try:
         import torch
     except ImportError:
         torch = None
     if torch is not None:
-        for small in (False, True):
-            sz = [50] * 200 if small else sizes
+        for sz in ([10], [50] * 200, sizes):
             tl = []
             for tag, mod in (("new", fastoptim), ("old", old)):
                 ft = importlib.import_module(mod.__name__ + ".torch")

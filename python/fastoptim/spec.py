@@ -141,8 +141,7 @@ class _Arg:
 
     kernel: str
     group_key: str
-    index: int  # -1: the value itself; 0/1: an element of a pair
-    real: bool
+    index: int  # -1: the value itself; 0, 1, ...: an element of a tuple
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +163,7 @@ class OptimizerSpec:
     eager_state: bool  # state created with the parameters (torch's Adagrad), not lazily
     train_lr: float | None  # `fastoptim train`'s learning rate; None: the default lr
     _args: tuple[_Arg, ...] = field(repr=False)
+    _kw: Callable[[dict[str, Any]], dict[str, Any]] = field(repr=False)  # group -> kwargs
     _optional: tuple[tuple[int, str], ...] = field(repr=False)  # (buffer index, its switch)
     _first_step: bool = field(repr=False)  # the kernel takes first_step (SGD's momentum)
     _fn: Callable[..., None] = field(repr=False)
@@ -183,16 +183,10 @@ class OptimizerSpec:
 
     def kernel_kwargs(self, group: dict[str, Any],
                       defaults: dict[str, Any] | None = None) -> dict[str, Any]:
-        """The kernel's keyword arguments for a parameter group (tensors become floats);
-        ``defaults``: the optimizer's constructor values (for ``adjust``)."""
-        kw = dict(self.fixed)
-        for a in self._args:
-            v = group[a.group_key]
-            if a.index >= 0:
-                v = v[a.index]
-            if a.real and type(v) is not float and type(v) is not int and hasattr(v, "item"):
-                v = float(v)  # a 0-d tensor/array (torch allows a tensor lr)
-            kw[a.kernel] = v
+        """The kernel's keyword arguments for a parameter group; ``defaults``: the
+        optimizer's constructor values (for ``adjust``). Values go to the kernel as they
+        are: it takes any real number, 0-d arrays and tensors included (a tensor lr)."""
+        kw = self._kw(group)
         if self.adjust is not None:
             self.adjust(kw, group, group if defaults is None else defaults)
         return kw
@@ -236,21 +230,28 @@ class OptimizerSpec:
     def run(self, group: dict[str, Any], params: list, grads: list, states: list,
             step: int, first: bool, defaults: dict[str, Any] | None = None) -> None:
         """One native multi-tensor call; ``states`` holds one list per buffer, in
-        ``state`` order (None entries for buffers never created). This runs every step:
-        it only reads the group and calls the kernel once."""
-        k = len(self.state)
-        lists: list[list | None] = list(states[:k])
-        for j, when in self._optional:
-            if not group[when]:
-                lists[j] = None
-            elif lists[j] is None or any(x is None for x in lists[j]):  # type: ignore[union-attr]
-                raise ValueError(f"{when} was switched on after the first step; create a new "
-                                 f"optimizer instead")
-        kw = self.kernel_kwargs(group, defaults)
+        ``state`` order (None entries for buffers never created), then one per scalar.
+        This runs every step: it reads the group and calls the kernel once."""
+        kw = self._kw(group)
+        if self.adjust is not None:
+            self.adjust(kw, group, group if defaults is None else defaults)
         if self.kernel_step:
             kw["step"] = step
         if self._first_step:
             kw["first_step"] = first
+        if self._optional:
+            states = list(states)  # the caller's lists stay as they are
+            for j, when in self._optional:
+                if not group[when]:
+                    states[j] = None
+                elif states[j] is None or any(x is None for x in states[j]):
+                    raise ValueError(f"{when} was switched on after the first step; create a "
+                                     f"new optimizer instead")
+        if not self.scalars:
+            self._fn(params, grads, *states, **kw)
+            return
+        k = len(self.state)
+        lists = states[:k]
         scalars = states[k:]  # lists of 0-d arrays (views of the tensors in torch)
         for sc, values in zip(self.scalars, scalars, strict=True):
             if sc.after:
@@ -308,6 +309,19 @@ def _kernel_hypers(kernel: str) -> dict[str, tuple[str, Any, bool]]:
     return {n: (kind, d, req) for n, kind, d, req in _KERNEL_SPECS[kernel]["hypers"]}
 
 
+def _compile_kwargs(args: list[_Arg], fixed: dict[str, Any]
+                    ) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """``group -> kernel kwargs`` as one dict display (what runs every step: a loop over
+    the arguments cost ~2 us a call). Built from the declaration's identifiers only."""
+    items = [f"{k!r}: {v!r}" for k, v in fixed.items()]
+    for a in args:
+        ref = f"g[{a.group_key!r}]" + (f"[{a.index}]" if a.index >= 0 else "")
+        items.append(f"{a.kernel!r}: {ref}")
+    ns: dict[str, Any] = {}
+    exec("def kernel_kwargs(g):\n    return {" + ", ".join(items) + "}\n", ns)
+    return ns["kernel_kwargs"]
+
+
 def declare(name: str, kernel: str, *, torch: str, summary: str, rule: str, reference: str,
             defaults: dict[str, Any] | None = None, fixed: dict[str, Any] | None = None,
             extra: dict[str, tuple[str, Any, Callable[[Any], str | None] | None]]
@@ -350,12 +364,12 @@ def declare(name: str, kernel: str, *, torch: str, summary: str, rule: str, refe
             kind, default = kh[n][0], defaults.get(n, kh[n][1])
         hypers.append(Hyperparameter(n, kind, default, parts, doc[n]))
         for i, k in enumerate(parts):
-            args.append(_Arg(k, n, i if len(parts) > 1 else -1, kh[k][0] == "float"))
+            args.append(_Arg(k, n, i if len(parts) > 1 else -1))
     state = tuple(StateBuffer(key, arg, when, init.get(key, 0.0), tuple(formats))
                   for arg, key, when, formats in _KERNEL_SPECS[kernel]["states"])
     return OptimizerSpec(name, kernel, summary, rule, reference, tuple(hypers), sig,
                          dict(fixed), state, tuple(scalars), has_step, "step" in kh,
-                         eager_state, train_lr, tuple(args),
+                         eager_state, train_lr, tuple(args), _compile_kwargs(args, fixed),
                          tuple((j, b.when) for j, b in enumerate(state) if b.when is not None),
                          "first_step" in kh, getattr(_core, kernel), adjust)
 
