@@ -737,5 +737,6 @@ def core_stub() -> str:
 if __name__ == "__main__":  # python -m fastoptim.spec > docs/optimizers.md
     print("# Optimizers\n\nGenerated from `fastoptim/spec.py` by `python -m fastoptim.spec`; "
           "every optimizer is native (one fused pass per tensor, float32 and float64, every "
-          "SIMD target) and matches its torch.optim counterpart step for step.\n")
+          "SIMD target) and steps in lockstep with its reference (torch.optim 2.13, "
+          "lion-pytorch 0.2.5, pytorch-optimizer 4.1.0), tested over every flag combination.\n")
     print(markdown_table(), end="")
