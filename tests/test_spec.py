@@ -158,3 +158,11 @@ def test_every_declared_optimizer_is_exported():
         assert s.kernel in fastoptim.__all__
         assert s.name in optim.__all__ and s.name in ft.__all__
         assert getattr(optim, s.name)._spec is s and getattr(ft, s.name)._spec is s
+
+
+def test_cli_refuses_weight_decay_for_an_optimizer_without_it(tmp_path, capsys):
+    from fastoptim import cli
+
+    assert cli.main(["train", "--optimizer", "rprop", "--weight-decay", "0.1", "--epochs", "1",
+                     "--output", str(tmp_path), "--quiet"]) == 2
+    assert "rprop has no weight decay" in capsys.readouterr().err

@@ -149,6 +149,9 @@ def validate(args: argparse.Namespace) -> None:
         (not (args.early_stopping and args.validation_split == 0),
          "--early-stopping needs a validation split (--validation-split > 0)"),
         (not args.nesterov or args.momentum > 0, "--nesterov needs --momentum > 0"),
+        (args.weight_decay == 0 or args.optimizer not in OPTIMIZERS
+         or "weight_decay" in _spec.get(args.optimizer).defaults,
+         f"--weight-decay: {args.optimizer} has no weight decay"),
     ]
     for ok, message in checks:
         if not ok:
