@@ -85,6 +85,129 @@ def adagrad(p, g, s, *, step, lr=1e-2, lr_decay=0.0, weight_decay=0.0, eps=1e-10
     clr = lr / (1.0 + (step - 1) * lr_decay)
     s = np.asarray(s, np.float64) + d * d
     return p - clr * d / (np.sqrt(s) + eps), s
+def adamax(p, g, m, u, *, step, lr=2e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,
+           maximize=False):
+    """One step of torch.optim.Adamax. Returns (param, exp_avg, exp_inf)."""
+    p = np.asarray(p, np.float64).copy()
+    d = -np.asarray(g, np.float64) if maximize else np.asarray(g, np.float64).copy()
+    if weight_decay:
+        d = d + weight_decay * p
+    m = beta1 * np.asarray(m, np.float64) + (1.0 - beta1) * d
+    u = np.maximum(beta2 * np.asarray(u, np.float64), np.abs(d) + eps)
+    clr = lr / (1.0 - beta1**step)
+    return p - clr * m / u, m, u
+
+
+def _decayed(p, g, weight_decay, decoupled, lr, maximize):
+    p = np.asarray(p, np.float64).copy()
+    d = -np.asarray(g, np.float64) if maximize else np.asarray(g, np.float64).copy()
+    if weight_decay:
+        if decoupled:
+            p = p * (1.0 - lr * weight_decay)
+        else:
+            d = d + weight_decay * p
+    return p, d
+
+
+def nadam(p, g, m, v, *, step, mu_product, lr=2e-3, beta1=0.9, beta2=0.999, eps=1e-8,
+          weight_decay=0.0, momentum_decay=4e-3, decoupled_weight_decay=False,
+          maximize=False):
+    """One step of torch.optim.NAdam; mu_product includes this step's mu (as the kernel
+    takes it). Returns (param, exp_avg, exp_avg_sq)."""
+    p, d = _decayed(p, g, weight_decay, decoupled_weight_decay, lr, maximize)
+    mu = beta1 * (1.0 - 0.5 * 0.96 ** (step * momentum_decay))
+    mu_next = beta1 * (1.0 - 0.5 * 0.96 ** ((step + 1) * momentum_decay))
+    m = beta1 * np.asarray(m, np.float64) + (1.0 - beta1) * d
+    v = beta2 * np.asarray(v, np.float64) + (1.0 - beta2) * d * d
+    denom = np.sqrt(v / (1.0 - beta2**step)) + eps
+    p = p - lr * (1.0 - mu) / (1.0 - mu_product) * d / denom
+    p = p - lr * mu_next / (1.0 - mu_product * mu_next) * m / denom
+    return p, m, v
+
+
+def radam(p, g, m, v, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,
+          decoupled_weight_decay=False, maximize=False):
+    """One step of torch.optim.RAdam. Returns (param, exp_avg, exp_avg_sq)."""
+    p, d = _decayed(p, g, weight_decay, decoupled_weight_decay, lr, maximize)
+    m = beta1 * np.asarray(m, np.float64) + (1.0 - beta1) * d
+    v = beta2 * np.asarray(v, np.float64) + (1.0 - beta2) * d * d
+    bc1, bc2 = 1.0 - beta1**step, 1.0 - beta2**step
+    rho_inf = 2.0 / (1.0 - beta2) - 1.0
+    rho_t = rho_inf - 2.0 * step * beta2**step / bc2
+    if rho_t > 5.0:
+        r = np.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
+        return p - lr * m / bc1 * np.sqrt(bc2) / (np.sqrt(v) + eps) * r, m, v
+    return p - lr * m / bc1, m, v
+
+
+def adadelta(p, g, sq, acc, *, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, maximize=False):
+    """One step of torch.optim.Adadelta. Returns (param, square_avg, acc_delta)."""
+    p, d = _decayed(p, g, weight_decay, False, lr, maximize)
+    sq = rho * np.asarray(sq, np.float64) + (1.0 - rho) * d * d
+    acc = np.asarray(acc, np.float64)
+    delta = np.sqrt(acc + eps) / np.sqrt(sq + eps) * d
+    acc = rho * acc + (1.0 - rho) * delta * delta
+    return p - lr * delta, sq, acc
+
+
+def rprop(p, g, prev, ss, *, etaminus=0.5, etaplus=1.2, step_size_min=1e-6,
+          step_size_max=50.0, maximize=False):
+    """One step of torch.optim.Rprop. Returns (param, prev, step_size)."""
+    p = np.asarray(p, np.float64).copy()
+    d = -np.asarray(g, np.float64) if maximize else np.asarray(g, np.float64).copy()
+    prod = d * np.asarray(prev, np.float64)
+    f = np.where(prod > 0, etaplus, np.where(prod < 0, etaminus, 1.0))
+    ss = np.clip(np.asarray(ss, np.float64) * f, step_size_min, step_size_max)
+    d = np.where(prod < 0, 0.0, d)
+    return p - np.sign(d) * ss, d, ss
+
+
+def asgd(p, g, ax, *, eta, mu, lambd=1e-4, weight_decay=0.0, maximize=False):
+    """One step of torch.optim.ASGD given the previous step's eta and mu. Returns
+    (param, ax)."""
+    p = np.asarray(p, np.float64).copy()
+    d = -np.asarray(g, np.float64) if maximize else np.asarray(g, np.float64).copy()
+    if weight_decay:
+        d = d + weight_decay * p
+    p = p * (1.0 - lambd * eta) - eta * d
+    ax = np.asarray(ax, np.float64)
+    return p, (p.copy() if mu == 1 else ax + mu * (p - ax))
+
+
+def lion(p, g, m, *, lr=1e-4, beta1=0.9, beta2=0.99, weight_decay=0.0, maximize=False):
+    """One step of lion-pytorch's Lion (weight_decay as the kernel takes it: already
+    divided by the initial lr when decoupled). Returns (param, exp_avg)."""
+    p = np.asarray(p, np.float64) * (1.0 - lr * weight_decay)
+    d = -np.asarray(g, np.float64) if maximize else np.asarray(g, np.float64)
+    m = np.asarray(m, np.float64)
+    p = p - lr * np.sign(beta1 * m + (1.0 - beta1) * d)
+    return p, beta2 * m + (1.0 - beta2) * d
+
+
+def ademamix(p, g, m1, v, m2, *, step, lr=1e-3, beta1=0.9, beta2=0.999, beta3=0.9999,
+             alpha=5.0, t_alpha_beta3=0.0, eps=1e-8, weight_decay=0.0, weight_decouple=False,
+             fixed_decay=False, maximize=False):
+    """One step of pytorch-optimizer's AdEMAMix. Returns (param, exp_avg, exp_avg_sq,
+    exp_avg_slow)."""
+    p = np.asarray(p, np.float64).copy()
+    d = -np.asarray(g, np.float64) if maximize else np.asarray(g, np.float64).copy()
+    if weight_decay:
+        if weight_decouple:
+            p = p * (1.0 - weight_decay * (1.0 if fixed_decay else lr))
+        else:
+            d = d + weight_decay * p
+    if t_alpha_beta3:
+        r = step / t_alpha_beta3
+        alpha = min(step * alpha / t_alpha_beta3, alpha)
+        l1, l3 = np.log(beta1), np.log(beta3)
+        beta3 = min(float(np.exp(l1 * l3 / ((1 - r) * l3 + r * l1))), beta3)
+    m1 = beta1 * np.asarray(m1, np.float64) + (1 - beta1) * d
+    v = beta2 * np.asarray(v, np.float64) + (1 - beta2) * d * d
+    m2 = beta3 * np.asarray(m2, np.float64) + (1 - beta3) * d
+    denom = np.sqrt(v) / np.sqrt(1 - beta2**step) + eps
+    return p - lr * (m1 / (1 - beta1**step) + alpha * m2) / denom, m1, v, m2
+
+
 # --- model toolkit: losses, activations, penalties (float64) ---------------------------
 
 def point_loss(kind, x, t, *, reduction="mean", delta=1.0):

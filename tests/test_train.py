@@ -172,7 +172,7 @@ def test_fit_rejects_bad_arguments(digits):
     (["--dataset", "/nonexistent/folder"], "unknown dataset"),
     (["--dropout", "1.5"], "--dropout must be in"),
     (["--batch-size", "zero"], "positive integer or 'full'"),
-    (["--optimizer", "lion"], "invalid choice"),
+    (["--optimizer", "nonesuch"], "invalid choice"),
     (["--nesterov"], "--nesterov needs momentum > 0"),
 ])
 def test_cli_bad_options_one_line_exit_2(tmp_path, capsys, argv, fragment):

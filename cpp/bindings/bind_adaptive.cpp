@@ -1,142 +1,267 @@
-// Python bindings of the adaptive optimizer kernels: rmsprop_step, adagrad_step.
-// Same shape as bind_optimizers.cpp: parse with fastcall, validate the config, pass every
-// array through the Gate, then release the GIL for the kernel (safe: the kernel only sees
-// raw pointers into buffers that the Gate's lists keep alive).
-#include <string>
-#include <vector>
-
-#include "bindings/arrays.hpp"
-#include "bindings/fastcall.hpp"
-#include "dispatch/table.hpp"
+// Python bindings of the adaptive optimizer kernels: rmsprop_step, adagrad_step,
+// adamax_step, nadam_step, radam_step,
+// adadelta_step, rprop_step, asgd_step, lion_step, ademamix_step. Each is one declaration that the generic registrar (optimizer_spec.hpp)
+// turns into a METH_FASTCALL function: parse, validate the config, pass every array
+// through the Gate, release the GIL for the kernel.
+#include "bindings/optimizer_spec.hpp"
 
 namespace fastoptim::bind {
 
 namespace {
 
-void raise_if_invalid(const std::string& message) {
-    if (!message.empty()) throw py::value_error(message);
-}
+// torch.optim.RMSprop (kernels/adaptive.hpp).
+struct RMSpropStep {
+    using Config = RMSpropConfig;
+    static constexpr const char* name = "rmsprop_step";
+    static constexpr const char* summary =
+        "One RMSprop step in place, with torch.optim.RMSprop's math.\n\n"
+        "square_avgs (and momentum_buffers when momentum > 0, grad_avgs when centered) start\n"
+        "at zero.";
+    static constexpr State states[] = {{"square_avgs", "square_avg"},
+                                       {"momentum_buffers", "momentum_buffer", "momentum"},
+                                       {"grad_avgs", "grad_avg", "centered"}};
+    static constexpr Hyper<Config> hypers[] = {
+        {"lr", &Config::lr},           {"alpha", &Config::alpha},
+        {"eps", &Config::eps},         {"weight_decay", &Config::weight_decay},
+        {"momentum", &Config::momentum}, {"centered", &Config::centered},
+        {"maximize", &Config::maximize}};
+    template <class T>
+    static auto kernel(const dispatch::Ops<T>& o) { return o.rmsprop; }
+    template <class T>
+    static RMSpropTensor<T> tensor(T* p, const T* g, T* const* s, std::size_t n) {
+        return {p, g, s[0], s[1], s[2], n};
+    }
+};
 
-const ArrayList* optional(const ArrayList& l, bool used) { return used ? &l : nullptr; }
+// torch.optim.Adagrad (kernels/adaptive.hpp).
+struct AdagradStep {
+    using Config = AdagradConfig;
+    static constexpr const char* name = "adagrad_step";
+    static constexpr const char* summary =
+        "One Adagrad step in place, with torch.optim.Adagrad's math.\n\n"
+        "step is the number of the step being taken (1 on the first call); the step size is\n"
+        "lr / (1 + (step - 1) * lr_decay). sums (torch's state 'sum', initialised to\n"
+        "initial_accumulator_value) are updated in place.";
+    static constexpr State states[] = {{"sums", "sum"}};
+    static constexpr Hyper<Config> hypers[] = {
+        {"step", &Config::step, true}, {"lr", &Config::lr},
+        {"lr_decay", &Config::lr_decay}, {"weight_decay", &Config::weight_decay},
+        {"eps", &Config::eps},         {"maximize", &Config::maximize}};
+    template <class T>
+    static auto kernel(const dispatch::Ops<T>& o) { return o.adagrad; }
+    template <class T>
+    static AdagradTensor<T> tensor(T* p, const T* g, T* const* s, std::size_t n) {
+        return {p, g, s[0], n};
+    }
+};
 
-template <class T>
-void run_rmsprop(const ArrayList& p, const ArrayList& g, const ArrayList& sq,
-                 const ArrayList* buf, const ArrayList* gavg, const RMSpropConfig& c) {
-    std::vector<RMSpropTensor<T>> ts(p.size());
-    for (std::size_t i = 0; i < ts.size(); ++i)
-        ts[i] = RMSpropTensor<T>{p.data<T>(i), g.data<T>(i), sq.data<T>(i),
-                                 buf ? buf->data<T>(i) : nullptr,
-                                 gavg ? gavg->data<T>(i) : nullptr, p.count(i)};
-    const int nt = dispatch::num_threads();
-    const auto kernel = dispatch::active().ops<T>().rmsprop;
-    py::gil_scoped_release nogil;
-    kernel(ts.data(), ts.size(), c, nt);
-}
+// torch.optim.Adamax (kernels/adaptive.hpp).
+struct AdamaxStep {
+    using Config = AdamaxConfig;
+    static constexpr const char* name = "adamax_step";
+    static constexpr const char* summary =
+        "One Adamax step in place, with torch.optim.Adamax's math.\n\n"
+        "step is the number of the step being taken (1 on the first call); it drives the\n"
+        "bias correction of exp_avgs. exp_infs (the infinity norm) start at zero.";
+    static constexpr State states[] = {{"exp_avgs", "exp_avg"}, {"exp_infs", "exp_inf"}};
+    static constexpr Hyper<Config> hypers[] = {
+        {"step", &Config::step, true}, {"lr", &Config::lr},
+        {"beta1", &Config::beta1},     {"beta2", &Config::beta2},
+        {"eps", &Config::eps},         {"weight_decay", &Config::weight_decay},
+        {"maximize", &Config::maximize}};
+    template <class T>
+    static auto kernel(const dispatch::Ops<T>& o) { return o.adamax; }
+    template <class T>
+    static AdamaxTensor<T> tensor(T* p, const T* g, T* const* s, std::size_t n) {
+        return {p, g, s[0], s[1], n};
+    }
+};
 
-PyObject* py_rmsprop_step(PyObject*, PyObject* const* args, Py_ssize_t nargs,
-                          PyObject* kwnames) {
-    return guarded([&]() -> PyObject* {
-        static const char* const names[] = {
-            "params", "grads",    "square_avgs", "momentum_buffers", "grad_avgs", "lr",
-            "alpha",  "eps",      "weight_decay", "momentum",        "centered",  "maximize"};
-        PyObject* a[12];
-        const char* f = "rmsprop_step";
-        parse_args(f, names, 5, args, nargs, kwnames, a);
-        RMSpropConfig c{to_double(a[5], 1e-2, "lr"),         to_double(a[6], 0.99, "alpha"),
-                        to_double(a[7], 1e-8, "eps"),        to_double(a[8], 0.0, "weight_decay"),
-                        to_double(a[9], 0.0, "momentum"),    to_bool(a[10], false, "centered"),
-                        to_bool(a[11], false, "maximize")};
-        raise_if_invalid(validate(c));
-        PyObject* bufs = none_to_null(a[3]);
-        PyObject* gavgs = none_to_null(a[4]);
-        const bool need_buf = c.momentum > 0.0;
-        if (need_buf && !bufs)
-            throw py::value_error("momentum_buffers are required when momentum > 0");
-        if (c.centered && !gavgs)
-            throw py::value_error("grad_avgs are required when centered=True");
-        Gate gate;
-        ArrayList p = gate.first(required(a[0], f, "params"), "params", true);
-        ArrayList g = gate.like(required(a[1], f, "grads"), "grads", false);
-        ArrayList sq = gate.like(required(a[2], f, "square_avgs"), "square_avgs", true);
-        ArrayList buf, gavg;
-        if (bufs) buf = gate.like(bufs, "momentum_buffers", true);
-        if (gavgs) gavg = gate.like(gavgs, "grad_avgs", true);
-        gate.check_no_overlap();
-        const ArrayList* b = optional(buf, need_buf);
-        const ArrayList* ga = optional(gavg, c.centered);
-        if (gate.dtype() == DType::f32) run_rmsprop<float>(p, g, sq, b, ga, c);
-        else run_rmsprop<double>(p, g, sq, b, ga, c);
-        Py_RETURN_NONE;
-    });
-}
+// torch.optim.NAdam (kernels/adam_variants.hpp).
+struct NAdamStep {
+    using Config = NAdamConfig;
+    static constexpr const char* name = "nadam_step";
+    static constexpr const char* summary =
+        "One NAdam step in place, with torch.optim.NAdam's math.\n\n"
+        "step is the number of the step being taken (1 on the first call); mu_product is the\n"
+        "product of the momentum schedule mu_1 ... mu_step including this step's (the caller\n"
+        "keeps it, as torch keeps state['mu_product']).";
+    static constexpr State states[] = {{"exp_avgs", "exp_avg"}, {"exp_avg_sqs", "exp_avg_sq"}};
+    static constexpr Hyper<Config> hypers[] = {
+        {"step", &Config::step, true},
+        {"mu_product", &Config::mu_product, true},
+        {"lr", &Config::lr},
+        {"beta1", &Config::beta1},
+        {"beta2", &Config::beta2},
+        {"eps", &Config::eps},
+        {"weight_decay", &Config::weight_decay},
+        {"momentum_decay", &Config::momentum_decay},
+        {"decoupled_weight_decay", &Config::decoupled_weight_decay},
+        {"maximize", &Config::maximize}};
+    template <class T>
+    static auto kernel(const dispatch::Ops<T>& o) { return o.nadam; }
+    template <class T>
+    static MomentsTensor<T> tensor(T* p, const T* g, T* const* s, std::size_t n) {
+        return {p, g, s[0], s[1], n};
+    }
+};
 
-template <class T>
-void run_adagrad(const ArrayList& p, const ArrayList& g, const ArrayList& sum,
-                 const AdagradConfig& c) {
-    std::vector<AdagradTensor<T>> ts(p.size());
-    for (std::size_t i = 0; i < ts.size(); ++i)
-        ts[i] = AdagradTensor<T>{p.data<T>(i), g.data<T>(i), sum.data<T>(i), p.count(i)};
-    const int nt = dispatch::num_threads();
-    const auto kernel = dispatch::active().ops<T>().adagrad;
-    py::gil_scoped_release nogil;
-    kernel(ts.data(), ts.size(), c, nt);
-}
+// torch.optim.RAdam (kernels/adam_variants.hpp).
+struct RAdamStep {
+    using Config = RAdamConfig;
+    static constexpr const char* name = "radam_step";
+    static constexpr const char* summary =
+        "One RAdam step in place, with torch.optim.RAdam's math.\n\n"
+        "step is the number of the step being taken (1 on the first call); it decides whether\n"
+        "the rectified adaptive step applies (rho_t > 5).";
+    static constexpr State states[] = {{"exp_avgs", "exp_avg"}, {"exp_avg_sqs", "exp_avg_sq"}};
+    static constexpr Hyper<Config> hypers[] = {
+        {"step", &Config::step, true},
+        {"lr", &Config::lr},
+        {"beta1", &Config::beta1},
+        {"beta2", &Config::beta2},
+        {"eps", &Config::eps},
+        {"weight_decay", &Config::weight_decay},
+        {"decoupled_weight_decay", &Config::decoupled_weight_decay},
+        {"maximize", &Config::maximize}};
+    template <class T>
+    static auto kernel(const dispatch::Ops<T>& o) { return o.radam; }
+    template <class T>
+    static MomentsTensor<T> tensor(T* p, const T* g, T* const* s, std::size_t n) {
+        return {p, g, s[0], s[1], n};
+    }
+};
 
-PyObject* py_adagrad_step(PyObject*, PyObject* const* args, Py_ssize_t nargs,
-                          PyObject* kwnames) {
-    return guarded([&]() -> PyObject* {
-        static const char* const names[] = {"params", "grads",        "sums", "step",
-                                            "lr",     "lr_decay",     "weight_decay",
-                                            "eps",    "maximize"};
-        PyObject* a[9];
-        const char* f = "adagrad_step";
-        parse_args(f, names, 3, args, nargs, kwnames, a);
-        AdagradConfig c{to_double(a[4], 1e-2, "lr"),
-                        to_double(a[5], 0.0, "lr_decay"),
-                        to_double(a[6], 0.0, "weight_decay"),
-                        to_double(a[7], 1e-10, "eps"),
-                        to_int64(required(a[3], f, "step"), "step"),
-                        to_bool(a[8], false, "maximize")};
-        raise_if_invalid(validate(c));
-        Gate gate;
-        ArrayList p = gate.first(required(a[0], f, "params"), "params", true);
-        ArrayList g = gate.like(required(a[1], f, "grads"), "grads", false);
-        ArrayList s = gate.like(required(a[2], f, "sums"), "sums", true);
-        gate.check_no_overlap();
-        if (gate.dtype() == DType::f32) run_adagrad<float>(p, g, s, c);
-        else run_adagrad<double>(p, g, s, c);
-        Py_RETURN_NONE;
-    });
-}
+// torch.optim.Adadelta (kernels/adaptive.hpp).
+struct AdadeltaStep {
+    using Config = AdadeltaConfig;
+    static constexpr const char* name = "adadelta_step";
+    static constexpr const char* summary =
+        "One Adadelta step in place, with torch.optim.Adadelta's math.\n\n"
+        "square_avgs and acc_deltas start at zero.";
+    static constexpr State states[] = {{"square_avgs", "square_avg"},
+                                       {"acc_deltas", "acc_delta"}};
+    static constexpr Hyper<Config> hypers[] = {
+        {"lr", &Config::lr},   {"rho", &Config::rho},
+        {"eps", &Config::eps}, {"weight_decay", &Config::weight_decay},
+        {"maximize", &Config::maximize}};
+    template <class T>
+    static auto kernel(const dispatch::Ops<T>& o) { return o.adadelta; }
+    template <class T>
+    static AdadeltaTensor<T> tensor(T* p, const T* g, T* const* s, std::size_t n) {
+        return {p, g, s[0], s[1], n};
+    }
+};
+
+// torch.optim.Rprop (kernels/adaptive.hpp).
+struct RpropStep {
+    using Config = RpropConfig;
+    static constexpr const char* name = "rprop_step";
+    static constexpr const char* summary =
+        "One Rprop step in place, with torch.optim.Rprop's math.\n\n"
+        "prevs (the previous gradients) start at zero and step_sizes at lr, as in torch.";
+    static constexpr State states[] = {{"prevs", "prev"}, {"step_sizes", "step_size"}};
+    static constexpr Hyper<Config> hypers[] = {
+        {"etaminus", &Config::etaminus},           {"etaplus", &Config::etaplus},
+        {"step_size_min", &Config::step_size_min}, {"step_size_max", &Config::step_size_max},
+        {"maximize", &Config::maximize}};
+    template <class T>
+    static auto kernel(const dispatch::Ops<T>& o) { return o.rprop; }
+    template <class T>
+    static RpropTensor<T> tensor(T* p, const T* g, T* const* s, std::size_t n) {
+        return {p, g, s[0], s[1], n};
+    }
+};
+
+// torch.optim.ASGD (kernels/adaptive.hpp).
+struct ASGDStep {
+    using Config = ASGDConfig;
+    static constexpr const char* name = "asgd_step";
+    static constexpr const char* summary =
+        "One ASGD step in place, with torch.optim.ASGD's math.\n\n"
+        "eta and mu are the per-parameter step size and averaging weight of the previous\n"
+        "step (torch's state['eta'], state['mu']; lr and 1 at the start). axs (the averaged\n"
+        "parameters) start at zero.";
+    static constexpr State states[] = {{"axs", "ax"}};
+    static constexpr Hyper<Config> hypers[] = {
+        {"eta", &Config::eta, true},           {"mu", &Config::mu, true},
+        {"lambd", &Config::lambd},             {"weight_decay", &Config::weight_decay},
+        {"maximize", &Config::maximize}};
+    template <class T>
+    static auto kernel(const dispatch::Ops<T>& o) { return o.asgd; }
+    template <class T>
+    static ASGDTensor<T> tensor(T* p, const T* g, T* const* s, std::size_t n) {
+        return {p, g, s[0], n};
+    }
+};
+
+// Lion, as lion-pytorch 0.2.5 (kernels/adaptive.hpp).
+struct LionStep {
+    using Config = LionConfig;
+    static constexpr const char* name = "lion_step";
+    static constexpr const char* summary =
+        "One Lion step in place, with lion-pytorch's math (Chen et al. 2023).\n\n"
+        "weight_decay is decoupled: p *= 1 - lr * weight_decay. exp_avgs start at zero.";
+    static constexpr State states[] = {{"exp_avgs", "exp_avg"}};
+    static constexpr Hyper<Config> hypers[] = {
+        {"lr", &Config::lr},
+        {"beta1", &Config::beta1},
+        {"beta2", &Config::beta2},
+        {"weight_decay", &Config::weight_decay},
+        {"maximize", &Config::maximize}};
+    template <class T>
+    static auto kernel(const dispatch::Ops<T>& o) { return o.lion; }
+    template <class T>
+    static LionTensor<T> tensor(T* p, const T* g, T* const* s, std::size_t n) {
+        return {p, g, s[0], n};
+    }
+};
+
+// AdEMAMix, as pytorch-optimizer 4.1.0 (kernels/adam_variants.hpp).
+struct AdEMAMixStep {
+    using Config = AdEMAMixConfig;
+    static constexpr const char* name = "ademamix_step";
+    static constexpr const char* summary =
+        "One AdEMAMix step in place, with pytorch-optimizer's math (Pagliardini et al. 2024).\n\n"
+        "step is the number of the step being taken (1 on the first call); t_alpha_beta3 > 0\n"
+        "warms alpha and beta3 up over that many steps (0: no warm-up).";
+    static constexpr State states[] = {{"exp_avgs", "exp_avg"},
+                                       {"exp_avg_sqs", "exp_avg_sq"},
+                                       {"exp_avg_slows", "exp_avg_slow"}};
+    static constexpr Hyper<Config> hypers[] = {
+        {"step", &Config::step, true},
+        {"lr", &Config::lr},
+        {"beta1", &Config::beta1},
+        {"beta2", &Config::beta2},
+        {"beta3", &Config::beta3},
+        {"alpha", &Config::alpha},
+        {"t_alpha_beta3", &Config::t_alpha_beta3},
+        {"eps", &Config::eps},
+        {"weight_decay", &Config::weight_decay},
+        {"weight_decouple", &Config::weight_decouple},
+        {"fixed_decay", &Config::fixed_decay},
+        {"maximize", &Config::maximize}};
+    template <class T>
+    static auto kernel(const dispatch::Ops<T>& o) { return o.ademamix; }
+    template <class T>
+    static AdEMAMixTensor<T> tensor(T* p, const T* g, T* const* s, std::size_t n) {
+        return {p, g, s[0], s[1], s[2], n};
+    }
+};
 
 }  // namespace
 
 void bind_adaptive(py::module_& m) {
-    static PyMethodDef defs[] = {
-        {"rmsprop_step",
-         reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&py_rmsprop_step)),
-         METH_FASTCALL | METH_KEYWORDS,
-         "rmsprop_step(params, grads, square_avgs, momentum_buffers=None, grad_avgs=None, *, "
-         "lr=0.01, alpha=0.99, eps=1e-08, weight_decay=0.0, momentum=0.0, centered=False, "
-         "maximize=False)\n--\n\n"
-         "One RMSprop step in place, with torch.optim.RMSprop's math.\n\n"
-         "params, grads and the state lists: an array/tensor or equal-length lists of them,\n"
-         "all float32 or all float64, contiguous, shapes matching params (numpy arrays or\n"
-         "dense CPU torch tensors, never copied). square_avgs (and momentum_buffers when\n"
-         "momentum > 0, grad_avgs when centered) start at zero and are updated in place;\n"
-         "grads are only read. Raises TypeError/ValueError, touching nothing, on any invalid\n"
-         "array or hyperparameter."},
-        {"adagrad_step",
-         reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&py_adagrad_step)),
-         METH_FASTCALL | METH_KEYWORDS,
-         "adagrad_step(params, grads, sums, *, step, lr=0.01, lr_decay=0.0, weight_decay=0.0, "
-         "eps=1e-10, maximize=False)\n--\n\n"
-         "One Adagrad step in place, with torch.optim.Adagrad's math.\n\n"
-         "step is the number of the step being taken (1 on the first call); the step size is\n"
-         "lr / (1 + (step - 1) * lr_decay). sums (torch's state 'sum', initialised to\n"
-         "initial_accumulator_value) are updated in place. Arrays as in rmsprop_step."},
-        {nullptr, nullptr, 0, nullptr}};
-    if (PyModule_AddFunctions(m.ptr(), defs) != 0) throw py::error_already_set();
+    register_optimizer<RMSpropStep>(m);
+    register_optimizer<AdagradStep>(m);
+    register_optimizer<AdamaxStep>(m);
+    register_optimizer<NAdamStep>(m);
+    register_optimizer<RAdamStep>(m);
+    register_optimizer<AdadeltaStep>(m);
+    register_optimizer<RpropStep>(m);
+    register_optimizer<ASGDStep>(m);
+    register_optimizer<LionStep>(m);
+    register_optimizer<AdEMAMixStep>(m);
 }
 
 }  // namespace fastoptim::bind

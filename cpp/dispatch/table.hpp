@@ -12,7 +12,7 @@
 
 namespace fastoptim::dispatch {
 
-// Kernels for one element type T.
+// Kernels for one element type T. kernels/target.cpp fills each member by name.
 template <class T>
 struct Ops {
     void (*sgd)(const SGDTensor<T>*, std::size_t, const SGDConfig&, int);
@@ -22,6 +22,14 @@ struct Ops {
     void (*stream)(T* const*, int, const T*, std::size_t, int, std::size_t);  // roofline
     void (*rmsprop)(const RMSpropTensor<T>*, std::size_t, const RMSpropConfig&, int);
     void (*adagrad)(const AdagradTensor<T>*, std::size_t, const AdagradConfig&, int);
+    void (*adamax)(const AdamaxTensor<T>*, std::size_t, const AdamaxConfig&, int);
+    void (*nadam)(const MomentsTensor<T>*, std::size_t, const NAdamConfig&, int);
+    void (*radam)(const MomentsTensor<T>*, std::size_t, const RAdamConfig&, int);
+    void (*adadelta)(const AdadeltaTensor<T>*, std::size_t, const AdadeltaConfig&, int);
+    void (*rprop)(const RpropTensor<T>*, std::size_t, const RpropConfig&, int);
+    void (*asgd)(const ASGDTensor<T>*, std::size_t, const ASGDConfig&, int);
+    void (*lion)(const LionTensor<T>*, std::size_t, const LionConfig&, int);
+    void (*ademamix)(const AdEMAMixTensor<T>*, std::size_t, const AdEMAMixConfig&, int);
     // model toolkit (kernels/losses.hpp, activations.hpp, regularizers.hpp)
     double (*point_loss)(T*, const T*, const T*, std::size_t, const PointLossConfig&, int);
     double (*softmax_xent)(T*, const T*, const std::int64_t*, const T*, const T*, std::size_t,

@@ -16,11 +16,29 @@ namespace {
 template <class T>
 Ops<T> make_ops() {
     namespace k = fastoptim::FASTOPTIM_TARGET;
-    return Ops<T>{&k::sgd_multi<T>, &k::adam_multi<T>, &k::sumsq_multi<T>, &k::scale_multi<T>,
-                  &k::stream_update<T>, &k::rmsprop_multi<T>, &k::adagrad_multi<T>,
-                  &k::point_loss<T>, &k::softmax_xent<T>,
-                  &k::bias_act_forward<T>, &k::act_backward<T>, &k::penalty<T>,
-                  &k::dropout_forward<T>};
+    Ops<T> o{};  // every member assigned by name below; a missing one stays null
+    o.sgd = &k::sgd_multi<T>;
+    o.adam = &k::adam_multi<T>;
+    o.rmsprop = &k::rmsprop_multi<T>;
+    o.adagrad = &k::adagrad_multi<T>;
+    o.adamax = &k::adamax_multi<T>;
+    o.nadam = &k::nadam_multi<T>;
+    o.radam = &k::radam_multi<T>;
+    o.adadelta = &k::adadelta_multi<T>;
+    o.rprop = &k::rprop_multi<T>;
+    o.asgd = &k::asgd_multi<T>;
+    o.lion = &k::lion_multi<T>;
+    o.ademamix = &k::ademamix_multi<T>;
+    o.sumsq = &k::sumsq_multi<T>;
+    o.scale = &k::scale_multi<T>;
+    o.stream = &k::stream_update<T>;
+    o.point_loss = &k::point_loss<T>;
+    o.softmax_xent = &k::softmax_xent<T>;
+    o.bias_act_forward = &k::bias_act_forward<T>;
+    o.act_backward = &k::act_backward<T>;
+    o.penalty = &k::penalty<T>;
+    o.dropout = &k::dropout_forward<T>;
+    return o;
 }
 }  // namespace
 

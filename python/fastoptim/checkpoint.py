@@ -73,7 +73,7 @@ def save_checkpoint(path: str | os.PathLike, arrays: dict[str, np.ndarray],
     try:
         if fcntl is not None:  # held until the rename: tells other savers we are alive
             fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        np.savez(f, **payload)
+        np.savez(f, **payload)  # type: ignore[arg-type]
         f.flush()
         os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from fastoptim import spec as _spec
+
 __all__ = ["ACTIVATIONS", "DEFAULT_LR", "DTYPES", "OPTIMIZERS", "SCHEDULES", "ConfigError",
            "TrainConfig", "check_option", "make_optimizer"]
 
@@ -45,27 +47,20 @@ class ConfigError(ValueError):
 
 
 # ------------------------------------------------------------------------------------
-# The optimizer-specific part: which optimizers exist, their default learning rates,
-# and how a config becomes an optimizer. Kept in one place so a per-optimizer registry
-# can replace it.
+# The optimizer-specific part comes from the optimizer declarations (fastoptim.spec):
+# which optimizers exist, their training learning rates, the shared CLI hyperparameters
+# with their defaults, and how a config becomes an optimizer.
 
-OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adagrad")
-DEFAULT_LR = {"adam": 1e-3, "adamw": 1e-3, "sgd": 0.05, "rmsprop": 1e-3, "adagrad": 1e-2}
+OPTIMIZERS = _spec.cli_choices()
+DEFAULT_LR = {name: _spec.train_lr(name) for name in OPTIMIZERS}
+_HYPER = {o.dest: o.default for o in _spec.cli_options()}  # momentum, nesterov, beta1, ...
 
 
 def make_optimizer(cfg: TrainConfig, groups: list[dict], lr: float):
     """The fastoptim.optim optimizer ``cfg.optimizer`` over ``groups`` at learning rate
-    ``lr``, with the config's optimizer hyperparameters."""
-    from fastoptim import optim
-
-    if cfg.optimizer in ("adam", "adamw"):
-        cls = optim.Adam if cfg.optimizer == "adam" else optim.AdamW
-        return cls(groups, lr=lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
-    if cfg.optimizer == "sgd":
-        return optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
-    if cfg.optimizer == "rmsprop":
-        return optim.RMSprop(groups, lr=lr, momentum=cfg.momentum, eps=cfg.eps)
-    return optim.Adagrad(groups, lr=lr, eps=cfg.eps)
+    ``lr``, with the config's optimizer hyperparameters (those the optimizer has)."""
+    options = {k: getattr(cfg, k) for k in _HYPER}
+    return _spec.build_from_options(cfg.optimizer, groups, options, lr=lr)
 
 
 # ------------------------------------------------------------------------------------
@@ -102,13 +97,15 @@ class TrainConfig:
     lr: float | None = field(default=None, metadata=_help(
         "learning rate (default: " + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items())
         + ")", group="optimization"))
-    momentum: float = field(default=0.0, metadata=_help(
+    momentum: float = field(default=_HYPER["momentum"], metadata=_help(
         "SGD/RMSprop momentum", group="optimization"))
-    nesterov: bool = field(default=False, metadata=_help(
+    nesterov: bool = field(default=_HYPER["nesterov"], metadata=_help(
         "Nesterov momentum (SGD)", group="optimization"))
-    beta1: float = field(default=0.9, metadata=_help("Adam beta1", group="optimization"))
-    beta2: float = field(default=0.999, metadata=_help("Adam beta2", group="optimization"))
-    eps: float = field(default=1e-8, metadata=_help(
+    beta1: float = field(default=_HYPER["beta1"], metadata=_help(
+        "Adam beta1", group="optimization"))
+    beta2: float = field(default=_HYPER["beta2"], metadata=_help(
+        "Adam beta2", group="optimization"))
+    eps: float = field(default=_HYPER["eps"], metadata=_help(
         "Adam/RMSprop/Adagrad eps", group="optimization"))
     weight_decay: float = field(default=0.0, metadata=_help(
         "L2 weight decay on weights, not biases (decoupled for adamw)", group="optimization",
@@ -349,3 +346,6 @@ def _check_ranges(c: TrainConfig) -> None:
         raise ConfigError("early_stopping", "needs a validation split (validation_split > 0)")
     if c.nesterov and c.momentum <= 0:
         raise ConfigError("nesterov", "needs momentum > 0")
+    if c.weight_decay and "weight_decay" not in _spec.get(c.optimizer).defaults:
+        raise ConfigError("weight_decay", f"is not an option of {c.optimizer}, "
+                          f"got {c.weight_decay!r}")

@@ -41,6 +41,8 @@ Conventions:
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from fastoptim import _core
@@ -416,7 +418,7 @@ class Sequential:
         gradient arena (adds to it with ``accumulate=True``). Returns d(loss)/d(input)
         when ``input_grad`` (skipped by default: it costs a matrix product)."""
         _check_input(grad_out, self.dtype, None, "grad_out")
-        g = grad_out
+        g: Any = grad_out  # an array while layers remain (they return one when asked)
         for k in range(len(self.layers) - 1, -1, -1):
             need = input_grad or k > 0
             g = self.layers[k].backward(g, accumulate=accumulate, input_grad=need)

@@ -19,15 +19,18 @@ parameters, state and step counters are left untouched, ``step`` returns False a
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from fastoptim import _core
+from fastoptim import spec as _spec
 
-__all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Optimizer", "clip_grad_norm"]
+__all__ = ["Optimizer", *_spec.names(), "clip_grad_norm"]
 
 
 def _as_step(value: Any, where: str) -> int:
@@ -41,12 +44,29 @@ def _as_step(value: Any, where: str) -> int:
     return int(value)
 
 
+@dataclass(slots=True)
+class _Partition:
+    """Parameters of one group that share dtype and step: one native call per step."""
+
+    ids: list[int]  # flat parameter indices
+    params: list[np.ndarray]
+    whole: bool  # the partition is the whole group (its grads are one slice)
+    fresh: bool  # state not created yet
+    states: list[list[Any]] | None = None  # per state buffer, the arrays of these params
+
+
+@dataclass(slots=True)
+class _GroupPlan:
+    group: dict[str, Any]
+    offset: int  # flat index of the group's first parameter
+    parts: list[_Partition]
+
+
 class Optimizer:
     """Base class: parameter groups, lazily created state, state_dict in torch's layout.
 
-    Subclasses set ``_defaults`` and implement ``_validate`` (calls the native kernel with
-    empty lists, so the hyperparameter checks live in C++ only), ``_new_state`` and
-    ``_run`` (one native multi-tensor call).
+    Subclasses implement ``_validate``, ``_new_state`` and ``_run`` (one native
+    multi-tensor call); the optimizers below get them from their spec (fastoptim.spec).
     """
 
     _defaults: dict[str, Any] = {}
@@ -104,7 +124,7 @@ class Optimizer:
         raise NotImplementedError
 
     # -- stepping -------------------------------------------------------------------
-    def _plan(self) -> list[Any]:
+    def _plan(self) -> list[_GroupPlan]:
         """Per group: partitions of parameters that share dtype and step (one call each)."""
         if self._plans is not None:
             return self._plans
@@ -118,10 +138,10 @@ class Optimizer:
                 parts.setdefault(key, []).append(j)
             plan = []
             for (_, _, fresh), idx in parts.items():
-                ids = [offset + j for j in idx]
                 whole = idx == list(range(len(group["params"])))
-                plan.append([ids, [group["params"][j] for j in idx], whole, fresh])
-            plans.append((group, offset, plan))
+                plan.append(_Partition([offset + j for j in idx],
+                                       [group["params"][j] for j in idx], whole, fresh))
+            plans.append(_GroupPlan(group, offset, plan))
             offset += len(group["params"])
         self._plans = plans
         return plans
@@ -134,31 +154,30 @@ class Optimizer:
         if len(grads) != len(self._params):
             raise ValueError(f"grads has {len(grads)} arrays but the optimizer has "
                              f"{len(self._params)} parameters")
-        plans = self._plan()
         work = []
-        for group, offset, plan in plans:
-            n = len(group["params"])
-            for part in plan:
-                ids, ps, whole = part[:3]
-                gs = grads[offset:offset + n] if whole else [grads[i] for i in ids]
-                work.append((group, part, gs))
+        for plan in self._plan():
+            n = len(plan.group["params"])
+            for part in plan.parts:
+                gs = (grads[plan.offset:plan.offset + n] if part.whole
+                      else [grads[i] for i in part.ids])
+                work.append((plan.group, part, gs))
         if self.skip_nonfinite and not all(
                 math.isfinite(_core.global_norm(gs)) for _, _, gs in work):
             self.skipped_steps += 1
             return False
         for group, part, gs in work:
-            ids, ps, _, fresh = part[:4]
+            fresh = part.fresh
             if fresh:
-                for i, p in zip(ids, ps, strict=False):
+                for i, p in zip(part.ids, part.params, strict=False):
                     self.state[i] = self._new_state(p, group)
-                part[3] = False
-            if len(part) == 4:  # the state arrays of this partition, listed once
-                part.append([[self.state[i].get(k) for i in ids] for k in self._tensor_keys])
-            states = part[4]
-            step = self.state[ids[0]]["step"] + 1 if self._has_step else 0
-            self._run(group, ps, gs, states, step, fresh)
+                part.fresh = False
+            if part.states is None:  # the state arrays of this partition, listed once
+                part.states = [[self.state[i].get(k) for i in part.ids]
+                               for k in self._tensor_keys]
+            step = self.state[part.ids[0]]["step"] + 1 if self._has_step else 0
+            self._run(group, part.params, gs, part.states, step, fresh)
             if self._has_step:
-                for i in ids:
+                for i in part.ids:
                     self.state[i]["step"] = step
         return True
 
@@ -216,13 +235,16 @@ class Optimizer:
                     loaded[k] = _as_step(v, f"state {sid} 'step'")
                     continue
                 a = np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v)
-                if a.shape != p.shape:
+                scalar = np.ndim(_ref) == 0  # a per-parameter scalar (0-d), not a buffer
+                if a.shape != np.shape(_ref):
                     raise ValueError(f"state {sid} '{k}' has shape {a.shape} but its "
-                                     f"parameter has shape {p.shape}")
-                if a.dtype != p.dtype:
+                                     + ("value is a scalar" if scalar else
+                                        f"parameter has shape {p.shape}"))
+                if a.dtype != p.dtype and not (scalar and a.dtype in (np.float32, np.float64)):
                     raise TypeError(f"state {sid} '{k}' has dtype {a.dtype} but its "
                                     f"parameter is {p.dtype}")
-                loaded[k] = np.array(a, dtype=p.dtype, order="C", copy=True)
+                loaded[k] = np.array(a, dtype=a.dtype if scalar else p.dtype, order="C",
+                                     copy=True)
             new_state[i] = loaded
         for group, new in zip(self.param_groups, new_groups, strict=False):
             group.update(new)
@@ -234,171 +256,109 @@ class Optimizer:
         return f"{type(self).__name__}({len(self._params)} arrays, {hyper})"
 
 
-class SGD(Optimizer):
-    """torch.optim.SGD: momentum, dampening, Nesterov, L2 weight decay, maximize.
-
-    Full-batch gradient descent is this optimizer with the whole data set as the batch.
-    State: ``momentum_buffer`` (only when momentum != 0), no step counter.
-    """
-
-    _has_step = False
-    _tensor_keys = ("momentum_buffer",)
-
-    def __init__(self, params, lr: float = 1e-3, momentum: float = 0.0,
-                 dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False,
-                 maximize: bool = False, *, skip_nonfinite: bool = False) -> None:
-        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
-                                      weight_decay=weight_decay, nesterov=nesterov,
-                                      maximize=maximize), skip_nonfinite=skip_nonfinite)
-
-    def _validate(self, g):
-        _core.sgd_step([], [], [], lr=g["lr"], momentum=g["momentum"],
-                       dampening=g["dampening"], weight_decay=g["weight_decay"],
-                       nesterov=g["nesterov"], maximize=g["maximize"])
-
-    def _new_state(self, p, group):
-        return {"momentum_buffer": np.zeros_like(p)} if group["momentum"] != 0 else {}
-
-    def _run(self, g, params, grads, state, step, first):
-        bufs = state[0] if g["momentum"] != 0 else None
-        if bufs is not None and any(b is None for b in bufs):  # momentum switched on later
-            raise ValueError("momentum was changed from 0 after the first step; "
-                             "create a new optimizer instead")
-        _core.sgd_step(params, grads, bufs, lr=g["lr"], momentum=g["momentum"],
-                       dampening=g["dampening"], weight_decay=g["weight_decay"],
-                       nesterov=g["nesterov"], maximize=g["maximize"], first_step=first)
+def _scalar(value: float) -> np.ndarray:
+    """A 0-d float32 array: torch keeps per-parameter scalars in its scalar dtype."""
+    return np.array(value, np.float32)
 
 
-class Adam(Optimizer):
-    """torch.optim.Adam (L2 weight decay into the gradient; eps added to the bias-corrected
-    sqrt(v)); ``amsgrad`` keeps the running maximum. State: ``step``, ``exp_avg``,
-    ``exp_avg_sq`` and ``max_exp_avg_sq`` when amsgrad."""
+class _SpecOptimizer(Optimizer):
+    """An optimizer whose signature, defaults, docs, checks, state and kernel call all come
+    from its declaration in fastoptim.spec (``class Name(_SpecOptimizer, spec="Name")``)."""
 
-    _decoupled = False
-    _tensor_keys = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+    _spec: _spec.OptimizerSpec
+    _signature: inspect.Signature
 
-    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False,
-                 maximize: bool = False, *, skip_nonfinite: bool = False) -> None:
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps,
-                                      weight_decay=weight_decay, amsgrad=amsgrad,
-                                      maximize=maximize), skip_nonfinite=skip_nonfinite)
+    def __init_subclass__(cls, spec: str, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        s = _spec.get(spec)
+        cls._spec = s
+        cls._tensor_keys = s.state_keys
+        cls._has_step = s.has_step
+        cls.__doc__ = s.docstring("numpy")
+        P = inspect.Parameter
+        params = [P("self", P.POSITIONAL_OR_KEYWORD), P("params", P.POSITIONAL_OR_KEYWORD)]
+        params += [P(n, P.POSITIONAL_OR_KEYWORD, default=s.defaults[n])
+                   for n in s.numpy_signature()]
+        params.append(P("skip_nonfinite", P.KEYWORD_ONLY, default=False))
+        cls._signature = inspect.Signature(params)
+        cls.__signature__ = cls._signature.replace(  # type: ignore[attr-defined]
+            parameters=params[1:])
 
-    def _kw(self, g):
-        b1, b2 = g["betas"]
-        return dict(lr=g["lr"], beta1=b1, beta2=b2, eps=g["eps"],
-                    weight_decay=g["weight_decay"], decoupled_weight_decay=self._decoupled,
-                    amsgrad=g["amsgrad"], maximize=g["maximize"])
+    def __init__(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        bound = self._signature.bind(self, params, *args, **kwargs)
+        bound.apply_defaults()
+        a = bound.arguments
+        kinds = {h.name: h.kind for h in self._spec.hyperparameters}
+        defaults = {n: tuple(a[n]) if kinds[n] == "pair" else a[n]
+                    for n in self._spec.numpy_signature()}
+        super().__init__(params, defaults, skip_nonfinite=a["skip_nonfinite"])
 
-    def _validate(self, g):
-        if len(g["betas"]) != 2:
-            raise ValueError(f"betas must be a pair (beta1, beta2), got {g['betas']!r}")
-        _core.adam_step([], [], [], [], [], step=1, **self._kw(g))
-
-    def _new_state(self, p, group):
-        s = {"step": 0, "exp_avg": np.zeros_like(p), "exp_avg_sq": np.zeros_like(p)}
-        if group["amsgrad"]:
-            s["max_exp_avg_sq"] = np.zeros_like(p)
-        return s
-
-    def _run(self, g, params, grads, state, step, first):
-        m, v, vmax = state
-        if g["amsgrad"] and any(x is None for x in vmax):
-            raise ValueError("amsgrad was switched on after the first step")
-        _core.adam_step(params, grads, m, v, vmax if g["amsgrad"] else None, step=step,
-                        **self._kw(g))
-
-
-class AdamW(Adam):
-    """torch.optim.AdamW: Adam with decoupled weight decay (p *= 1 - lr * weight_decay)."""
-
-    _decoupled = True
-
-    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False,
-                 maximize: bool = False, *, skip_nonfinite: bool = False) -> None:
-        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize,
-                         skip_nonfinite=skip_nonfinite)
-
-
-class RMSprop(Optimizer):
-    """torch.optim.RMSprop (eps after the root; ``centered`` subtracts the squared mean
-    gradient; ``momentum`` keeps a buffer of g / (sqrt(v) + eps)). State: ``step``,
-    ``square_avg``, ``momentum_buffer`` when momentum > 0, ``grad_avg`` when centered."""
-
-    _tensor_keys = ("square_avg", "momentum_buffer", "grad_avg")
-
-    def __init__(self, params, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
-                 weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False,
-                 maximize: bool = False, *, skip_nonfinite: bool = False) -> None:
-        super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
-                                      momentum=momentum, centered=centered,
-                                      maximize=maximize), skip_nonfinite=skip_nonfinite)
-
-    def _kw(self, g):
-        return {k: g[k] for k in ("lr", "alpha", "eps", "weight_decay", "momentum",
-                                  "centered", "maximize")}
-
-    def _validate(self, g):
-        _core.rmsprop_step([], [], [], [], [], **self._kw(g))
-
-    def _new_state(self, p, group):
-        s = {"step": 0, "square_avg": np.zeros_like(p)}
-        if group["momentum"] > 0:
-            s["momentum_buffer"] = np.zeros_like(p)
-        if group["centered"]:
-            s["grad_avg"] = np.zeros_like(p)
-        return s
-
-    def _run(self, g, params, grads, state, step, first):
-        sq, buf, gavg = state
-        mom, cen = g["momentum"] > 0, g["centered"]
-        if (mom and any(x is None for x in buf)) or (cen and any(x is None for x in gavg)):
-            raise ValueError("momentum or centered was switched on after the first step")
-        _core.rmsprop_step(params, grads, sq, buf if mom else None, gavg if cen else None,
-                           **self._kw(g))
-
-
-class Adagrad(Optimizer):
-    """torch.optim.Adagrad: ``sum += g^2``, ``p -= clr * g / (sqrt(sum) + eps)`` with
-    ``clr = lr / (1 + (step - 1) * lr_decay)``. State (created at construction, as torch):
-    ``step`` and ``sum`` (filled with ``initial_accumulator_value``)."""
-
-    _tensor_keys = ("sum",)
-
-    def __init__(self, params, lr: float = 1e-2, lr_decay: float = 0.0,
-                 weight_decay: float = 0.0, initial_accumulator_value: float = 0.0,
-                 eps: float = 1e-10, maximize: bool = False, *,
-                 skip_nonfinite: bool = False) -> None:
-        super().__init__(params, dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
-                                      initial_accumulator_value=initial_accumulator_value,
-                                      eps=eps, maximize=maximize),
-                         skip_nonfinite=skip_nonfinite)
-
-    def _validate(self, g):
-        iav = g["initial_accumulator_value"]
-        if not (iav >= 0 and math.isfinite(iav)):
-            raise ValueError(f"initial_accumulator_value must be a finite number >= 0, "
-                             f"got {iav!r}")
-        _core.adagrad_step([], [], [], step=1, lr=g["lr"], lr_decay=g["lr_decay"],
-                           weight_decay=g["weight_decay"], eps=g["eps"],
-                           maximize=g["maximize"])
-
-    def add_param_group(self, param_group):
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
         first = len(self._params)
         super().add_param_group(param_group)
-        group = self.param_groups[-1]
-        for i, p in enumerate(group["params"]):
-            self.state[first + i] = self._new_state(p, group)
+        if self._spec.eager_state:  # torch's Adagrad creates its state with the params
+            group = self.param_groups[-1]
+            for i, p in enumerate(group["params"]):
+                self.state[first + i] = self._new_state(p, group)
 
-    def _new_state(self, p, group):
-        return {"step": 0,
-                "sum": np.full_like(p, group["initial_accumulator_value"])}
+    def _validate(self, group: dict[str, Any]) -> None:
+        self._spec.validate(group, self.defaults)
 
-    def _run(self, g, params, grads, state, step, first):
-        _core.adagrad_step(params, grads, state[0], step=step, lr=g["lr"],
-                           lr_decay=g["lr_decay"], weight_decay=g["weight_decay"],
-                           eps=g["eps"], maximize=g["maximize"])
+    def _new_state(self, p: np.ndarray, group: dict[str, Any]) -> dict[str, Any]:
+        return self._spec.new_state(p, group, np.full_like, _scalar)
+
+    def _run(self, group: dict[str, Any], params: list, grads: list, state: list[list],
+             step: int, first: bool) -> None:
+        self._spec.run(group, params, grads, state, step, first, self.defaults)
+
+
+# One class statement per optimizer: everything else is in its declaration (fastoptim/spec.py).
+class SGD(_SpecOptimizer, spec="SGD"):
+    pass
+
+
+class Adam(_SpecOptimizer, spec="Adam"):
+    pass
+
+
+class AdamW(_SpecOptimizer, spec="AdamW"):
+    pass
+
+
+class RMSprop(_SpecOptimizer, spec="RMSprop"):
+    pass
+
+
+class Adagrad(_SpecOptimizer, spec="Adagrad"):
+    pass
+
+
+class Adamax(_SpecOptimizer, spec="Adamax"):
+    pass
+
+
+class NAdam(_SpecOptimizer, spec="NAdam"):
+    pass
+
+
+class RAdam(_SpecOptimizer, spec="RAdam"):
+    pass
+
+
+class Adadelta(_SpecOptimizer, spec="Adadelta"):
+    pass
+
+
+class Rprop(_SpecOptimizer, spec="Rprop"):
+    pass
+
+
+class ASGD(_SpecOptimizer, spec="ASGD"):
+    pass
+
+
+class Lion(_SpecOptimizer, spec="Lion"):
+    pass
 
 
 def clip_grad_norm(grads: Sequence[np.ndarray], max_norm: float, *,
@@ -425,3 +385,7 @@ def clip_grad_norm(grads: Sequence[np.ndarray], max_norm: float, *,
         for g in grads:
             g *= g.dtype.type(coef)
     return norm
+
+
+class AdEMAMix(_SpecOptimizer, spec="AdEMAMix"):
+    pass

@@ -287,7 +287,7 @@ class ReduceLROnPlateau:
             raise ValueError("mode must be 'min'/'max' and threshold_mode 'rel'/'abs'")
         if not 0 <= factor < 1:
             raise ValueError(f"factor must be in [0, 1), got {factor!r}")
-        self._args = dict(lr=_check("lr", lr), mode=mode, factor=float(factor),
+        self._args: dict[str, Any] = dict(lr=_check("lr", lr), mode=mode, factor=float(factor),
                           patience=int(patience), threshold=float(threshold),
                           threshold_mode=threshold_mode, cooldown=int(cooldown),
                           min_lr=_check("min_lr", min_lr), eps=float(eps))

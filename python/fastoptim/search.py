@@ -343,7 +343,7 @@ class _Folds:
     and shaped like prepare_data's result; built once per (dataset, seed, dtype)."""
 
     def __init__(self, k: int):
-        self.k, self.cache = k, {}
+        self.k, self.cache = k, {}  # type: int, dict
 
     def __call__(self, args: TrainConfig) -> list[tuple]:
         key = (args.dataset, args.seed, args.dtype)
@@ -605,7 +605,7 @@ def _run_optuna(space, n_trials, fixed, seed, repeats, storage, study_name, prun
         last = ot.intermediate_values
         trials.append(Trial(
             ot.number, params,
-            score=float(ot.value) if status == "ok" else math.nan,
+            score=float(ot.value) if status == "ok" else math.nan,  # type: ignore[arg-type]
             std=float(ua.get("std", math.nan)) if status == "ok" else math.nan,
             seconds=float(ua.get("seconds", (ot.duration.total_seconds()
                                              if ot.duration else 0.0))),
@@ -660,7 +660,7 @@ def save_plot(result: SearchResult, path: Path) -> str | None:
         numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
         if numeric:
             ax.scatter(values, scores)
-            positive = all(v > 0 for v in values)
+            positive = all(v > 0 for v in values)  # type: ignore[operator]
             if name in ("lr", "weight_decay", "l1", "batch_size", "eps") and positive:
                 ax.set_xscale("log")
         else:

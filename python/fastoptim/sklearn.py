@@ -33,6 +33,7 @@ except ImportError:  # pragma: no cover - older scikit-learn
     def _validate_data(est, X, y="no_validation", reset=True, **kw):
         return est._validate_data(X, y, reset=reset, **kw)
 
+from fastoptim import spec as _spec
 from fastoptim import train_command as tc
 from fastoptim.config import ConfigError, TrainConfig, check_option
 
@@ -44,12 +45,17 @@ _PARAM_OF_FIELD = {"beta1": "betas", "beta2": "betas", "hidden": "hidden_layer_s
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
+# The optimizer parameters' defaults are the spec's (those of `fastoptim train`).
+_OPT = {o.dest: o.default for o in _spec.cli_options()}
+_OPT["lr"] = _spec.get("Adam").defaults["lr"]
+
 
 class _BaseMLP(BaseEstimator):
     _loss = "cross_entropy"
 
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", optimizer="adam",
-                 lr=1e-3, betas=(0.9, 0.999), eps=1e-8, momentum=0.0, nesterov=False,
+                 lr=_OPT["lr"], betas=(_OPT["beta1"], _OPT["beta2"]),
+                 eps=_OPT["eps"], momentum=_OPT["momentum"], nesterov=_OPT["nesterov"],
                  weight_decay=0.0, l1=0.0, dropout=0.0, batch_size=32, epochs=100,
                  schedule="constant", early_stopping=False, validation_fraction=0.1,
                  n_iter_no_change=10, dtype="float32", random_state=None, n_threads=None):
@@ -243,8 +249,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     Args:
         hidden_layer_sizes: widths of the hidden layers (() for a linear model).
         activation: relu, leaky_relu, gelu, tanh or sigmoid.
-        optimizer: adam, adamw, sgd, rmsprop or adagrad; lr, betas, eps, momentum,
-            nesterov, weight_decay (L2 on weights; decoupled for adamw) as in torch.optim.
+        optimizer: one of fastoptim.spec.cli_choices() (adam, adamw, sgd, rmsprop, ...);
+            lr, betas, eps, momentum, nesterov, weight_decay (L2 on weights; decoupled for
+            adamw) as in torch.optim.
         l1: L1 penalty on hidden weights; dropout: after each hidden layer.
         batch_size: mini-batch size, None for full batch; epochs: passes over the data.
         schedule: learning-rate schedule over the run (as `fastoptim train --schedule`).

@@ -60,8 +60,9 @@ import torch
 from torch.optim import optimizer as _torch_optimizer
 
 from fastoptim import _core
+from fastoptim import spec as _spec
 
-__all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad"]
+__all__ = list(_spec.names())
 
 _is = operator.is_
 _data_ptr = torch.Tensor.data_ptr
@@ -260,6 +261,7 @@ class _Native(torch.optim.Optimizer):
     _has_step = True
     _structure_keys: tuple[str, ...] = ()
     _forced_flags: dict[str, Any] = {}
+    _scalar_keys: tuple[str, ...] = ()  # 0-d state entries (not buffers), passed as lists
     _dtypes: tuple = (torch.float32, torch.float64)
 
     def __init__(self, params, defaults):
@@ -562,8 +564,10 @@ class _Native(torch.optim.Optimizer):
                          fresh=fresh, slow=slow, dtype=ps[0].dtype)
             if not slow:
                 part.pointers = _core._pointer_list(views, True)
-                part.state_pointers = [None if sv is None else _core._pointer_list(sv, True)
-                                       for sv in state_views]
+                # 0-d scalar state (NAdam's mu_product) stays a list: _run updates it in Python
+                part.state_pointers = [
+                    sv if sv is None or k in self._scalar_keys else _core._pointer_list(sv, True)
+                    for k, sv in zip(self._state_keys, state_views, strict=True)]
             if self._has_step:
                 counters = torch.full((len(ps),), _float32(step), dtype=torch.float32)
                 part.steps = counters.numpy()
@@ -701,173 +705,123 @@ class _Native(torch.optim.Optimizer):
         self.__dict__.pop("_fo_plans", None)
 
 
-def _unsupported(name: str, **flags) -> None:
-    for k, v in flags.items():
-        if v:
-            raise ValueError(f"fastoptim.torch.{name} does not support {k}=True")
+def _full_like(p: torch.Tensor, value: float) -> torch.Tensor:
+    """State in p's own memory format (the base class updates it elementwise over memory)."""
+    return torch.zeros_like(p) if value == 0 else torch.full_like(p, value)
 
 
-def _step0():
-    return torch.tensor(0.0, dtype=torch.float32)
+def _scalar(value: float) -> torch.Tensor:
+    """A 0-d tensor in torch's scalar dtype (float32 unless the default is float64)."""
+    dtype = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+    return torch.tensor(value, dtype=dtype)
 
 
-class SGD(_Native):
-    """torch.optim.SGD on the fastoptim kernel."""
+class _SpecNative(_Native):
+    """A torch optimizer whose signature, defaults, docs, checks, state and kernel call come
+    from its declaration in fastoptim.spec (``class Name(_SpecNative, spec="Name")``)."""
 
-    _has_step = False
-    _state_keys = ("momentum_buffer",)
-    _structure_keys = ("momentum",)
+    _spec: _spec.OptimizerSpec
+    _signature: inspect.Signature
 
-    def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0,
-                 nesterov=False, *, maximize=False, foreach=None, differentiable=False,
-                 fused=None):
-        _unsupported("SGD", differentiable=differentiable, fused=fused)
-        defaults = dict(lr=lr, momentum=momentum, dampening=dampening,
-                        weight_decay=weight_decay, nesterov=nesterov, maximize=maximize,
-                        foreach=foreach, differentiable=False, fused=None)
+    def __init_subclass__(cls, spec: str, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        s = _spec.get(spec)
+        cls._spec = s
+        cls._state_keys = s.state_keys
+        cls._scalar_keys = tuple(sc.key for sc in s.scalars)
+        cls._has_step = s.has_step
+        cls._structure_keys = tuple(dict.fromkeys(b.when for b in s.state if b.when))
+        cls._forced_flags = dict(s.fixed)
+        cls.__doc__ = s.docstring("torch")
+        P = inspect.Parameter
+        params = [P("self", P.POSITIONAL_OR_KEYWORD), P("params", P.POSITIONAL_OR_KEYWORD)]
+        kind: inspect._ParameterKind = P.POSITIONAL_OR_KEYWORD
+        for n in s.torch_signature:
+            if n == "*":
+                kind = P.KEYWORD_ONLY
+                continue
+            default = _spec.TORCH_FLAGS[n] if n in _spec.TORCH_FLAGS else s.defaults[n]
+            params.append(P(n, kind, default=default))
+        cls._signature = inspect.Signature(params)
+        cls.__signature__ = cls._signature.replace(  # type: ignore[attr-defined]
+            parameters=params[1:])
+
+    def __init__(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        bound = self._signature.bind(self, params, *args, **kwargs)
+        bound.apply_defaults()
+        a = bound.arguments
+        s = self._spec
+        for n in s.torch_signature:  # fused/capturable/differentiable must stay off
+            if n in _spec.TORCH_FLAGS and n != "foreach" and a[n]:
+                raise ValueError(f"fastoptim.torch.{s.name} does not support {n}=True")
+        defaults = {n: (_spec.TORCH_FLAGS[n] if n in _spec.TORCH_FLAGS and n != "foreach"
+                        else a[n]) for n in s.torch_signature if n != "*"}
+        defaults.update(s.fixed)  # as torch's AdamW records decoupled_weight_decay=True
         super().__init__(params, defaults)
+        if s.eager_state:  # torch's Adagrad creates its state with the parameters
+            for group in self.param_groups:
+                for p in group["params"]:
+                    self.state[p].update(self._new_state(p, group))
 
-    def _kw(self, g):
-        return dict(lr=float(g["lr"]), momentum=g["momentum"], dampening=g["dampening"],
-                    weight_decay=float(g["weight_decay"]), nesterov=g["nesterov"],
-                    maximize=g["maximize"])
+    def _validate(self, group) -> None:
+        # the base class validates the defaults before torch's __init__ sets self.defaults
+        self._spec.validate(group, self.__dict__.get("defaults", group))
 
-    def _validate(self, g):
-        _core.sgd_step([], [], [], **self._kw(g))
+    def _new_state(self, p, group) -> dict:
+        return self._spec.new_state(p, group, _full_like, _scalar)
 
-    def _new_state(self, p, group):
-        if group["momentum"] != 0:
-            return {"momentum_buffer": torch.zeros_like(p)}
-        return {}
-
-    def _run(self, g, ps, gs, states, step, first):
-        bufs = states[0] if g["momentum"] != 0 else None
-        _core.sgd_step(ps, gs, bufs, first_step=first, **self._kw(g))
+    def _run(self, group, ps, gs, states, step: int, first: bool) -> None:
+        self._spec.run(group, ps, gs, states, step, first, self.defaults)
 
 
-class Adam(_Native):
-    """torch.optim.Adam on the fastoptim kernel."""
-
-    _state_keys = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
-    _structure_keys = ("amsgrad",)
-    _decoupled = False
-
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
-                 amsgrad=False, *, foreach=None, maximize=False, capturable=False,
-                 differentiable=False, fused=None, decoupled_weight_decay=False):
-        _unsupported(type(self).__name__, capturable=capturable,
-                     differentiable=differentiable, fused=fused)
-        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                        amsgrad=amsgrad, maximize=maximize, foreach=foreach,
-                        capturable=False, differentiable=False, fused=None,
-                        decoupled_weight_decay=decoupled_weight_decay or self._decoupled)
-        super().__init__(params, defaults)
-
-    def _kw(self, g):
-        b1, b2 = g["betas"]
-        return dict(lr=float(g["lr"]), beta1=float(b1), beta2=float(b2), eps=g["eps"],
-                    weight_decay=float(g["weight_decay"]),
-                    decoupled_weight_decay=bool(g["decoupled_weight_decay"]),
-                    amsgrad=g["amsgrad"], maximize=g["maximize"])
-
-    def _validate(self, g):
-        _core.adam_step([], [], [], [], [], step=1, **self._kw(g))
-
-    def _new_state(self, p, group):
-        z = lambda: torch.zeros_like(p)  # noqa: E731
-        s = {"step": _step0(), "exp_avg": z(), "exp_avg_sq": z()}
-        if group["amsgrad"]:
-            s["max_exp_avg_sq"] = z()
-        return s
-
-    def _run(self, g, ps, gs, states, step, first):
-        m, v, vmax = states
-        _core.adam_step(ps, gs, m, v, vmax if g["amsgrad"] else None, step=step,
-                        **self._kw(g))
+# One class statement per optimizer: everything else is in its declaration (fastoptim/spec.py).
+class SGD(_SpecNative, spec="SGD"):
+    pass
 
 
-class AdamW(Adam):
-    """torch.optim.AdamW on the fastoptim kernel."""
-
-    _decoupled = True
-    _forced_flags = {"decoupled_weight_decay": True}
-
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
-                 amsgrad=False, *, maximize=False, foreach=None, capturable=False,
-                 differentiable=False, fused=None):
-        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach,
-                         maximize=maximize, capturable=capturable,
-                         differentiable=differentiable, fused=fused)
+class Adam(_SpecNative, spec="Adam"):
+    pass
 
 
-class RMSprop(_Native):
-    """torch.optim.RMSprop on the fastoptim kernel."""
-
-    _state_keys = ("square_avg", "momentum_buffer", "grad_avg")
-    _structure_keys = ("momentum", "centered")
-
-    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0,
-                 centered=False, capturable=False, foreach=None, maximize=False,
-                 differentiable=False):
-        _unsupported("RMSprop", capturable=capturable, differentiable=differentiable)
-        defaults = dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
-                        momentum=momentum, centered=centered, capturable=False,
-                        foreach=foreach, maximize=maximize, differentiable=False)
-        super().__init__(params, defaults)
-
-    def _kw(self, g):
-        return dict(lr=float(g["lr"]), alpha=g["alpha"], eps=g["eps"],
-                    weight_decay=float(g["weight_decay"]), momentum=g["momentum"],
-                    centered=g["centered"], maximize=g["maximize"])
-
-    def _validate(self, g):
-        _core.rmsprop_step([], [], [], [], [], **self._kw(g))
-
-    def _new_state(self, p, group):
-        z = lambda: torch.zeros_like(p)  # noqa: E731
-        s = {"step": _step0(), "square_avg": z()}
-        if group["momentum"] > 0:
-            s["momentum_buffer"] = z()
-        if group["centered"]:
-            s["grad_avg"] = z()
-        return s
-
-    def _run(self, g, ps, gs, states, step, first):
-        sq, buf, gavg = states
-        _core.rmsprop_step(ps, gs, sq, buf if g["momentum"] > 0 else None,
-                           gavg if g["centered"] else None, **self._kw(g))
+class AdamW(_SpecNative, spec="AdamW"):
+    pass
 
 
-class Adagrad(_Native):
-    """torch.optim.Adagrad on the fastoptim kernel (state created at construction)."""
+class RMSprop(_SpecNative, spec="RMSprop"):
+    pass
 
-    _state_keys = ("sum",)
 
-    def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0,
-                 initial_accumulator_value=0, eps=1e-10, foreach=None, *, maximize=False,
-                 differentiable=False, fused=None):
-        _unsupported("Adagrad", differentiable=differentiable, fused=fused)
-        if not initial_accumulator_value >= 0:
-            raise ValueError(f"initial_accumulator_value must be >= 0, got "
-                             f"{initial_accumulator_value}")
-        defaults = dict(lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay,
-                        initial_accumulator_value=initial_accumulator_value, foreach=foreach,
-                        maximize=maximize, differentiable=False, fused=None)
-        super().__init__(params, defaults)
-        for group in self.param_groups:
-            for p in group["params"]:
-                self.state[p].update(self._new_state(p, group))
+class Adagrad(_SpecNative, spec="Adagrad"):
+    pass
 
-    def _validate(self, g):
-        _core.adagrad_step([], [], [], step=1, lr=float(g["lr"]), lr_decay=g["lr_decay"],
-                           weight_decay=float(g["weight_decay"]), eps=g["eps"],
-                           maximize=g["maximize"])
 
-    def _new_state(self, p, group):
-        return {"step": _step0(),
-                "sum": torch.full_like(p, group["initial_accumulator_value"])}
+class Adamax(_SpecNative, spec="Adamax"):
+    pass
 
-    def _run(self, g, ps, gs, states, step, first):
-        _core.adagrad_step(ps, gs, states[0], step=step, lr=float(g["lr"]),
-                           lr_decay=g["lr_decay"], weight_decay=float(g["weight_decay"]),
-                           eps=g["eps"], maximize=g["maximize"])
+
+class NAdam(_SpecNative, spec="NAdam"):
+    pass
+
+
+class RAdam(_SpecNative, spec="RAdam"):
+    pass
+
+
+class Adadelta(_SpecNative, spec="Adadelta"):
+    pass
+
+
+class Rprop(_SpecNative, spec="Rprop"):
+    pass
+
+
+class ASGD(_SpecNative, spec="ASGD"):
+    pass
+
+
+class Lion(_SpecNative, spec="Lion"):
+    pass
+
+
+class AdEMAMix(_SpecNative, spec="AdEMAMix"):
+    pass

@@ -472,7 +472,7 @@ def _loop(trainer, model, optimizer, X, y, spans, xbuf, ybuf, *, order_seed, ini
             rng = np.random.default_rng(None if seed is None else [seed, epoch])
             order = rng.permutation(n)
         total_loss = 0.0
-        preds = [] if metric_fns else None
+        preds: list | None = [] if metric_fns else None
         for b, (lo, hi) in enumerate(spans):
             if dist is not None:  # this rank's share of the global batch
                 size = hi - lo

@@ -82,6 +82,181 @@ struct AdagradConfig {
     bool maximize = false;
 };
 
+// torch.optim.Adamax semantics: m = lerp(m, g, 1 - beta1); u = max(beta2 u, |g| + eps);
+// p -= lr / (1 - beta1^step) * m / u. Weight decay is L2 added to the gradient. `step` is
+// the step being taken (1 first), int64.
+struct AdamaxConfig {
+    double lr = 2e-3;
+    double beta1 = 0.9;
+    double beta2 = 0.999;
+    double eps = 1e-8;
+    double weight_decay = 0.0;
+    std::int64_t step = 1;
+    bool maximize = false;
+};
+
+// One tensor of a multi-tensor Adamax update (`exp_inf` is torch's state name).
+template <class T>
+struct AdamaxTensor {
+    T* param;
+    const T* grad;
+    T* exp_avg;
+    T* exp_inf;
+    std::size_t n;
+};
+
+// torch.optim.NAdam semantics (Dozat 2016, with torch's momentum schedule
+// mu_t = beta1 (1 - 0.5 * 0.96^(t * momentum_decay))). `mu_product` is the product
+// mu_1 ... mu_step including this step's mu: the caller keeps it (torch keeps it per
+// parameter, in its scalar dtype) and passes it in. `step` is the step being taken.
+struct NAdamConfig {
+    double lr = 2e-3;
+    double beta1 = 0.9;
+    double beta2 = 0.999;
+    double eps = 1e-8;
+    double weight_decay = 0.0;
+    double momentum_decay = 4e-3;
+    double mu_product = 1.0;
+    std::int64_t step = 1;
+    bool decoupled_weight_decay = false;
+    bool maximize = false;
+};
+
+// torch.optim.RAdam semantics (Liu et al. 2020): the adaptive step is used only when the
+// variance of the adaptive learning rate is tractable (rho_t > 5).
+struct RAdamConfig {
+    double lr = 1e-3;
+    double beta1 = 0.9;
+    double beta2 = 0.999;
+    double eps = 1e-8;
+    double weight_decay = 0.0;
+    std::int64_t step = 1;
+    bool decoupled_weight_decay = false;
+    bool maximize = false;
+};
+
+// torch.optim.Adadelta semantics (Zeiler 2012, with torch's lr factor).
+struct AdadeltaConfig {
+    double lr = 1.0;
+    double rho = 0.9;
+    double eps = 1e-6;
+    double weight_decay = 0.0;
+    bool maximize = false;
+};
+
+// torch.optim.Rprop semantics (Riedmiller & Braun 1993, the variant without weight
+// backtracking): per-element step sizes grow by etaplus while the gradient keeps its sign,
+// shrink by etaminus when it flips (and that step is skipped), clamped to
+// [step_size_min, step_size_max].
+struct RpropConfig {
+    double etaminus = 0.5;
+    double etaplus = 1.2;
+    double step_size_min = 1e-6;
+    double step_size_max = 50.0;
+    bool maximize = false;
+};
+
+// torch.optim.ASGD semantics (Polyak & Juditsky 1992): p *= 1 - lambd * eta;
+// p -= eta * g; ax += mu * (p - ax) (ax = p when mu == 1). eta and mu are the caller's
+// per-parameter scalars from the previous step (torch's state['eta'], state['mu']).
+struct ASGDConfig {
+    double lambd = 1e-4;
+    double weight_decay = 0.0;
+    double eta = 1e-2;
+    double mu = 1.0;
+    bool maximize = false;
+};
+
+// Lion (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms"), as the
+// lion-pytorch package computes it: p *= 1 - lr * wd; p -= lr * sign(beta1 m + (1 - beta1) g);
+// m = beta2 m + (1 - beta2) g.
+struct LionConfig {
+    double lr = 1e-4;
+    double beta1 = 0.9;
+    double beta2 = 0.99;
+    double weight_decay = 0.0;
+    bool maximize = false;
+};
+
+// AdEMAMix (Pagliardini et al. 2024, "The AdEMAMix Optimizer: Better, Faster, Older"), as
+// pytorch-optimizer 4.1.0 computes it: Adam's update plus alpha_t times a slow EMA (beta3_t)
+// of the gradient, alpha and beta3 warmed up over t_alpha_beta3 steps (0: no warm-up).
+// Weight decay: L2 into the gradient, or decoupled (p *= 1 - wd * lr, or 1 - wd with
+// fixed_decay).
+struct AdEMAMixConfig {
+    double lr = 1e-3;
+    double beta1 = 0.9;
+    double beta2 = 0.999;
+    double beta3 = 0.9999;
+    double alpha = 5.0;
+    double t_alpha_beta3 = 0.0;
+    double eps = 1e-8;
+    double weight_decay = 0.0;
+    std::int64_t step = 1;
+    bool weight_decouple = false;
+    bool fixed_decay = false;
+    bool maximize = false;
+};
+
+// One tensor of a multi-tensor AdEMAMix update (pytorch-optimizer's state names).
+template <class T>
+struct AdEMAMixTensor {
+    T* param;
+    const T* grad;
+    T* exp_avg;
+    T* exp_avg_sq;
+    T* exp_avg_slow;
+    std::size_t n;
+};
+
+// One tensor of a multi-tensor Lion update.
+template <class T>
+struct LionTensor {
+    T* param;
+    const T* grad;
+    T* exp_avg;
+    std::size_t n;
+};
+
+// One tensor of a multi-tensor Rprop update.
+template <class T>
+struct RpropTensor {
+    T* param;
+    const T* grad;
+    T* prev;
+    T* step_size;
+    std::size_t n;
+};
+
+// One tensor of a multi-tensor ASGD update (ax: the averaged parameter).
+template <class T>
+struct ASGDTensor {
+    T* param;
+    const T* grad;
+    T* ax;
+    std::size_t n;
+};
+
+// One tensor of a multi-tensor NAdam or RAdam update (torch's state names).
+template <class T>
+struct MomentsTensor {
+    T* param;
+    const T* grad;
+    T* exp_avg;
+    T* exp_avg_sq;
+    std::size_t n;
+};
+
+// One tensor of a multi-tensor Adadelta update.
+template <class T>
+struct AdadeltaTensor {
+    T* param;
+    const T* grad;
+    T* square_avg;
+    T* acc_delta;
+    std::size_t n;
+};
+
 // One tensor of a multi-tensor RMSprop update. momentum_buffer may be null unless
 // momentum > 0; grad_avg may be null unless centered.
 template <class T>
@@ -158,6 +333,105 @@ inline std::string validate(const AdagradConfig& c) {
     if (bad_nonneg(c.weight_decay))
         return "weight_decay must be a finite number >= 0, got " + detail::num(c.weight_decay);
     if (bad_nonneg(c.eps)) return "eps must be a finite number >= 0, got " + detail::num(c.eps);
+    if (c.step < 1) return "step must be >= 1, got " + std::to_string(c.step);
+    return {};
+}
+
+namespace detail {
+// lr, betas, eps, weight_decay and step: the checks every Adam-like config shares.
+template <class C>
+std::string validate_adam_like(const C& c) {
+    if (bad_nonneg(c.lr)) return "lr must be a finite number >= 0, got " + num(c.lr);
+    if (!(c.beta1 >= 0.0 && c.beta1 < 1.0))
+        return "betas[0] must be in [0, 1), got " + num(c.beta1);
+    if (!(c.beta2 >= 0.0 && c.beta2 < 1.0))
+        return "betas[1] must be in [0, 1), got " + num(c.beta2);
+    if (bad_nonneg(c.eps)) return "eps must be a finite number >= 0, got " + num(c.eps);
+    if (bad_nonneg(c.weight_decay))
+        return "weight_decay must be a finite number >= 0, got " + num(c.weight_decay);
+    if (c.step < 1) return "step must be >= 1, got " + std::to_string(c.step);
+    return {};
+}
+}  // namespace detail
+
+inline std::string validate(const NAdamConfig& c) {
+    std::string e = detail::validate_adam_like(c);
+    if (!e.empty()) return e;
+    if (detail::bad_nonneg(c.momentum_decay))
+        return "momentum_decay must be a finite number >= 0, got " + detail::num(c.momentum_decay);
+    if (!(c.mu_product >= 0.0 && c.mu_product < 1.0))
+        return "mu_product must be in [0, 1), got " + detail::num(c.mu_product);
+    return {};
+}
+
+inline std::string validate(const RAdamConfig& c) { return detail::validate_adam_like(c); }
+
+inline std::string validate(const AdadeltaConfig& c) {
+    using detail::bad_nonneg;
+    if (bad_nonneg(c.lr)) return "lr must be a finite number >= 0, got " + detail::num(c.lr);
+    if (!(c.rho >= 0.0 && c.rho <= 1.0))
+        return "rho must be in [0, 1], got " + detail::num(c.rho);
+    if (bad_nonneg(c.eps)) return "eps must be a finite number >= 0, got " + detail::num(c.eps);
+    if (bad_nonneg(c.weight_decay))
+        return "weight_decay must be a finite number >= 0, got " + detail::num(c.weight_decay);
+    return {};
+}
+
+inline std::string validate(const AdEMAMixConfig& c) {
+    std::string e = detail::validate_adam_like(c);
+    if (!e.empty()) return e;
+    if (!(c.beta3 >= 0.0 && c.beta3 < 1.0))
+        return "betas[2] must be in [0, 1), got " + detail::num(c.beta3);
+    if (detail::bad_nonneg(c.alpha))
+        return "alpha must be a finite number >= 0, got " + detail::num(c.alpha);
+    if (detail::bad_nonneg(c.t_alpha_beta3))
+        return "t_alpha_beta3 must be a finite number >= 0 (0: no warm-up), got " +
+               detail::num(c.t_alpha_beta3);
+    return {};
+}
+
+inline std::string validate(const LionConfig& c) {
+    using detail::bad_nonneg;
+    if (bad_nonneg(c.lr)) return "lr must be a finite number >= 0, got " + detail::num(c.lr);
+    if (!(c.beta1 >= 0.0 && c.beta1 <= 1.0))
+        return "betas[0] must be in [0, 1], got " + detail::num(c.beta1);
+    if (!(c.beta2 >= 0.0 && c.beta2 <= 1.0))
+        return "betas[1] must be in [0, 1], got " + detail::num(c.beta2);
+    if (bad_nonneg(c.weight_decay))
+        return "weight_decay must be a finite number >= 0, got " + detail::num(c.weight_decay);
+    return {};
+}
+
+inline std::string validate(const RpropConfig& c) {
+    if (!(0.0 < c.etaminus && c.etaminus < 1.0 && 1.0 < c.etaplus && !std::isinf(c.etaplus)))
+        return "etas must satisfy 0 < etaminus < 1 < etaplus, got (" + detail::num(c.etaminus) +
+               ", " + detail::num(c.etaplus) + ")";
+    if (!(c.step_size_min >= 0.0 && c.step_size_max >= c.step_size_min))
+        return "step_sizes must satisfy 0 <= min <= max, got (" + detail::num(c.step_size_min) +
+               ", " + detail::num(c.step_size_max) + ")";
+    return {};
+}
+
+inline std::string validate(const ASGDConfig& c) {
+    using detail::bad_nonneg;
+    if (bad_nonneg(c.lambd)) return "lambd must be a finite number >= 0, got " + detail::num(c.lambd);
+    if (bad_nonneg(c.weight_decay))
+        return "weight_decay must be a finite number >= 0, got " + detail::num(c.weight_decay);
+    if (bad_nonneg(c.eta)) return "eta must be a finite number >= 0, got " + detail::num(c.eta);
+    if (!(c.mu > 0.0 && c.mu <= 1.0)) return "mu must be in (0, 1], got " + detail::num(c.mu);
+    return {};
+}
+
+inline std::string validate(const AdamaxConfig& c) {
+    using detail::bad_nonneg;
+    if (bad_nonneg(c.lr)) return "lr must be a finite number >= 0, got " + detail::num(c.lr);
+    if (!(c.beta1 >= 0.0 && c.beta1 < 1.0))
+        return "betas[0] must be in [0, 1), got " + detail::num(c.beta1);
+    if (!(c.beta2 >= 0.0 && c.beta2 < 1.0))
+        return "betas[1] must be in [0, 1), got " + detail::num(c.beta2);
+    if (bad_nonneg(c.eps)) return "eps must be a finite number >= 0, got " + detail::num(c.eps);
+    if (bad_nonneg(c.weight_decay))
+        return "weight_decay must be a finite number >= 0, got " + detail::num(c.weight_decay);
     if (c.step < 1) return "step must be >= 1, got " + std::to_string(c.step);
     return {};
 }

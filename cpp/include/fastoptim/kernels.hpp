@@ -14,6 +14,7 @@
 #endif
 
 #include "fastoptim/config.hpp"
+#include "fastoptim/kernels/adam_variants.hpp"
 #include "fastoptim/kernels/adaptive.hpp"
 #include "fastoptim/nn_config.hpp"
 #include "fastoptim/kernels/activations.hpp"

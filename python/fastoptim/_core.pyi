@@ -1,0 +1,216 @@
+"""Type stubs of fastoptim._core, the native extension (private; use the fastoptim package).
+
+Arrays: a numpy.ndarray or a dense CPU torch.Tensor, or a list/tuple of them, never copied.
+The optimizer-step section is generated from the kernel declarations
+(``fastoptim.spec.core_stub()``; tests/test_spec.py checks it is current).
+"""
+
+from typing import Any, TypeAlias
+
+_Arrays: TypeAlias = Any
+_Array: TypeAlias = Any
+
+kernel_specs: dict[str, dict[str, Any]]
+
+# runtime
+def simd_target() -> str: ...
+def simd_targets() -> list[str]: ...
+def compiled_simd_targets() -> list[str]: ...
+def set_simd_target(name: str) -> None: ...
+def get_num_threads() -> int: ...
+def set_num_threads(n: int) -> None: ...
+def have_openmp() -> bool: ...
+
+# reductions and the roofline reference
+def global_norm(arrays: _Arrays) -> float: ...
+def clip_by_global_norm(grads: _Arrays, max_norm: float, *,
+                        error_if_nonfinite: bool = False) -> float: ...
+def roofline_update(outs: list[_Array], x: _Array, min_per_thread: int = 32768) -> None: ...
+
+# losses, layers, regularizers
+def point_loss(kind: str, input: _Array, target: _Array, out: _Array | None = None, *,
+               reduction: str = "mean", delta: float = 1.0) -> float: ...
+def softmax_cross_entropy(logits: _Array, target: _Array, out: _Array | None = None, *,
+                          weight: _Array | None = None, label_smoothing: float = 0.0,
+                          reduction: str = "mean") -> float: ...
+def penalty(params: _Arrays, grads: _Arrays | None = None, *, l1: float = 0.0,
+            l2: float = 0.0) -> float: ...
+def bias_act_forward(z: _Array, y: _Array | None = None, bias: _Array | None = None, *,
+                     activation: str | None = None, alpha: float = 0.01) -> None: ...
+def act_backward(dy: _Array, dz: _Array | None = None, z: _Array | None = None,
+                 y: _Array | None = None, dbias: _Array | None = None, *,
+                 activation: str | None = None, alpha: float = 0.01,
+                 accumulate_bias: bool = False) -> None: ...
+def dropout_forward(x: _Array, y: _Array, mask: _Array, *, p: float, seed: int,
+                    stream: int = 0) -> None: ...
+
+# optimizer steps (generated: fastoptim.spec.core_stub())
+def adadelta_step(
+    params: _Arrays,
+    grads: _Arrays,
+    square_avgs: _Arrays,
+    acc_deltas: _Arrays,
+    *,
+    lr: float = 1.0,
+    rho: float = 0.9,
+    eps: float = 1e-06,
+    weight_decay: float = 0.0,
+    maximize: bool = False,
+) -> None: ...
+def adagrad_step(
+    params: _Arrays,
+    grads: _Arrays,
+    sums: _Arrays,
+    *,
+    step: int,
+    lr: float = 0.01,
+    lr_decay: float = 0.0,
+    weight_decay: float = 0.0,
+    eps: float = 1e-10,
+    maximize: bool = False,
+) -> None: ...
+def adam_step(
+    params: _Arrays,
+    grads: _Arrays,
+    exp_avgs: _Arrays,
+    exp_avg_sqs: _Arrays,
+    max_exp_avg_sqs: _Arrays | None = None,
+    *,
+    step: int,
+    lr: float = 0.001,
+    beta1: float = 0.9,
+    beta2: float = 0.999,
+    eps: float = 1e-08,
+    weight_decay: float = 0.0,
+    decoupled_weight_decay: bool = False,
+    amsgrad: bool = False,
+    maximize: bool = False,
+) -> None: ...
+def adamax_step(
+    params: _Arrays,
+    grads: _Arrays,
+    exp_avgs: _Arrays,
+    exp_infs: _Arrays,
+    *,
+    step: int,
+    lr: float = 0.002,
+    beta1: float = 0.9,
+    beta2: float = 0.999,
+    eps: float = 1e-08,
+    weight_decay: float = 0.0,
+    maximize: bool = False,
+) -> None: ...
+def ademamix_step(
+    params: _Arrays,
+    grads: _Arrays,
+    exp_avgs: _Arrays,
+    exp_avg_sqs: _Arrays,
+    exp_avg_slows: _Arrays,
+    *,
+    step: int,
+    lr: float = 0.001,
+    beta1: float = 0.9,
+    beta2: float = 0.999,
+    beta3: float = 0.9999,
+    alpha: float = 5.0,
+    t_alpha_beta3: float = 0.0,
+    eps: float = 1e-08,
+    weight_decay: float = 0.0,
+    weight_decouple: bool = False,
+    fixed_decay: bool = False,
+    maximize: bool = False,
+) -> None: ...
+def asgd_step(
+    params: _Arrays,
+    grads: _Arrays,
+    axs: _Arrays,
+    *,
+    eta: float,
+    mu: float,
+    lambd: float = 0.0001,
+    weight_decay: float = 0.0,
+    maximize: bool = False,
+) -> None: ...
+def lion_step(
+    params: _Arrays,
+    grads: _Arrays,
+    exp_avgs: _Arrays,
+    *,
+    lr: float = 0.0001,
+    beta1: float = 0.9,
+    beta2: float = 0.99,
+    weight_decay: float = 0.0,
+    maximize: bool = False,
+) -> None: ...
+def nadam_step(
+    params: _Arrays,
+    grads: _Arrays,
+    exp_avgs: _Arrays,
+    exp_avg_sqs: _Arrays,
+    *,
+    step: int,
+    mu_product: float,
+    lr: float = 0.002,
+    beta1: float = 0.9,
+    beta2: float = 0.999,
+    eps: float = 1e-08,
+    weight_decay: float = 0.0,
+    momentum_decay: float = 0.004,
+    decoupled_weight_decay: bool = False,
+    maximize: bool = False,
+) -> None: ...
+def radam_step(
+    params: _Arrays,
+    grads: _Arrays,
+    exp_avgs: _Arrays,
+    exp_avg_sqs: _Arrays,
+    *,
+    step: int,
+    lr: float = 0.001,
+    beta1: float = 0.9,
+    beta2: float = 0.999,
+    eps: float = 1e-08,
+    weight_decay: float = 0.0,
+    decoupled_weight_decay: bool = False,
+    maximize: bool = False,
+) -> None: ...
+def rmsprop_step(
+    params: _Arrays,
+    grads: _Arrays,
+    square_avgs: _Arrays,
+    momentum_buffers: _Arrays | None = None,
+    grad_avgs: _Arrays | None = None,
+    *,
+    lr: float = 0.01,
+    alpha: float = 0.99,
+    eps: float = 1e-08,
+    weight_decay: float = 0.0,
+    momentum: float = 0.0,
+    centered: bool = False,
+    maximize: bool = False,
+) -> None: ...
+def rprop_step(
+    params: _Arrays,
+    grads: _Arrays,
+    prevs: _Arrays,
+    step_sizes: _Arrays,
+    *,
+    etaminus: float = 0.5,
+    etaplus: float = 1.2,
+    step_size_min: float = 1e-06,
+    step_size_max: float = 50.0,
+    maximize: bool = False,
+) -> None: ...
+def sgd_step(
+    params: _Arrays,
+    grads: _Arrays,
+    momentum_buffers: _Arrays | None = None,
+    *,
+    lr: float,
+    momentum: float = 0.0,
+    dampening: float = 0.0,
+    weight_decay: float = 0.0,
+    nesterov: bool = False,
+    maximize: bool = False,
+    first_step: bool = False,
+) -> None: ...

@@ -1,0 +1,168 @@
+"""The optimizer spec and what is derived from it: signatures, defaults, docs, the stub,
+the README table, the CLI and the estimators."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+from pathlib import Path
+
+import fastoptim
+import numpy as np
+import pytest
+from fastoptim import _core, optim, train_command
+from fastoptim import spec as fspec
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _numeric_equal(a, b):
+    if isinstance(a, tuple) or isinstance(b, tuple):
+        return len(a) == len(b) and all(_numeric_equal(x, y) for x, y in zip(a, b, strict=True))
+    return a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a)
+                      and math.isnan(b))
+
+
+@pytest.mark.parametrize("name", fspec.names())
+def test_torch_front_end_has_torchs_signature(name):
+    """Same names, order, positional/keyword-only split and defaults as torch.optim (or
+    the reference package)."""
+    torch = pytest.importorskip("torch")
+    import fastoptim.torch as ft
+
+    ref = (pytest.importorskip("lion_pytorch").Lion if name == "Lion"
+           else pytest.importorskip("pytorch_optimizer").AdEMAMix if name == "AdEMAMix"
+           else getattr(torch.optim, name))
+    theirs = [p for p in inspect.signature(ref).parameters.values()
+              if p.kind != p.VAR_KEYWORD]  # pytorch-optimizer's **kwargs
+    ours = list(inspect.signature(getattr(ft, name)).parameters.values())
+    assert [p.name for p in ours] == [p.name for p in theirs]
+    for a, b in zip(ours, theirs, strict=True):
+        assert a.kind == b.kind, a.name
+        if a.name != "params":
+            assert _numeric_equal(a.default, b.default), (a.name, a.default, b.default)
+
+
+@pytest.mark.parametrize("name", fspec.names())
+def test_numpy_front_end_signature_and_defaults(name):
+    s = fspec.get(name)
+    sig = inspect.signature(getattr(optim, name))
+    names = list(sig.parameters)
+    assert names == ["params", *s.numpy_signature(), "skip_nonfinite"]
+    opt = getattr(optim, name)([np.zeros(3)])
+    for h in s.hyperparameters:
+        assert opt.defaults[h.name] == sig.parameters[h.name].default == h.default
+
+
+def test_kernel_defaults_come_from_the_config_structs():
+    """A default is written once: in C++ (config.hpp); the front ends read it from there."""
+    hyp = {k: {n: d for n, _kind, d, _req in v["hypers"]} for k, v in _core.kernel_specs.items()}
+    assert hyp["adam_step"]["beta2"] == 0.999 and hyp["adamax_step"]["lr"] == 0.002
+    for s in fspec.OPTIMIZERS:
+        for h in s.hyperparameters:
+            # the two declared overrides: AdamW's decay, and None for "no warm-up" (the
+            # kernel's 0) as pytorch-optimizer writes it
+            if not h.kernel or (s.name, h.name) in {("AdamW", "weight_decay"),
+                                                     ("AdEMAMix", "t_alpha_beta3")}:
+                continue
+            want = tuple(hyp[s.kernel][k] for k in h.kernel)
+            assert (want if h.kind == "pair" else want[0]) == h.default, (s.name, h.name)
+    assert fspec.get("AdamW").defaults["weight_decay"] == 1e-2
+
+
+def test_step_signatures_and_stub_are_generated_from_the_declarations():
+    sig = inspect.signature(fastoptim.adamax_step)
+    assert list(sig.parameters) == ["params", "grads", "exp_avgs", "exp_infs", "step", "lr",
+                                    "beta1", "beta2", "eps", "weight_decay", "maximize"]
+    assert sig.parameters["lr"].default == 0.002
+    assert sig.parameters["step"].default is inspect.Parameter.empty
+    stub = (Path(fastoptim.__file__).parent / "_core.pyi").read_text()
+    assert fspec.core_stub() in stub, "regenerate the stub's step section: spec.core_stub()"
+    assert (Path(fastoptim.__file__).parent / "py.typed").exists()
+
+
+def test_docstrings_write_out_the_update_rule():
+    for s in fspec.OPTIMIZERS:
+        for cls in [getattr(optim, s.name)]:
+            doc = cls.__doc__
+            assert "Update rule::" in doc and s.rule.strip().splitlines()[-1] in doc
+            for h in s.hyperparameters:
+                assert f"    {h.name}: " in doc
+
+
+def test_docs_table_is_current():
+    table = fspec.markdown_table()
+    assert table.count("\n") == len(fspec.OPTIMIZERS) + 2
+    path = ROOT / "docs" / "optimizers.md"
+    if not path.exists():
+        pytest.skip("docs/ is not part of this checkout")
+    assert table in path.read_text(), "regenerate: python -m fastoptim.spec > docs/optimizers.md"
+
+
+def test_state_buffers_declare_formats_and_init():
+    ada = fspec.get("Adagrad")
+    assert [(b.key, b.init) for b in ada.state] == [("sum", "initial_accumulator_value")]
+    for s in fspec.OPTIMIZERS:
+        for b in s.state:
+            assert b.formats == ("param",)
+    assert [b.when for b in fspec.get("Adam").state] == [None, None, "amsgrad"]
+
+
+def test_cli_choices_and_options_come_from_the_spec(tmp_path, capsys):
+    assert train_command.OPTIMIZERS == tuple(n.lower() for n in fspec.names())
+    assert "adamax" in train_command.OPTIMIZERS
+    defaults = train_command.option_defaults()
+    for o in fspec.cli_options():
+        assert defaults[o.dest] == o.default
+    assert defaults["beta2"] == 0.999 and defaults["eps"] == 1e-8
+    assert train_command.DEFAULT_LR["sgd"] == 0.05 and train_command.DEFAULT_LR["adamax"] == 2e-3
+    out = tmp_path / "run"
+    from fastoptim import cli
+    assert cli.main(["train", "--optimizer", "adamax", "--hidden", "16", "--epochs", "3",
+                     "--lr", "0.01", "--beta1", "0.8", "--output", str(out), "--quiet"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test"]["accuracy"] > 0.5
+
+
+def test_build_from_options_passes_what_each_optimizer_has():
+    p = [np.zeros(3)]
+    opts = {**train_command.option_defaults(), "momentum": 0.5, "beta1": 0.7, "eps": 1e-5}
+    sgd = fspec.build_from_options("sgd", p, opts, lr=0.1)
+    assert sgd.defaults["momentum"] == 0.5 and "eps" not in sgd.defaults
+    ax = fspec.build_from_options("adamax", [np.zeros(3)], opts, lr=0.1)
+    assert ax.defaults["betas"] == (0.7, 0.999) and ax.defaults["eps"] == 1e-5
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        fspec.get("adamx")
+
+
+def test_estimator_accepts_every_declared_optimizer():
+    pytest.importorskip("sklearn")
+    from fastoptim.sklearn import MLPClassifier
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((60, 4)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(int)
+    for name in train_command.OPTIMIZERS:
+        MLPClassifier(hidden_layer_sizes=(4,), optimizer=name, epochs=1, lr=1e-2,
+                      random_state=0).fit(X, y)
+    with pytest.raises(ValueError, match="optimizer"):
+        MLPClassifier(optimizer="lbfgs2", epochs=1).fit(X, y)
+
+
+def test_every_declared_optimizer_is_exported():
+    import fastoptim.torch as ft
+
+    for s in fspec.OPTIMIZERS:
+        assert getattr(fastoptim, s.kernel) is getattr(_core, s.kernel)
+        assert s.kernel in fastoptim.__all__
+        assert s.name in optim.__all__ and s.name in ft.__all__
+        assert getattr(optim, s.name)._spec is s and getattr(ft, s.name)._spec is s
+
+
+def test_cli_refuses_weight_decay_for_an_optimizer_without_it(tmp_path, capsys):
+    from fastoptim import cli
+
+    assert cli.main(["train", "--optimizer", "rprop", "--weight-decay", "0.1", "--epochs", "1",
+                     "--output", str(tmp_path), "--quiet"]) == 2
+    assert "rprop has no weight decay" in capsys.readouterr().err
