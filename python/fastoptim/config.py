@@ -347,5 +347,5 @@ def _check_ranges(c: TrainConfig) -> None:
     if c.nesterov and c.momentum <= 0:
         raise ConfigError("nesterov", "needs momentum > 0")
     if c.weight_decay and "weight_decay" not in _spec.get(c.optimizer).defaults:
-        raise ConfigError("weight_decay", f"is not an option of {c.optimizer}, "
+        raise ConfigError("weight_decay", f"must be 0: {c.optimizer} has no weight decay, "
                           f"got {c.weight_decay!r}")

@@ -516,6 +516,12 @@ class _Native(torch.optim.Optimizer):
             for k, t in zip(keys, ts, strict=False):
                 if t is None:
                     continue
+                if k in self._scalar_keys:  # 0-d state (NAdam's mu_product, ASGD's eta)
+                    if not (isinstance(t, torch.Tensor) and t.dim() == 0
+                            and t.dtype.is_floating_point):
+                        raise ValueError(f"optimizer.state of {where}: {k!r} must be a 0-d "
+                                         f"floating-point tensor, got {t!r}")
+                    continue
                 if not isinstance(t, torch.Tensor) or t.shape != p.shape or t.dtype != p.dtype:
                     got = (f"{t.dtype} of shape {tuple(t.shape)}" if torch.is_tensor(t)
                            else type(t).__name__)
@@ -528,7 +534,8 @@ class _Native(torch.optim.Optimizer):
             if self._has_step and not fresh:
                 s = st.get("step")
                 step = 0 if s is None else self._step_of(s, issued)
-            present = [t for t in ts if t is not None]
+            present = [t for k, t in zip(keys, ts, strict=False)
+                       if t is not None and k not in self._scalar_keys]
             if p.is_contiguous() and all(t.is_contiguous() for t in present):
                 mode = 0
             elif _dense(p) and all(t.stride() == p.stride() for t in present):
@@ -556,7 +563,9 @@ class _Native(torch.optim.Optimizer):
                 if not here:
                     state_views.append(None)
                     continue
-                state_views.append([None if m == 2 else _view(it[4][k], m == 1)
+                scalar = self._state_keys[k] in self._scalar_keys
+                state_views.append([_view(it[4][k], False) if scalar
+                                    else None if m == 2 else _view(it[4][k], m == 1)
                                     for it, m in zip(items, modes, strict=False)])
             part = _Part(params=ps, where=[it[2] for it in items], dicts=[it[3] for it in items],
                          tensors=[it[4] for it in items], views=views, state_views=state_views,
@@ -762,6 +771,11 @@ class _SpecNative(_Native):
             for group in self.param_groups:
                 for p in group["params"]:
                     self.state[p].update(self._new_state(p, group))
+
+    @classmethod
+    def _signature_defaults(cls) -> dict:
+        return {k: v.default for k, v in cls._signature.parameters.items()
+                if k not in ("self", "params") and v.default is not inspect.Parameter.empty}
 
     def _validate(self, group) -> None:
         # the base class validates the defaults before torch's __init__ sets self.defaults
