@@ -162,10 +162,11 @@ def test_killed_rank_stops_the_job_and_last_checkpoint_loads(tmp_path):
                    "--timeout", "30"], tmp_path, timeout=90, expect_ok=False)
     assert r.returncode != 0
     assert not (tmp_path / "rank0.npz").exists()  # rank 0 did not finish training
-    assert (tmp_path / "ckpt-1.npz").exists() and not (tmp_path / "ckpt-2.npz").exists()
+    # killed in the third epoch: checkpoints of completed epochs 1 and 2 (named from 1)
+    assert (tmp_path / "ckpt-2.npz").exists() and not (tmp_path / "ckpt-3.npz").exists()
     d = tmp_path / "resumed"
     d.mkdir()
-    mpirun(2, ["--shard", "--epochs", "5", "--resume", str(tmp_path / "ckpt-1.npz")], d)
+    mpirun(2, ["--shard", "--epochs", "5", "--resume", str(tmp_path / "ckpt-2.npz")], d)
     want, _ = reference(epochs=5)
     np.testing.assert_allclose(ranks_params(d, 2), want, rtol=RTOL64, atol=1e-12)
 
