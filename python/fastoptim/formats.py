@@ -114,8 +114,8 @@ def quantize(x: Any, signed: bool = True) -> tuple[Any, Any]:
     if _is_torch(x):
         import torch
 
-        codes = torch.empty(x.shape, dtype=torch.uint8)
-        absmax = torch.empty(_blocks(x.numel()), dtype=torch.float32)
+        codes: Any = torch.empty(x.shape, dtype=torch.uint8)
+        absmax: Any = torch.empty(_blocks(x.numel()), dtype=torch.float32)
     else:
         codes = np.empty(np.shape(x), dtype=np.uint8)
         absmax = np.empty(_blocks(int(np.size(x))), dtype=np.float32)
@@ -138,7 +138,7 @@ def bf16_from_float(x: Any, rounding: str = "nearest", seed: int = 0, step: int 
     if _is_torch(x):
         import torch
 
-        out = torch.empty(x.shape, dtype=torch.bfloat16)
+        out: Any = torch.empty(x.shape, dtype=torch.bfloat16)
     else:
         out = np.empty(np.shape(x), dtype=np.uint16)
     _core.format_encode(x, out, rounding=rounding, seed=int(seed), step=int(step))
@@ -179,8 +179,8 @@ def _zeros(like: Any, shape: Any, kind: str) -> Any:
 
         dt = {"f32": torch.float32, "bf16": torch.bfloat16, "u8": torch.uint8}[kind]
         return torch.zeros(tuple(shape), dtype=dt)
-    dt = {"f32": np.float32, "bf16": np.uint16, "u8": np.uint8}[kind]
-    return np.zeros(tuple(shape), dtype=dt)
+    ndt: Any = {"f32": np.float32, "bf16": np.uint16, "u8": np.uint8}[kind]
+    return np.zeros(tuple(shape), dtype=ndt)
 
 
 def _zero_code(signed: bool) -> int:

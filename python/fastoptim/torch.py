@@ -88,7 +88,7 @@ class _ParamState(dict):
         _changes[0] += 1
         dict.__delitem__(self, k)
 
-    def _bump(name):  # noqa: N805 - builds the mutating methods below
+    def _bump(name: str):  # type: ignore[misc]  # noqa: N805 - builds the methods below
         base = getattr(dict, name)
 
         def method(self, *args, **kwargs):
@@ -548,6 +548,7 @@ class _Native(torch.optim.Optimizer):
         n_with_grad = sum(1 for g in gs if g is not None)
         for (_, step, fresh, slow, present), items in groups.items():
             js = [it[0] for it in items]
+            pick: Any
             if len(items) == n_with_grad and js == list(range(len(params))):
                 pick = None
             elif len(js) == 1:
@@ -558,7 +559,7 @@ class _Native(torch.optim.Optimizer):
             ps = [it[1] for it in items]
             modes = [it[5] for it in items]
             views = [None if m == 2 else _view(p, m == 1) for p, m in zip(ps, modes, strict=False)]
-            state_views = []
+            state_views: list[Any] = []
             for k, here in enumerate(present):
                 if not here:
                     state_views.append(None)
@@ -594,8 +595,10 @@ class _Native(torch.optim.Optimizer):
 
     def _staged(self, part: _Part, grads):
         """Kernel inputs of a part with non-contiguous members, and the copies to write back."""
-        views, gviews, back = [], [], []
-        sviews = [None if sv is None else [] for sv in part.state_views]
+        views: list[Any] = []
+        gviews: list[Any] = []
+        back: list[tuple[Any, Any]] = []
+        sviews: list[Any] = [None if sv is None else [] for sv in part.state_views]
         for i, (p, g, mode) in enumerate(zip(part.params, grads, part.modes, strict=False)):
             ts = [t for t in part.tensors[i] if t is not None]
             if mode == 0:
@@ -631,7 +634,7 @@ class _Native(torch.optim.Optimizer):
         other buffer is the plan's, checked when it was built); None: every array goes
         through the native gate's full checks, non-contiguous members staged."""
         step = part.step + 1
-        back = ()
+        back: Any = ()
         if gp is not None:
             self._run(group, part.pointers, gp, part.state_pointers, step, part.fresh)
         else:
