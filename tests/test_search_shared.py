@@ -85,17 +85,16 @@ def test_two_workers_share_a_postgresql_study(pg_url, tmp_path):
         assert len(json.loads((tmp_path / f"w{i}" / "results.json").read_text())["trials"]) == 8
 
 
-def test_killed_worker_trial_is_failed_and_retried(pg_url, tmp_path):
-    study = f"k-{uuid.uuid4().hex[:8]}"
+def kill_mid_trial_and_check_retry(storage, study, tmp_path):
     hb = ["--heartbeat", "1"]
-    a = worker(pg_url, study, tmp_path / "a", 5, 60, hb)
-    b = worker(pg_url, study, tmp_path / "b", 5, 60, hb)
+    a = worker(storage, study, tmp_path / "a", 5, 60, hb)
+    b = worker(storage, study, tmp_path / "b", 5, 60, hb)
     victim = None
     deadline = time.monotonic() + 120
     while victim is None and time.monotonic() < deadline:  # wait for b to be mid-trial
         time.sleep(0.2)
         try:
-            st = load(pg_url, study)
+            st = load(storage, study)
         except KeyError:  # the study is not created yet
             continue
         for t in st.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
@@ -107,7 +106,7 @@ def test_killed_worker_trial_is_failed_and_retried(pg_url, tmp_path):
     b.kill()  # SIGKILL: no chance to mark its trial
     b.communicate()
     finish(a)
-    st = load(pg_url, study)
+    st = load(storage, study)
     trials = check_study(st, 5)
     by_number = {t.number: t for t in trials}
     assert by_number[victim].state.name == "FAIL"
@@ -115,6 +114,42 @@ def test_killed_worker_trial_is_failed_and_retried(pg_url, tmp_path):
     assert len(retries) == 1 and retries[0].state.name == "COMPLETE"
     assert retries[0].params == by_number[victim].params
     assert retries[0].user_attrs["worker"].endswith(f":{a.pid}")
+
+
+def test_killed_worker_trial_is_failed_and_retried(pg_url, tmp_path):
+    kill_mid_trial_and_check_retry(pg_url, f"k-{uuid.uuid4().hex[:8]}", tmp_path)
+
+
+def test_killed_worker_trial_is_retried_on_a_journal_file(tmp_path):
+    # the journal's heartbeat is fastoptim's; the pid check (TrialCap) is off with it, so
+    # only the heartbeat can reap the victim's trial here
+    kill_mid_trial_and_check_retry(f"journal:///{tmp_path}/search.log".replace("////", "///"),
+                                   "journal-kill", tmp_path)
+
+
+def test_journal_heartbeat_marks_only_silent_trials_stale(tmp_path):
+    import warnings
+
+    from fastoptim import _journal
+
+    storage = shared.open_storage(f"journal:///{tmp_path}/hb.log".replace("////", "///"),
+                                  heartbeat_interval=2)
+    assert storage.get_heartbeat_interval() == 2 and storage.grace_period == 4
+    st = optuna.create_study(storage=storage, study_name="hb")
+    with warnings.catch_warnings():  # "Heartbeat ... supposed to be used with Study.optimize"
+        warnings.filterwarnings("ignore", "Heartbeat of storage")
+        alive, silent, done = st.ask(), st.ask(), st.ask()
+    st.tell(done, 1.0)
+    now = time.time()
+    storage.set_trial_system_attr(alive._trial_id, _journal.HEARTBEAT_KEY, now - 1)
+    storage.set_trial_system_attr(silent._trial_id, _journal.HEARTBEAT_KEY, now - 5)
+    assert storage._get_stale_trial_ids(st._study_id) == [silent._trial_id]
+    storage.record_heartbeat(silent._trial_id)  # a beat revives it
+    assert storage._get_stale_trial_ids(st._study_id) == []
+    storage.record_heartbeat(done._trial_id)  # a finished trial's late beat is ignored
+    with pytest.raises(ValueError, match="heartbeat_interval"):
+        shared.open_storage(f"journal:///{tmp_path}/x.log".replace("////", "///"),
+                            heartbeat_interval=0)
 
 
 def test_two_workers_share_a_journal_file(tmp_path):

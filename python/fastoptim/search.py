@@ -504,7 +504,7 @@ def _run_optuna(space, n_trials, fixed, seed, repeats, storage, study_name, prun
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     from fastoptim import storage as shared
 
-    storage = shared.open_storage(storage)  # a URL (heartbeats on RDB storages) or a storage
+    storage = shared.open_storage(storage)  # a URL (with heartbeats) or a storage
     # Validation accuracy in the first epochs is noisy and favours large steps: judge a
     # trial only after a quarter of its epochs, against the median of 5 earlier trials.
     epochs = space.get("epochs") if isinstance(space.get("epochs"), list) else None
@@ -708,8 +708,8 @@ def add_subparser(subparsers) -> None:
                         "machines: postgresql://user:pass@host/db, sqlite:///search.db or "
                         "journal:///shared/search.log; rerunning resumes")
     s.add_argument("--heartbeat", type=int, default=10, metavar="SECONDS",
-                   help="tpe on a database: heartbeat interval; a trial silent for twice "
-                        "this long is failed and retried")
+                   help="tpe on a database or journal: heartbeat interval; a trial "
+                        "silent for twice this long is failed and retried")
     s.add_argument("--study-name", default=None, help="tpe: study name in --storage")
     s.add_argument("--search-seed", type=int, default=0, help="seeds the sampler")
     tc.add_arguments(p)

@@ -11,7 +11,10 @@
 - ``journal:///path/to/search.log`` (``journal://`` then a path): JournalStorage on an
   append-only file for a shared filesystem without a database server (NFS: the
   ``journal+openlock://`` form uses an open(O_EXCL) lock instead of a symlink lock). Optuna
-  5's journal storage has no heartbeat: a killed worker's trial stays RUNNING there.
+  5's JournalStorage has no heartbeat; fastoptim's subclass adds one
+  (``fastoptim._journal``): the same interval, grace period and retry as on a database, with
+  the heartbeat stored as a trial attribute in the journal. The workers' clocks are
+  compared, so on several hosts they must agree (NTP) to well within the grace period.
 
 A study on these storages caps its trials with :class:`TrialCap` across all workers and each
 worker, before returning, waits for the others' trials (reaping and rerunning those of dead
@@ -54,8 +57,15 @@ def open_storage(url: str | None, *, heartbeat_interval: int = 10,
         path = url.split("://", 1)[1]
         if not path:
             raise ValueError(f"--storage {url!r}: give a file, e.g. journal:///shared/search.log")
+        if heartbeat_interval < 1:
+            raise ValueError(f"heartbeat_interval must be >= 1 second, got {heartbeat_interval}")
+        from fastoptim._journal import HeartbeatJournalStorage
+
         lock = (JournalFileOpenLock if scheme == "journal+openlock" else JournalFileSymlinkLock)
-        return optuna.storages.JournalStorage(JournalFileBackend(path, lock_obj=lock(path)))
+        return HeartbeatJournalStorage(
+            JournalFileBackend(path, lock_obj=lock(path)),
+            heartbeat_interval=int(heartbeat_interval), grace_period=grace_period,
+            heartbeat_stale_trial_callback=_retry(max_retry))
     if scheme in ("postgresql", "postgres"):
         url = "postgresql+" + _postgres_driver() + "://" + url.split("://", 1)[1]
     if scheme.split("+", 1)[0] in _RDB:
@@ -66,12 +76,12 @@ def open_storage(url: str | None, *, heartbeat_interval: int = 10,
         kwargs = {"pool_pre_ping": True} if not scheme.startswith("sqlite") else {}
         for attempt in range(6):
             try:
-                with warnings.catch_warnings():  # heartbeats, retries: "experimental" in Optuna 5
+                with warnings.catch_warnings():  # heartbeats: "experimental" in Optuna 5
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
                     return optuna.storages.RDBStorage(
                         url, engine_kwargs=kwargs, heartbeat_interval=int(heartbeat_interval),
-                        grace_period=grace_period, heartbeat_stale_trial_callback=retry)
+                        grace_period=grace_period,
+                        heartbeat_stale_trial_callback=_retry(max_retry))
             except sqlalchemy.exc.SQLAlchemyError as e:
                 # workers starting together on an empty database race to create its tables
                 if attempt == 5:
@@ -82,6 +92,15 @@ def open_storage(url: str | None, *, heartbeat_interval: int = 10,
                 time.sleep(0.3 * (attempt + 1))
     raise ValueError(f"--storage {url!r}: expected postgresql://user:pass@host/db, "
                      f"sqlite:///file.db, mysql://..., or journal:///path/to/file.log")
+
+
+def _retry(max_retry: int) -> Any:
+    """Optuna's callback that queues a copy of a stale trial (at most ``max_retry`` times)."""
+    import optuna
+
+    with warnings.catch_warnings():  # "experimental" in Optuna 5
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
 
 
 def _postgres_driver() -> str:
