@@ -28,8 +28,9 @@ def problem(dtype, n=203, features=12, classes=3, seed=0):
 
 
 def build(args, dtype):
-    model = nn.Sequential(nn.Dense(12, 16, "tanh", l1=args.l1), nn.Dense(16, 3), dtype=dtype,
-                          seed=args.seed)
+    drop = [nn.Dropout(args.dropout)] if getattr(args, "dropout", 0.0) else []
+    model = nn.Sequential(nn.Dense(12, 16, "tanh", l1=args.l1), *drop, nn.Dense(16, 3),
+                          dtype=dtype, seed=args.seed)
     weights = [p for name, p in model.named_parameters() if name.endswith("weight")]
     biases = [p for name, p in model.named_parameters() if not name.endswith("weight")]
     groups = [{"params": weights, "weight_decay": 0.01}, {"params": biases, "weight_decay": 0.0}]
@@ -78,6 +79,7 @@ def main():
     p.add_argument("--dtype", default="float64")
     p.add_argument("--optimizer", default="adamw")
     p.add_argument("--l1", type=float, default=0.0)
+    p.add_argument("--dropout", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", default=None)
     p.add_argument("--checkpoint", action="store_true")

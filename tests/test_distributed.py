@@ -48,13 +48,13 @@ def mpirun(n, args, out, timeout=120, expect_ok=True):
 
 
 def reference(epochs=3, batch_size=32, dtype="float64", optimizer="adamw", l1=0.0,
-              checkpoint_dir=None):
+              checkpoint_dir=None, dropout=0.0):
     """The same fit in this one process."""
     class A:
         pass
 
     a = A()
-    a.optimizer, a.l1, a.seed = optimizer, l1, 0
+    a.optimizer, a.l1, a.seed, a.dropout = optimizer, l1, 0, dropout
     dt = np.dtype(dtype).type
     X, y = mpi_worker.problem(dt)
     model, opt = mpi_worker.build(a, dt)
@@ -107,6 +107,19 @@ def test_ranks_with_empty_shares(tmp_path):
     mpirun(3, ["--batch-size", "2", "--epochs", "1", "--shard"], tmp_path)
     want, _ = reference(epochs=1, batch_size=2)
     np.testing.assert_allclose(ranks_params(tmp_path, 3), want, rtol=RTOL64, atol=1e-12)
+
+
+@needs_mpi
+@pytest.mark.parametrize("batch_size", [32, 2])
+def test_dropout_masks_follow_the_global_batch(tmp_path, batch_size):
+    # each rank draws the masks of its rows of the global batch; with 2-row batches on 3
+    # ranks one rank has no rows and still advances its dropout stream
+    mpirun(3, ["--dropout", "0.3", "--epochs", "1", "--batch-size", str(batch_size)],
+           tmp_path)
+    want, _ = reference(epochs=1, batch_size=batch_size, dropout=0.3)
+    np.testing.assert_allclose(ranks_params(tmp_path, 3), want, rtol=RTOL64, atol=1e-12)
+    other, _ = reference(epochs=1, batch_size=batch_size, dropout=0.0)
+    assert not np.allclose(want, other, rtol=1e-3)  # dropout changed the run
 
 
 @needs_mpi

@@ -319,6 +319,27 @@ def test_dropout_mask_rate_reuse_and_eval(simd_target, rng):
     assert model.forward(x, training=False) is x
 
 
+def test_dropout_rows_of_a_batch_draw_that_batch_s_masks(simd_target, rng):
+    # a data-parallel rank forwards rows [r, r + k) of a batch with row_offset=r and must
+    # draw the masks the whole batch draws for those rows
+    x = rng.standard_normal((10, 7))
+    whole = nn.Dropout(0.4, seed=3)
+    nn.Sequential(whole, dtype=np.float64).forward(x, training=True)
+    for lo, hi in ((0, 4), (4, 10), (9, 10)):
+        part = nn.Dropout(0.4, seed=3)
+        nn.Sequential(part, dtype=np.float64).forward(x[lo:hi], training=True, row_offset=lo)
+        assert np.array_equal(part._mask, whole._mask[lo:hi])
+    skipped = nn.Dropout(0.4, seed=3)
+    m = nn.Sequential(skipped, dtype=np.float64)
+    m.skip_training_forward()  # a rank without rows in the first batch
+    m.forward(x, training=True)
+    again = nn.Sequential(whole, dtype=np.float64)
+    again.forward(x, training=True)  # whole's second call
+    assert np.array_equal(skipped._mask, whole._mask)
+    with pytest.raises(ValueError, match="row_offset"):
+        m.forward(x, training=True, row_offset=-1)
+
+
 def test_dropout_same_for_any_thread_count_and_target(rng):
     x = rng.standard_normal(2**18 + 7).astype(np.float32)
     before_t, before_s = fastoptim.get_num_threads(), fastoptim.simd_target()

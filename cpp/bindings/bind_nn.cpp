@@ -153,7 +153,7 @@ void act_backward(py::handle dy_obj, py::handle dz_obj, py::handle z_obj, py::ha
 
 template <class T>
 void run_dropout(const py::array& x, const py::array& y, const py::array& mask, double p,
-                 std::uint64_t seed, std::uint64_t stream) {
+                 std::uint64_t seed, std::uint64_t stream, std::uint64_t offset) {
     const int nt = dispatch::num_threads();
     const auto kernel = dispatch::active().ops<T>().dropout;
     const T* xp = ptr<T>(&x);
@@ -161,11 +161,11 @@ void run_dropout(const py::array& x, const py::array& y, const py::array& mask, 
     T* mp = ptr<T>(&mask);
     const std::size_t n = static_cast<std::size_t>(x.size());
     py::gil_scoped_release nogil;
-    kernel(yp, mp, xp, n, p, seed, stream, nt);
+    kernel(yp, mp, xp, n, p, seed, stream, offset, nt);
 }
 
 void dropout_forward(py::handle x_obj, py::handle y_obj, py::handle mask_obj, double p,
-                     std::uint64_t seed, std::uint64_t stream) {
+                     std::uint64_t seed, std::uint64_t stream, std::uint64_t offset) {
     if (!(p >= 0.0 && p <= 1.0))
         throw py::value_error("p must be in [0, 1], got " + std::string(py::str(py::float_(p))));
     Gate gate;
@@ -175,8 +175,8 @@ void dropout_forward(py::handle x_obj, py::handle y_obj, py::handle mask_obj, do
     expect_same(y, "y", x, "x");
     expect_same(mask, "mask", x, "x");
     gate.check_no_overlap();
-    if (gate.dtype() == DType::f32) run_dropout<float>(x, y, mask, p, seed, stream);
-    else run_dropout<double>(x, y, mask, p, seed, stream);
+    if (gate.dtype() == DType::f32) run_dropout<float>(x, y, mask, p, seed, stream, offset);
+    else run_dropout<double>(x, y, mask, p, seed, stream, offset);
 }
 
 }  // namespace
@@ -194,9 +194,10 @@ y=None the activation overwrites z. See fastoptim.nn.)doc");
 accumulate_bias, else overwritten), in one pass. relu/leaky_relu/gelu/gelu_tanh read z (the
 pre-activation); sigmoid/tanh/softmax read y (the output). See fastoptim.nn.)doc");
     m.def("dropout_forward", &dropout_forward, "x"_a, "y"_a, "mask"_a, py::kw_only(), "p"_a,
-          "seed"_a, "stream"_a = 0,
+          "seed"_a, "stream"_a = 0, "offset"_a = 0,
           R"doc(Inverted dropout: mask = 1/(1-p) with probability 1-p else 0, y = x * mask.
-The draw for element i is a hash of (seed, stream, i): identical for any thread count.)doc");
+The draw for element i is a hash of (seed, stream, offset + i): identical for any thread
+count; offset places x inside a larger batch (a data-parallel rank's share).)doc");
 }
 
 }  // namespace fastoptim::bind

@@ -38,7 +38,8 @@ struct Ops {
     void (*act_backward)(T*, const T*, const T*, const T*, T*, std::size_t, std::size_t,
                          const ActConfig&, bool, int);
     double (*penalty)(T*, const T*, std::size_t, double, double, int);
-    void (*dropout)(T*, T*, const T*, std::size_t, double, std::uint64_t, std::uint64_t, int);
+    void (*dropout)(T*, T*, const T*, std::size_t, double, std::uint64_t, std::uint64_t,
+                    std::uint64_t, int);
 };
 
 struct KernelTable {

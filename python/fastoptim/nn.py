@@ -310,12 +310,15 @@ class Dropout(Layer):
     the rest scaled by ``1 / (1 - p)``; identity in evaluation mode. The mask is drawn by
     a native counter-based generator from (seed, call number, element index) — the same
     for any thread count — and reused in backward. ``seed=None`` takes one from the
-    model's seed."""
+    model's seed. The element index counts from ``row_offset`` rows into the batch (set by
+    ``Sequential.forward``), so a data-parallel rank working on rows [r, r + k) of a batch
+    draws the masks a one-process run draws for those rows."""
 
     def __init__(self, p: float = 0.5, *, seed: int | None = None):
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"p must be in [0, 1], got {p}")
         self.p, self.seed, self.calls = float(p), seed, 0
+        self.row_offset = 0
         self._mask = None
 
     def bind(self, params, grads, dtype, rng):
@@ -330,8 +333,9 @@ class Dropout(Layer):
         _check_input(x, self.dtype, None)
         y = self._buffer("y", x.shape)
         mask = self._buffer("mask", x.shape)
+        row = x.size // x.shape[0] if x.ndim and x.shape[0] else 0
         _core.dropout_forward(x, y, mask, p=self.p, seed=int(self.seed or 0) % 2**64,
-                              stream=self.calls)
+                              stream=self.calls, offset=int(self.row_offset) * row)
         self.calls += 1
         self._mask = mask
         return y
@@ -402,13 +406,27 @@ class Sequential:
                                   if isinstance(layer, Dense)), None)
 
     # --- running ---------------------------------------------------------------------
-    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+    def forward(self, x: np.ndarray, training: bool = False, *,
+                row_offset: int = 0) -> np.ndarray:
         """Runs every layer; ``training`` switches dropout on. Returns the last layer's
-        output buffer (overwritten by the next call)."""
+        output buffer (overwritten by the next call). ``row_offset``: where x's first row
+        sits in the whole batch (a data-parallel rank's share), so dropout draws the masks
+        of those rows."""
         _check_input(x, self.dtype, None)
+        if not isinstance(row_offset, (int, np.integer)) or row_offset < 0:
+            raise ValueError(f"row_offset must be an int >= 0, got {row_offset!r}")
         for layer in self.layers:
+            if isinstance(layer, Dropout):
+                layer.row_offset = int(row_offset)
             x = layer.forward(x, training)
         return x
+
+    def skip_training_forward(self) -> None:
+        """Advances every dropout layer's call counter as a training ``forward`` would,
+        for a data-parallel rank with no rows in a batch: the ranks' masks stay in step."""
+        for layer in self.layers:
+            if isinstance(layer, Dropout) and layer.p != 0.0:
+                layer.calls += 1
 
     __call__ = forward
 

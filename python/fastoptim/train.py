@@ -3,6 +3,8 @@
 fit() drives any model with this small protocol (fastoptim.nn.Sequential has it):
 
     model.forward(X, training: bool) -> output
+                                         # (+ row_offset=, skip_training_forward() for
+                                         # data-parallel dropout: fastoptim.nn)
     model.backward(grad_output)          # overwrites the gradient arrays
     model.parameters() / model.gradients()   # lists of arrays, aligned
     model.state_dict() / model.load_state_dict(d)
@@ -474,6 +476,7 @@ def _loop(trainer, model, optimizer, X, y, spans, xbuf, ybuf, *, order_seed, ini
         total_loss = 0.0
         preds: list | None = [] if metric_fns else None
         for b, (lo, hi) in enumerate(spans):
+            first = lo
             if dist is not None:  # this rank's share of the global batch
                 size = hi - lo
                 lo, hi = dist.share(lo, hi)
@@ -485,7 +488,11 @@ def _loop(trainer, model, optimizer, X, y, spans, xbuf, ybuf, *, order_seed, ini
                 yb = np.take(y, idx, axis=0, out=ybuf[: hi - lo])
             trainer.set_lr()
             if hi > lo:
-                out = model.forward(xb, training=True)
+                if dist is not None and hasattr(model, "skip_training_forward"):
+                    # dropout masks of these rows of the global batch (fastoptim.nn)
+                    out = model.forward(xb, training=True, row_offset=lo - first)
+                else:
+                    out = model.forward(xb, training=True)
                 value, grad = trainer.loss_fn(out, yb)
                 if not np.isfinite(value):  # stop before a NaN reaches the parameters
                     raise FloatingPointError(f"loss became {value} at epoch {epoch}, batch "
@@ -496,6 +503,8 @@ def _loop(trainer, model, optimizer, X, y, spans, xbuf, ybuf, *, order_seed, ini
             else:  # a rank with no rows of a short batch adds nothing
                 out, value = None, 0.0
                 model.flat_gradients().fill(0)
+                if hasattr(model, "skip_training_forward"):
+                    model.skip_training_forward()
             if dist is None:
                 optimizer.step(model.gradients())
             else:

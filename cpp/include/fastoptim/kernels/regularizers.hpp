@@ -49,7 +49,7 @@ double penalty(T* grad, const T* p, std::size_t n, double l1, double l2, int nth
 // compared with p 2^24 (formats/rng.hpp).
 template <class T>
 void dropout_forward(T* y, T* mask, const T* x, std::size_t n, double p, std::uint64_t seed,
-                     std::uint64_t stream, int nthreads) {
+                     std::uint64_t stream, std::uint64_t offset, int nthreads) {
     const CounterKey key = counter_key(seed, stream);
     const std::uint32_t thr = static_cast<std::uint32_t>(std::ceil(p * 16777216.0));
     const T keep_scale = p < 1.0 ? T(1.0 / (1.0 - p)) : T(0);
@@ -61,7 +61,7 @@ void dropout_forward(T* y, T* mask, const T* x, std::size_t n, double p, std::ui
             const T* __restrict xx = x;
 #pragma omp simd
             for (std::size_t i = b; i < e; ++i) {
-                const std::uint32_t h = counter_bits(key, i);
+                const std::uint32_t h = counter_bits(key, offset + i);
                 const T m = (h >> 8) >= thr ? keep_scale : T(0);
                 mm[i] = m;
                 yy[i] = xx[i] * m;
