@@ -33,8 +33,10 @@ from pathlib import Path
 
 import numpy as np
 
-# (ranks, ZeRO-1, threads per rank: None = the default, cores / ranks)
-CONFIGS = [(1, False, None), (1, False, 1), (1, True, 1), (2, False, None), (2, True, None)]
+# (ranks, ZeRO-1, threads per rank: None = the default, cores / ranks); the last one puts
+# 2 threads on each of 2 ranks, more threads than this 2-core machine has
+CONFIGS = [(1, False, None), (1, False, 1), (1, True, 1), (2, False, None), (2, True, None),
+           (2, False, 2)]
 
 
 def worker(args) -> None:
