@@ -25,17 +25,20 @@ def median_time(f, repeats=15, inner=200):
 
 
 def main():
-    print("| n | adam 1 thread (us) | adam 2 threads (us) | stream serial (us) | stream 2 threads forced (us) |")
+    print("| n | adam 1 thread (us) | adam 2 threads (us) | stream serial (us) "
+          "| stream 2 threads forced (us) |")
     print("|---|---|---|---|---|")
     for n in (2048, 4096, 8192, 16384, 32768, 65536, 131072):
         p, g, m, v = (np.random.rand(n).astype(np.float32) for _ in range(4))
         t = {}
         for nt in (1, 2):
             fastoptim.set_num_threads(nt)
-            t[nt] = median_time(lambda: fastoptim.adam_step(p, g, m, v, step=5))
+            t[nt] = median_time(lambda p=p, g=g, m=m, v=v: fastoptim.adam_step(p, g, m, v, step=5))
         fastoptim.set_num_threads(2)
-        serial = median_time(lambda: _core.roofline_update([p, m, v], g, min_per_thread=2**62))
-        forced = median_time(lambda: _core.roofline_update([p, m, v], g, min_per_thread=1))
+        serial = median_time(lambda p=p, g=g, m=m, v=v: _core.roofline_update(
+            [p, m, v], g, min_per_thread=2**62))
+        forced = median_time(lambda p=p, g=g, m=m, v=v: _core.roofline_update(
+            [p, m, v], g, min_per_thread=1))
         print(f"| {n} | {t[1]*1e6:.2f} | {t[2]*1e6:.2f} | {serial*1e6:.2f} | {forced*1e6:.2f} |")
 
 

@@ -61,7 +61,7 @@ def test_adam_matches_reference(simd_target, num_threads, rng, n, dtype, case):
     vmax = v + np.abs(make(rng, n, dtype, 1)[0]) * (rng.random(n) < 0.5).astype(dtype)
     want = ref.adam(p, g, m, v, vmax, **kw)
     fastoptim.adam_step(p, g, m, v, vmax if kw.get("amsgrad") else None, **kw)
-    for got, w in zip((p, m, v, vmax), want):
+    for got, w in zip((p, m, v, vmax), want, strict=True):
         if w is not None:
             assert np.max(np.abs(got - w), initial=0) <= tol(dtype, w)
 
@@ -79,8 +79,8 @@ def test_multi_tensor_equals_per_tensor_calls(simd_target, rng):
     fastoptim.set_num_threads(1)
     for i in range(len(sizes)):
         fastoptim.adam_step(*(lst[i] for lst in singles), **kw)
-    for a_list, b_list in zip(lists, singles):
-        for a, b in zip(a_list, b_list):
+    for a_list, b_list in zip(lists, singles, strict=True):
+        for a, b in zip(a_list, b_list, strict=True):
             np.testing.assert_array_equal(a, b)
 
 
@@ -104,8 +104,8 @@ def test_bitwise_identical_across_thread_counts(simd_target, rng, dtype):
     first = results[THREADS[0]]
     for nt in THREADS[1:]:
         other = results[nt]
-        for la, lb in zip(first[0] + [first[1]], other[0] + [other[1]]):
-            for a, b in zip(la, lb):
+        for la, lb in zip(first[0] + [first[1]], other[0] + [other[1]], strict=True):
+            for a, b in zip(la, lb, strict=True):
                 assert a.tobytes() == b.tobytes()
         assert first[2] == other[2]  # exact: fixed-chunk reduction
 
@@ -139,12 +139,12 @@ def test_global_norm_and_clip(simd_target, num_threads, rng, n, dtype):
     got = fastoptim.clip_by_global_norm(arrays, max_norm)
     assert abs(got - want) <= 1e-12 * max(1.0, want)
     coef = max_norm / (want + 1e-6)
-    for a, b in zip(arrays, before):
+    for a, b in zip(arrays, before, strict=True):
         np.testing.assert_allclose(a, b * coef, rtol=np.finfo(dtype).eps * 4, atol=0)
     # Already small enough: untouched, bit for bit.
     snap = [a.copy() for a in arrays]
     fastoptim.clip_by_global_norm(arrays, 10 * want + 1)
-    for a, b in zip(arrays, snap):
+    for a, b in zip(arrays, snap, strict=True):
         assert a.tobytes() == b.tobytes()
 
 
@@ -155,7 +155,7 @@ def test_clip_nonfinite_policy(bad):
     snap = [a.copy() for a in g]
     norm = fastoptim.clip_by_global_norm(g, 1.0)
     assert not np.isfinite(norm)
-    for a, b in zip(g, snap):
+    for a, b in zip(g, snap, strict=True):
         assert a.tobytes() == b.tobytes()  # policy: left unchanged, norm reported
     with pytest.raises(ValueError, match="global norm"):
         fastoptim.clip_by_global_norm(g, 1.0, error_if_nonfinite=True)
