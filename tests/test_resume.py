@@ -287,3 +287,58 @@ def test_temp_files_of_sigkilled_saves_are_cleaned_up(tmp_path):
     save_checkpoint(path, {"w": np.ones(1)}, {"epoch": 9})
     assert list(tmp_path.glob(".c.npz.*.tmp")) == []
     assert load_checkpoint(path)[1] == {"epoch": 9}
+
+
+def _fit_with_monitors(digits, tmp_path, epochs, resume=None, lr=0.5):
+    """A fit whose early stopping and plateau callbacks act within 8 epochs (a high lr and
+    a small validation split make val_loss wander)."""
+    X, y = digits
+    model, opt = _cli_model()
+    for g in opt.param_groups:
+        g["lr"] = lr
+    stop = train.EarlyStopping("val_loss", patience=2, restore_best_weights=True)
+    plateau = train.ReduceLROnPlateau("val_loss", factor=0.5, patience=0)
+    ckpt = train.ModelCheckpoint(tmp_path / "c-{epoch}.npz")
+    hist = train.fit(model, X[:400], y[:400], loss="cross_entropy", optimizer=opt,
+                     epochs=epochs, batch_size=64, verbose=False, seed=0,
+                     validation_data=(X[400:600], y[400:600]),
+                     callbacks=[ckpt, stop, plateau], resume_from=resume)
+    return model, opt, stop, plateau, hist
+
+
+def test_resume_continues_early_stopping_and_plateau_exactly(digits, tmp_path):
+    full = tmp_path / "full"
+    part = tmp_path / "part"
+    full.mkdir()
+    part.mkdir()
+    m1, o1, s1, p1, h1 = _fit_with_monitors(digits, full, 30)
+    assert s1.stopped_epoch is not None and s1.stopped_epoch >= 3  # it stopped early
+    assert p1.plateau.lr < 1.0  # and the plateau cut the lr on the way
+    k = s1.best_epoch + 1  # resume after the best epoch: the wait counter must carry on
+    _fit_with_monitors(digits, part, k)
+    m2, o2, s2, p2, h2 = _fit_with_monitors(digits, part, 30, resume=part / f"c-{k}.npz")
+    assert s2.stopped_epoch == s1.stopped_epoch and s2.best_epoch == s1.best_epoch
+    assert p2.plateau.lr == p1.plateau.lr and s2.best == s1.best
+    assert h2["val_loss"] == h1["val_loss"]
+    assert _snapshot(m2, o2) == _snapshot(m1, o1)  # restored best weights, same optimizer
+
+
+def test_a_bad_callback_state_is_refused_before_anything_changes(digits, tmp_path):
+    _fit_with_monitors(digits, tmp_path, 2)
+    arrays, meta = load_checkpoint(tmp_path / "c-2.npz")
+    skel = meta["callbacks"]
+    for name, st in skel:
+        if name == "EarlyStopping":
+            st["__dict__"] = [kv if kv[0] != "wait" else ["wait", "two"]
+                              for kv in st["__dict__"]]
+    bad = tmp_path / "bad.npz"
+    save_checkpoint(bad, arrays, meta)
+    model, opt = _cli_model()
+    before = _snapshot(model, opt)
+    stop = train.EarlyStopping("val_loss", patience=2)
+    X, y = digits
+    with pytest.raises(CheckpointError, match="EarlyStopping callback's state: wait"):
+        train.fit(model, X[:400], y[:400], loss="cross_entropy", optimizer=opt, epochs=4,
+                  batch_size=64, verbose=False, seed=0, callbacks=[stop],
+                  validation_data=(X[400:600], y[400:600]), resume_from=bad)
+    assert _snapshot(model, opt) == before

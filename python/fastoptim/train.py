@@ -83,6 +83,29 @@ class Callback:
     def on_epoch_end(self, trainer: _Trainer, epoch: int, logs: dict[str, float]) -> None: ...
     def on_train_end(self, trainer: _Trainer) -> None: ...
 
+    # What a resumable checkpoint keeps of the callback. has_state: whether it keeps any;
+    # state_dict (during the fit) returns a dict of numbers and arrays; check_state
+    # validates one (raising ValueError) before load_state_dict applies it, after
+    # on_train_begin of the resumed fit.
+    def has_state(self) -> bool:
+        return False
+
+    def state_dict(self) -> dict[str, Any] | None:
+        return None
+
+    def check_state(self, state: dict[str, Any]) -> None:
+        raise ValueError(f"{type(self).__name__} keeps no state")
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def _number(state: dict[str, Any], key: str, kind: type = float) -> None:
+    v = state.get(key)
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{key} must be a number, got {v!r}")
+    if kind is int and int(v) != v:
+        raise ValueError(f"{key} must be an int, got {v!r}")
+
 
 def _is_better(mode: str, value: float, best: float, min_delta: float) -> bool:
     if mode == "min":
@@ -138,6 +161,31 @@ class EarlyStopping(Callback):
         if self.restore_best_weights and self.best_state is not None:
             trainer.model.load_state_dict(self.best_state)
 
+    def has_state(self):
+        return True
+
+    def state_dict(self):
+        st: dict[str, Any] = {"best": float(self.best), "wait": int(self.wait),
+                              "best_epoch": -1 if self.best_epoch is None else self.best_epoch}
+        if self.best_state is not None:
+            st["best_state"] = {k: np.array(v, copy=True) for k, v in self.best_state.items()}
+        return st
+
+    def check_state(self, state):
+        _number(state, "best")
+        _number(state, "wait", int)
+        _number(state, "best_epoch", int)
+        best = state.get("best_state")
+        if best is not None and not (isinstance(best, dict) and all(
+                isinstance(v, np.ndarray) for v in best.values())):
+            raise ValueError("best_state must map names to arrays")
+
+    def load_state_dict(self, state):
+        self.best, self.wait = float(state["best"]), int(state["wait"])
+        self.best_epoch = None if int(state["best_epoch"]) < 0 else int(state["best_epoch"])
+        best = state.get("best_state")
+        self.best_state = None if best is None else dict(best)
+
 
 class ReduceLROnPlateau(Callback):
     """Multiplies every group's lr by ``factor`` when ``monitor`` has not improved by
@@ -166,6 +214,27 @@ class ReduceLROnPlateau(Callback):
             for g in trainer.optimizer.param_groups:
                 g["lr"] = max(self.min_lr, g["lr"] * after / before)
 
+    def has_state(self):
+        return True
+
+    def state_dict(self):
+        p = self.plateau
+        return {"scale": float(p.lr), "best": float(p.best), "num_bad": int(p.num_bad),
+                "cooldown_left": int(p.cooldown_left)}
+
+    def check_state(self, state):
+        _number(state, "scale")
+        _number(state, "best")
+        _number(state, "num_bad", int)
+        _number(state, "cooldown_left", int)
+        if not 0.0 < float(state["scale"]) <= 1.0:
+            raise ValueError(f"scale must be in (0, 1], got {state['scale']}")
+
+    def load_state_dict(self, state):
+        p = self.plateau
+        p.lr, p.best = float(state["scale"]), float(state["best"])
+        p.num_bad, p.cooldown_left = int(state["num_bad"]), int(state["cooldown_left"])
+
 
 class ModelCheckpoint(Callback):
     """Saves the full training state (model, optimizer, schedule position, history) after
@@ -192,6 +261,18 @@ class ModelCheckpoint(Callback):
                 return
             self.best = value
         save_training_state(self.path.format(epoch=epoch + 1), trainer, epoch=epoch + 1)
+
+    def has_state(self):
+        return self.save_best_only
+
+    def state_dict(self):
+        return {"best": float(self.best)} if self.save_best_only else None
+
+    def check_state(self, state):
+        _number(state, "best")
+
+    def load_state_dict(self, state):
+        self.best = float(state["best"])
 
 
 class ProgressBar(Callback):
@@ -326,6 +407,9 @@ class _Trainer:
         self.stop_training = False
         self.n_batches = 0
         self.dist = None  # the data-parallel engine (fastoptim.distributed) when comm is given
+        self.callbacks: list[Callback] = []
+        # callback states read from a checkpoint, applied after on_train_begin
+        self.pending_callback_states: list[tuple[Callback, dict[str, Any]]] = []
 
     def set_lr(self) -> None:
         if self.schedule is not None:
@@ -401,6 +485,10 @@ def fit(model, X, y, *, loss, optimizer, epochs: int = 1, batch_size: int | None
         dist = trainer.dist = distributed.attach(comm, model, optimizer)
     if (verbose is None and sys.stderr.isatty() or verbose) and _writes(trainer):
         callbacks.append(ProgressBar())
+    # checkpoints are written after every other callback has seen the epoch, so the
+    # callback states they carry (early stopping, plateau) are that epoch's
+    callbacks.sort(key=lambda c: isinstance(c, ModelCheckpoint))
+    trainer.callbacks = callbacks
     if resume_from is not None:
         initial_epoch = load_training_state(resume_from, trainer)
     if dist is not None:
@@ -465,6 +553,9 @@ def _loop(trainer, model, optimizer, X, y, spans, xbuf, ybuf, *, order_seed, ini
     dist = trainer.dist
     for cb in callbacks:
         cb.on_train_begin(trainer)
+    for cb, st in trainer.pending_callback_states:  # resumed: the checkpoint's states
+        cb.load_state_dict(st)
+    trainer.pending_callback_states = []
     for epoch in range(initial_epoch, epochs):
         for cb in callbacks:
             cb.on_epoch_begin(trainer, epoch)
@@ -633,6 +724,9 @@ def save_training_state(path, trainer: _Trainer, *, epoch: int) -> None:
         "history": trainer.history.to_dict(),
         "dropout_streams": [[int(layer.seed), int(layer.calls)]
                             for layer in _dropouts(trainer.model)],
+        "callbacks": _flatten("callbacks", [[type(cb).__name__, cb.state_dict()]
+                                            for cb in trainer.callbacks if cb.has_state()],
+                              arrays),
     }
     _ckpt.save_checkpoint(path, arrays, meta)
 
@@ -660,6 +754,8 @@ def load_training_state(path, trainer: _Trainer) -> int:
         lr_scale = float(meta.get("lr_scale", 1.0))
         history = History.from_dict(meta.get("history", {}))
         streams = [(int(a), int(b)) for a, b in meta.get("dropout_streams", [])]
+        cb_states = [(str(name), st) for name, st in
+                     _unflatten(meta.get("callbacks", []), arrays)]
         saved_groups = optim_state["param_groups"]
         if not isinstance(model_state, dict) or not isinstance(optim_state.get("state"), dict):
             raise TypeError("model or optimizer state is not a mapping")
@@ -670,6 +766,20 @@ def load_training_state(path, trainer: _Trainer) -> int:
     if len(layers) != len(streams):
         raise refuse(f"it holds {len(streams)} dropout streams but the model has "
                      f"{len(layers)} dropout layers")
+    # callback states: matched to this fit's stateful callbacks by class, in order; a
+    # callback the checkpoint does not know starts fresh, one this fit lacks is dropped
+    pending = []
+    stateful = [cb for cb in trainer.callbacks if cb.has_state()]
+    for name in sorted({n for n, _ in cb_states}):
+        mine = [cb for cb in stateful if type(cb).__name__ == name]
+        for cb, (_, st) in zip(mine, [x for x in cb_states if x[0] == name], strict=False):
+            try:
+                if not isinstance(st, dict):
+                    raise ValueError("not a mapping")
+                cb.check_state(st)
+            except (ValueError, TypeError, KeyError) as e:
+                raise refuse(f"the {name} callback's state: {e}") from None
+            pending.append((cb, st))
     # model layout
     have, want = _layout(trainer.model.state_dict()), _layout(model_state)
     if have != want:
@@ -708,6 +818,7 @@ def load_training_state(path, trainer: _Trainer) -> int:
     trainer.step = step
     trainer.lr_scale = lr_scale
     trainer.history = history
+    trainer.pending_callback_states = pending
     for layer, (seed, calls) in zip(layers, streams, strict=True):
         layer.seed, layer.calls = int(seed), int(calls)
     if getattr(trainer, "dist", None) is not None:
