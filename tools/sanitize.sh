@@ -15,7 +15,10 @@
 # double free, which is what native kernels writing into numpy's buffers can get wrong.
 #
 # Usage: tools/sanitize.sh [pytest arguments]   (default: the subset below)
-# Env:   SANITIZE_VENV (default build/sanitize-venv), PYTHON (default python3)
+# Env:   SANITIZE_VENV (default build/sanitize-venv), PYTHON (default python3),
+#        SANITIZE_BASE_VENV (a venv whose packages -- numpy, torch, ... -- the sanitize
+#        venv sees behind its own, instead of installing them again),
+#        SANITIZE_BUILD_ONLY=1 (build and stop; a later run rebuilds incrementally)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,14 +30,26 @@ start=$(date +%s)
 if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
-# Its own venv with only what the build and these tests need (torch pinned to the CPU build).
-"$VENV/bin/python" -m pip install --quiet numpy pytest hypothesis threadpoolctl scikit-learn \
-  scikit-build-core pybind11 ninja cmake "torch==2.13.0"
+if [ -n "${SANITIZE_BASE_VENV:-}" ]; then
+  # The base venv's site-packages behind this venv's own (a .pth appends to sys.path), so
+  # the instrumented fastoptim installed here shadows the base venv's.
+  site() { "$1/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])"; }
+  site "$SANITIZE_BASE_VENV" > "$(site "$VENV")/base-venv.pth"
+  "$VENV/bin/python" -m pip install --quiet scikit-build-core pybind11 ninja cmake
+else
+  # Its own venv with only what the build and these tests need (torch pinned to the CPU build).
+  "$VENV/bin/python" -m pip install --quiet numpy pytest hypothesis threadpoolctl scikit-learn \
+    scikit-build-core pybind11 ninja cmake "torch==2.13.0"
+fi
 export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-2}
 "$VENV/bin/python" -m pip install --quiet --no-build-isolation --no-deps . \
   -Ccmake.define.FASTOPTIM_SANITIZE=ON -Ccmake.build-type=RelWithDebInfo \
   -Cbuild-dir=build/sanitize
 built=$(date +%s)
+if [ "${SANITIZE_BUILD_ONLY:-0}" = 1 ]; then
+  echo "sanitize.sh: built in $((built - start)) s"
+  exit 0
+fi
 
 # Located without importing it: an ASan-linked module cannot load before the preload.
 core=$(ls "$("$VENV/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['platlib'])")"/fastoptim/_core*.so)
