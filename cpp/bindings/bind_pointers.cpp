@@ -3,6 +3,8 @@
 
 #include <string>
 
+#include "dispatch/table.hpp"
+
 namespace fastoptim::bind {
 
 namespace {
@@ -72,6 +74,37 @@ PointerList grad_pointers(py::list grads, const PointerList& like) {
     return out;
 }
 
+// Sum of squares of every element of a list of PointerLists (float32 and float64 lists may
+// mix), accumulated in float64 with the kernels' fixed chunking: one pass, deterministic.
+template <class T>
+double sumsq_lists(const std::vector<const PointerList*>& ls) {
+    std::vector<const T*> ptrs;
+    std::vector<std::size_t> sizes;
+    for (const PointerList* l : ls) {
+        for (std::size_t i = 0; i < l->ptrs.size(); ++i) {
+            ptrs.push_back(static_cast<const T*>(l->ptrs[i]));
+            sizes.push_back(l->sizes[i]);
+        }
+    }
+    if (ptrs.empty()) return 0.0;
+    const int nt = dispatch::num_threads();
+    const auto kernel = dispatch::active().ops<T>().sumsq;
+    // Safe: the pointers are into buffers that the PointerLists (held by the caller) keep alive.
+    py::gil_scoped_release nogil;
+    return kernel(ptrs.data(), sizes.data(), ptrs.size(), nt);
+}
+
+double sumsq(py::list lists) {
+    std::vector<const PointerList*> f32, f64;
+    for (std::size_t i = 0; i < static_cast<std::size_t>(lists.size()); ++i) {
+        const PointerList* l = nullptr;
+        if (!as_pointer_list(lists[i], &l))
+            throw py::type_error("lists[" + std::to_string(i) + "] is not a _PointerList");
+        (l->dtype == DType::f32 ? f32 : f64).push_back(l);
+    }
+    return sumsq_lists<float>(f32) + sumsq_lists<double>(f64);
+}
+
 }  // namespace
 
 bool as_pointer_list(py::handle h, const PointerList** out) {
@@ -98,6 +131,8 @@ void bind_pointers(py::module_& m) {
           "A _PointerList over arrays, checked as the kernels check them (private).");
     m.def("_grad_pointers", &grad_pointers, "grads"_a, "like"_a,
           "A _PointerList over one step's gradient tensors, matching `like` (private).");
+    m.def("_sumsq", &sumsq, "lists"_a,
+          "Sum of squares of all elements of a list of _PointerLists, in float64 (private).");
 }
 
 }  // namespace fastoptim::bind

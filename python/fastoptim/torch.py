@@ -52,10 +52,12 @@ import collections
 import functools
 import inspect
 import itertools
+import math
 import operator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch.optim import optimizer as _torch_optimizer
 
@@ -69,6 +71,40 @@ _data_ptr = torch.Tensor.data_ptr
 _get_grad = operator.attrgetter("grad")
 _nones = itertools.repeat(None)
 _grad_pointers = _core._grad_pointers
+
+# Constructor arguments and group options of every fastoptim.torch optimizer that torch's
+# optimizers do not have (a loaded state_dict without one keeps the optimizer's own value).
+_OWN_OPTIONS = ("max_grad_norm",)
+
+
+def _clips(group) -> bool:
+    return group.get("max_grad_norm") is not None
+
+
+def _clip_coef(max_norm: float, norm: float, f32: bool) -> float:
+    """min(1, max_norm / (norm + 1e-6)) as torch.nn.utils.clip_grad_norm_ computes it: in
+    the norm's dtype, as reciprocal times max_norm, NaN kept (a NaN norm gives NaN)."""
+    if f32:
+        one = np.float32(1.0)
+        c = float(one / (np.float32(norm) + np.float32(1e-6)) * np.float32(max_norm))
+    else:
+        c = 1.0 / (norm + 1e-6) * max_norm
+    return c if not c >= 1.0 else 1.0
+
+
+def _grad_list(grads) -> Any:
+    """A read-only pointer list over gradient tensors (contiguous copies where needed)."""
+    return _core._pointer_list([_view(g if g.is_contiguous() else g.contiguous(), False)
+                                for g in grads], False)
+
+
+def _sumsq_of(grads) -> float:
+    """Sum of squares of the elements of gradient tensors of any dtypes, in float64."""
+    by_dtype: dict = {}
+    for g in grads:
+        by_dtype.setdefault(g.dtype, []).append(g)
+    return _core._sumsq([_grad_list(gs) for gs in by_dtype.values()])
+
 
 # Every change to any fastoptim optimizer's state mapping or per-parameter state dict
 # bumps this counter; a plan records its value and is rebuilt when it moved.
@@ -254,7 +290,8 @@ class _Native(torch.optim.Optimizer):
     - ``_run(group, ps, gs, states, step, first)``: one native call. ``ps``/``gs`` are
       equal-length lists of kernel views (numpy arrays or contiguous tensors, one dtype),
       ``states`` one list per ``_state_keys`` entry (None when absent), ``step`` the int
-      step being taken, ``first`` True when the state was just created.
+      step being taken, ``first`` True when the state was just created, ``scale`` the
+      factor the kernel reads the gradients with (only ever != 1 if ``_kernel_scales``).
     """
 
     _state_keys: tuple[str, ...] = ()
@@ -263,6 +300,8 @@ class _Native(torch.optim.Optimizer):
     _forced_flags: dict[str, Any] = {}
     _scalar_keys: tuple[str, ...] = ()  # 0-d state entries (not buffers), passed as lists
     _dtypes: tuple = (torch.float32, torch.float64)
+    _kernel_scales = False  # _run passes grad_scale to the kernel (else scaled copies are read)
+    last_grad_norm: torch.Tensor | None = None  # the global norm of the last clipped step
 
     def __init__(self, params, defaults):
         self._check_hypers(defaults)  # torch checks hyperparameters before reading params
@@ -287,7 +326,7 @@ class _Native(torch.optim.Optimizer):
     def _validate(self, group) -> None:
         raise NotImplementedError
 
-    def _run(self, group, ps, gs, states, step: int, first: bool) -> None:
+    def _run(self, group, ps, gs, states, step: int, first: bool, scale: float = 1.0) -> None:
         raise NotImplementedError
 
     # -- validation ------------------------------------------------------------------
@@ -312,6 +351,10 @@ class _Native(torch.optim.Optimizer):
                                          f"capturable=False and foreach=True")
                     if b.numel() != 1:
                         raise ValueError(f"Tensor betas[{i}] must be 1-element")
+        clip = group.get("max_grad_norm")
+        if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float))
+                                 or not clip >= 0):
+            raise ValueError(f"max_grad_norm must be None or a number >= 0, got {clip!r}")
         self._validate(group)
 
     def _check_param(self, p, where: str) -> None:
@@ -363,6 +406,10 @@ class _Native(torch.optim.Optimizer):
         groups = state.get("param_groups")
         if groups is not None:  # torch's defaults for flags an older state_dict lacks
             defaults = self._signature_defaults()
+            own = state.get("defaults") or self.__dict__.get("defaults") or {}
+            for k in _OWN_OPTIONS:  # not torch's: a group saved without it keeps ours
+                if k in defaults:
+                    defaults[k] = own.get(k, defaults[k])
             for g in groups:
                 for k, v in defaults.items():
                     g.setdefault(k, v)
@@ -629,21 +676,27 @@ class _Native(torch.optim.Optimizer):
                     sv.append(next(it))
         return views, gviews, sviews, back
 
-    def _run_part(self, group, part: _Part, grads, gp) -> None:
+    def _run_part(self, group, part: _Part, grads, gp, scale: float = 1.0) -> None:
         """One native call. ``gp``: the gradients' pointer list (the steady state: every
         other buffer is the plan's, checked when it was built); None: every array goes
-        through the native gate's full checks, non-contiguous members staged."""
+        through the native gate's full checks, non-contiguous members staged. ``scale``:
+        the factor every gradient is read with (AMP's 1/scale times the clip factor);
+        the gradients themselves are never written."""
         step = part.step + 1
         back: Any = ()
+        if scale != 1.0 and not self._kernel_scales:
+            # a kernel without grad_scale reads scaled copies (the gradients stay as they are)
+            grads = torch._foreach_mul([g.detach() for g in grads], scale)
+            gp, scale = None, 1.0
         if gp is not None:
-            self._run(group, part.pointers, gp, part.state_pointers, step, part.fresh)
+            self._run(group, part.pointers, gp, part.state_pointers, step, part.fresh, scale)
         else:
             views, svs = part.views, part.state_views
             if part.slow:
                 views, grads, svs, back = self._staged(part, grads)
             else:
                 grads = [g if g.is_contiguous() else g.contiguous() for g in grads]
-            self._run(group, views, grads, svs, step, part.fresh)
+            self._run(group, views, grads, svs, step, part.fresh, scale)
         for dst, src in back:
             dst.detach().copy_(src)
         part.fresh = False
@@ -652,7 +705,9 @@ class _Native(torch.optim.Optimizer):
             part.steps.fill(step)
             part.step_bytes = part.steps.tobytes()
 
-    def _step_group(self, gi: int, group) -> None:
+    def _prepare(self, gi: int, group) -> list:
+        """The native calls of one group this step: (part, its gradients, their pointer
+        list or None). Every gradient is checked before any parameter changes."""
         params = group["params"]
         gs = list(map(_get_grad, params))
         mask = list(map(_is, gs, _nones))
@@ -661,19 +716,21 @@ class _Native(torch.optim.Optimizer):
             plans = self.__dict__["_fo_plans"] = {}
         plan = plans.get(gi)
         if plan is not None and self._plan_ok(plan, group, params, mask):
-            try:  # every gradient is checked before any parameter changes
+            try:
                 gps = [None if part.slow else _grad_pointers(
                     gs if part.pick is None else list(part.pick(gs)), part.pointers)
                     for part in plan.parts]
             except ValueError:
                 gps = None  # a gradient in another layout: rebuild, full checks
             if gps is not None:
-                for part, gp in zip(plan.parts, gps, strict=True):
-                    self._run_part(group, part, gs if part.pick is None else part.pick(gs), gp)
-                return
+                return [(part, gs if part.pick is None else part.pick(gs), gp)
+                        for part, gp in zip(plan.parts, gps, strict=True)]
         plan = plans[gi] = self._build(gi, group, params, gs, mask)
-        for part in plan.parts:
-            self._run_part(group, part, gs if part.pick is None else part.pick(gs), None)
+        return [(part, gs if part.pick is None else part.pick(gs), None) for part in plan.parts]
+
+    def _step_group(self, gi: int, group, scale: float = 1.0) -> None:
+        for part, grads, gp in self._prepare(gi, group):
+            self._run_part(group, part, grads, gp, scale)
 
     # torch.amp.GradScaler("cpu") hands this optimizer the scale and the inf flag (as it
     # does torch's fused Adam) instead of unscaling the gradients itself.
@@ -683,34 +740,64 @@ class _Native(torch.optim.Optimizer):
     def step(self, closure=None):
         """One update of every parameter that has a gradient; returns closure()'s loss.
 
+        With ``max_grad_norm`` set (constructor or group option): the global L2 norm of
+        the gradients of those groups is taken in one native pass, and the update reads
+        every gradient times ``min(1, max_grad_norm / (norm + 1e-6))``, as
+        ``torch.nn.utils.clip_grad_norm_`` followed by the step would, without writing the
+        gradients; the norm is kept as the 0-d tensor ``last_grad_norm``.
+
         Under ``torch.amp.GradScaler``: the step is skipped (parameters, state and step
-        counts untouched) when ``found_inf`` is set, and the gradients are unscaled in
-        place by ``1 / grad_scale`` before the update."""
+        counts untouched) when ``found_inf`` is set; otherwise the update reads the
+        gradients times ``1 / grad_scale`` (the norm is that of the unscaled gradients)."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
         attrs = self.__dict__
+        groups = self.param_groups
         found_inf = attrs.get("found_inf")
         grad_scale = attrs.get("grad_scale")
-        if found_inf is not None or grad_scale is not None:
-            if found_inf is not None and float(found_inf) != 0.0:
-                return loss
-            if grad_scale is not None:
-                self._unscale(float(grad_scale))
-        for gi, group in enumerate(self.param_groups):
-            self._step_group(gi, group)
+        if found_inf is None and grad_scale is None and not any(
+                map(_clips, groups)):
+            for gi, group in enumerate(groups):
+                self._step_group(gi, group)
+            return loss
+        self._scaled_step(groups, found_inf, grad_scale)
         return loss
 
-    def _unscale(self, scale: float) -> None:
-        grads: dict = {}
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is not None:
-                    grads.setdefault(p.grad.dtype, []).append(p.grad)
-        with torch.no_grad():
-            for gs in grads.values():
-                torch._foreach_mul_(gs, 1.0 / scale)
+    def _scaled_step(self, groups, found_inf, grad_scale) -> None:
+        """A step under GradScaler and/or with clipping (see ``step``)."""
+        inv = 1.0 if grad_scale is None else 1.0 / float(grad_scale)
+        skip = found_inf is not None and float(found_inf) != 0.0
+        clipped = [g for g in groups if _clips(g)]
+        if not clipped:
+            if not skip:
+                for gi, group in enumerate(groups):
+                    self._step_group(gi, group, inv)
+            return
+        if skip:  # report the norm as clip_grad_norm_ would, touch nothing else
+            grads = [p.grad for g in clipped for p in g["params"] if p.grad is not None]
+            self._set_norm(_sumsq_of(grads), inv, all(g.dtype == torch.float32 for g in grads))
+            return
+        prepared = [self._prepare(gi, group) for gi, group in enumerate(groups)]
+        lists, f32 = [], True
+        for group, calls in zip(groups, prepared, strict=True):
+            if _clips(group):
+                for part, grads, gp in calls:
+                    lists.append(gp if gp is not None else _grad_list(grads))
+                    f32 = f32 and part.dtype == torch.float32
+        norm = self._set_norm(_core._sumsq(lists), inv, f32)
+        for group, calls in zip(groups, prepared, strict=True):
+            scale = inv
+            if _clips(group):
+                scale = inv * _clip_coef(float(group["max_grad_norm"]), norm, f32)
+            for part, grads, gp in calls:
+                self._run_part(group, part, grads, gp, scale)
+
+    def _set_norm(self, sumsq: float, inv: float, f32: bool) -> float:
+        norm = math.sqrt(sumsq) * inv
+        self.last_grad_norm = torch.tensor(norm, dtype=torch.float32 if f32 else torch.float64)
+        return float(self.last_grad_norm) if f32 else norm
 
     def load_state_dict(self, state_dict):
         super().load_state_dict(state_dict)
@@ -744,6 +831,8 @@ class _SpecNative(_Native):
         cls._has_step = s.has_step
         cls._structure_keys = tuple(dict.fromkeys(b.when for b in s.state if b.when))
         cls._forced_flags = dict(s.fixed)
+        cls._kernel_scales = any(h[0] == "grad_scale"
+                                 for h in _core.kernel_specs[s.kernel]["hypers"])
         cls.__doc__ = s.docstring("torch")
         P = inspect.Parameter
         params = [P("self", P.POSITIONAL_OR_KEYWORD), P("params", P.POSITIONAL_OR_KEYWORD)]
@@ -754,6 +843,8 @@ class _SpecNative(_Native):
                 continue
             default = _spec.TORCH_FLAGS[n] if n in _spec.TORCH_FLAGS else s.defaults[n]
             params.append(P(n, kind, default=default))
+        # fastoptim's own options, after torch's signature
+        params.append(P("max_grad_norm", P.KEYWORD_ONLY, default=None))
         cls._signature = inspect.Signature(params)
         cls.__signature__ = cls._signature.replace(  # type: ignore[attr-defined]
             parameters=params[1:])
@@ -768,6 +859,7 @@ class _SpecNative(_Native):
                 raise ValueError(f"fastoptim.torch.{s.name} does not support {n}=True")
         defaults = {n: (_spec.TORCH_FLAGS[n] if n in _spec.TORCH_FLAGS and n != "foreach"
                         else a[n]) for n in s.torch_signature if n != "*"}
+        defaults["max_grad_norm"] = a["max_grad_norm"]
         defaults.update(s.fixed)  # as torch's AdamW records decoupled_weight_decay=True
         super().__init__(params, defaults)
         if s.eager_state:  # torch's Adagrad creates its state with the parameters
@@ -787,8 +879,8 @@ class _SpecNative(_Native):
     def _new_state(self, p, group) -> dict:
         return self._spec.new_state(p, group, _full_like, _scalar)
 
-    def _run(self, group, ps, gs, states, step: int, first: bool) -> None:
-        self._spec.run(group, ps, gs, states, step, first, self.defaults)
+    def _run(self, group, ps, gs, states, step: int, first: bool, scale: float = 1.0) -> None:
+        self._spec.run(group, ps, gs, states, step, first, self.defaults, scale)
 
 
 # One class statement per optimizer: everything else is in its declaration (fastoptim/spec.py).
