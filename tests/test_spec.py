@@ -40,7 +40,8 @@ def test_torch_front_end_has_torchs_signature(name):
     # fastoptim's own keyword-only options follow torch's signature
     own = ours[len(theirs):]
     assert [(p.name, p.kind, p.default) for p in own] == [
-        ("max_grad_norm", inspect.Parameter.KEYWORD_ONLY, None)]
+        ("max_grad_norm", inspect.Parameter.KEYWORD_ONLY, None),
+        ("arena", inspect.Parameter.KEYWORD_ONLY, False)]
     ours = ours[:len(theirs)]
     assert [p.name for p in ours] == [p.name for p in theirs]
     for a, b in zip(ours, theirs, strict=True):

@@ -71,10 +71,46 @@ _data_ptr = torch.Tensor.data_ptr
 _get_grad = operator.attrgetter("grad")
 _nones = itertools.repeat(None)
 _grad_pointers = _core._grad_pointers
+_fast_grads = _core._fast_grads
 
 # Constructor arguments and group options of every fastoptim.torch optimizer that torch's
 # optimizers do not have (a loaded state_dict without one keeps the optimizer's own value).
-_OWN_OPTIONS = ("max_grad_norm",)
+_OWN_OPTIONS = ("max_grad_norm", "arena")
+_version = operator.attrgetter("_version")
+
+
+def _consecutive(ts) -> bool:
+    """True if the tensors are contiguous and lie back to back, in order, in one storage."""
+    base = ts[0].untyped_storage().data_ptr()
+    ptr = ts[0].data_ptr()
+    for t in ts:
+        if (not t.is_contiguous() or t.data_ptr() != ptr
+                or t.untyped_storage().data_ptr() != base):
+            return False
+        ptr += t.numel() * t.element_size()
+    return True
+
+
+def _relocated(ts) -> list | None:
+    """Contiguous copies of ts back to back in one new storage (None if they already are).
+    Each copy is its own tensor (not a view of the others), with its own version counter."""
+    if _consecutive(ts):
+        return None
+    total = sum(t.numel() for t in ts)
+    storage = torch.empty(total, dtype=ts[0].dtype).untyped_storage()
+    out, off = [], 0
+    with torch.no_grad():
+        for t in ts:
+            v = torch.empty(0, dtype=t.dtype).set_(storage, off, t.shape)
+            v.copy_(t)
+            out.append(v)
+            off += t.numel()
+    return out
+
+
+def _flat_over(ts) -> torch.Tensor:
+    """One 1-d tensor over consecutive tensors (see _consecutive)."""
+    return ts[0].detach().as_strided((sum(t.numel() for t in ts),), (1,))
 
 
 def _clips(group) -> bool:
@@ -258,6 +294,14 @@ class _Part:
     steps: Any = None           # numpy view of the float32 counters shown in state["step"]
     step_tensors: list = field(default_factory=list)
     step_bytes: bytes = b""
+    # arena parts (group option arena=True): one flat pointer list per role over the
+    # consecutive buffers, the gradient tensors that live in the arena and their pointers
+    flat_p: Any = None
+    flat_s: list = field(default_factory=list)
+    flat_g: Any = None
+    flat_gt: Any = None         # a flat tensor over the gradient arena (zero_grad clears it)
+    agrads: list = field(default_factory=list)
+    gptrs: list = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -269,6 +313,7 @@ class _Plan:
     tracked: bool               # every state container counts its changes
     structure: tuple            # group flags that decide which state exists
     parts: list
+    fast: Any = None            # the one part, when it covers every parameter zero copy
 
 
 class _Native(torch.optim.Optimizer):
@@ -351,6 +396,8 @@ class _Native(torch.optim.Optimizer):
                                          f"capturable=False and foreach=True")
                     if b.numel() != 1:
                         raise ValueError(f"Tensor betas[{i}] must be 1-element")
+        if not isinstance(group.get("arena", False), bool):
+            raise ValueError(f"arena must be True or False, got {group['arena']!r}")
         clip = group.get("max_grad_norm")
         if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float))
                                  or not clip >= 0):
@@ -480,7 +527,16 @@ class _Native(torch.optim.Optimizer):
 
     def _plan_ok(self, plan: _Plan, group, params, mask) -> bool:
         if not (len(params) == len(plan.params) and all(map(_is, params, plan.params))
-                and mask == plan.mask and self.state is plan.state):
+                and mask == plan.mask):
+            return False
+        for part in plan.parts:
+            if list(map(_data_ptr, part.params)) != part.ptrs:
+                return False  # p.data = ... replaced a parameter's storage
+        return self._plan_state_ok(plan, group)
+
+    def _plan_state_ok(self, plan: _Plan, group) -> bool:
+        """The plan's state and flags still hold (its parameters checked by the caller)."""
+        if self.state is not plan.state:
             return False
         keys = self._structure_keys
         if keys and plan.structure != tuple([bool(group[k]) for k in keys]):
@@ -490,8 +546,6 @@ class _Native(torch.optim.Optimizer):
                 return False
             plan.changes = _changes[0]
         for part in plan.parts:
-            if list(map(_data_ptr, part.params)) != part.ptrs:
-                return False  # p.data = ... replaced a parameter's storage
             if part.steps is not None and part.steps.tobytes() != part.step_bytes:
                 return False  # a step tensor was changed in place
         return True
@@ -593,6 +647,9 @@ class _Native(torch.optim.Optimizer):
             groups.setdefault(key, []).append((j, p, where, st, ts, mode))
         parts = []
         n_with_grad = sum(1 for g in gs if g is not None)
+        arena = self._arena_items(group, groups, n_with_grad, len(params))
+        if arena is not None:
+            self._place(arena, gs)
         for (_, step, fresh, slow, present), items in groups.items():
             js = [it[0] for it in items]
             pick: Any
@@ -625,6 +682,8 @@ class _Native(torch.optim.Optimizer):
                 part.state_pointers = [
                     sv if sv is None or k in self._scalar_keys else _core._pointer_list(sv, True)
                     for k, sv in zip(self._state_keys, state_views, strict=True)]
+            if items is arena:
+                self._attach_flat(part, [gs[j] for j in js])
             if self._has_step:
                 counters = torch.full((len(ps),), _float32(step), dtype=torch.float32)
                 part.steps = counters.numpy()
@@ -635,10 +694,113 @@ class _Native(torch.optim.Optimizer):
             parts.append(part)
         tracked = type(state) is _State and all(
             type(st) is _ParamState for part in parts for st in part.dicts if st is not None)
+        fast = (parts[0] if len(parts) == 1 and parts[0].pick is None and not parts[0].slow
+                and all(m == 0 for m in parts[0].modes) else None)
         return _Plan(params=list(params), mask=mask, state=state, changes=_changes[0],
                      tracked=tracked,
                      structure=tuple(bool(group[k]) for k in self._structure_keys),
-                     parts=parts)
+                     parts=parts, fast=fast)
+
+    # -- arenas ------------------------------------------------------------------------
+
+    def _arena_items(self, group, groups: dict, n_with_grad: int, n: int):
+        """The items of the group's one partition if it goes into an arena: arena=True,
+        every parameter has a gradient, one dtype, contiguous, no 0-d scalar state."""
+        if not group.get("arena") or len(groups) != 1 or self._scalar_keys:
+            return None
+        (key, items), = groups.items()
+        if key[3] or len(items) != n or n_with_grad != n:
+            return None
+        return items
+
+    def _place(self, items, gs) -> None:
+        """Moves the parameters, their state buffers and their gradients, each role into
+        one buffer in the items' order (a role already laid out so is left as it is):
+        ``p.data``, ``state[p][k]`` and ``p.grad`` are set to the new tensors."""
+        ps = [it[1] for it in items]
+        new = _relocated([p.detach() for p in ps])
+        if new is not None:
+            for p, t in zip(ps, new, strict=True):
+                p.data = t
+        for k, key in enumerate(self._state_keys):
+            ts = [it[4][k] for it in items]
+            if any(t is None for t in ts):
+                continue
+            new = _relocated(ts)
+            if new is not None:
+                for it, t in zip(items, new, strict=True):
+                    it[4][k] = t
+                    dict.__setitem__(it[3], key, t)
+        grads = [gs[it[0]] for it in items]
+        moves = self.__dict__.setdefault("_fo_grad_moves", collections.Counter())
+        key = id(items[0][1])
+        if moves[key] >= 3 and not _consecutive(grads):
+            return  # gradients keep being replaced (not cleared with opt.zero_grad()): stop
+        new = _relocated(grads)
+        if new is not None:
+            moves[key] += 1
+            for it, t in zip(items, new, strict=True):
+                it[1].grad = t
+                gs[it[0]] = t
+
+    def _attach_flat(self, part: _Part, grads) -> None:
+        """Flat pointer lists for a part whose roles each lie in one buffer."""
+        if not (_consecutive(part.params) and _consecutive(grads) and all(
+                _consecutive([ts[k] for ts in part.tensors])
+                for k in range(len(self._state_keys)) if part.tensors[0][k] is not None)):
+            return
+        part.flat_p = _core._pointer_list([_view(_flat_over(part.params), False)], True)
+        part.flat_s = [None if part.tensors[0][k] is None else _core._pointer_list(
+            [_view(_flat_over([ts[k] for ts in part.tensors]), False)], True)
+            for k in range(len(self._state_keys))]
+        part.flat_gt = _flat_over(grads)
+        part.flat_g = _core._pointer_list([_view(part.flat_gt, False)], False)
+        part.agrads = list(grads)
+        part.gptrs = list(map(_data_ptr, grads))
+
+    @staticmethod
+    def _arena_intact(part: _Part, params, gs) -> bool:
+        """The parameters and gradients are still the arena's tensors, on its storage."""
+        return (all(map(_is, gs, part.agrads)) and list(map(_data_ptr, params)) == part.ptrs
+                and list(map(_data_ptr, gs)) == part.gptrs)
+
+    def _arena_grads_ok(self, gi: int, part: _Part, params, gs) -> bool:
+        """_arena_intact, and every gradient was written since zero_grad (one that
+        zero_grad cleared and backward did not reach counts as None)."""
+        if not self._arena_intact(part, params, gs):
+            return False
+        z = self.__dict__.get("_fo_zeroed", {}).get(gi)
+        return z is None or (z[0] is part.agrads
+                             and not any(map(operator.eq, map(_version, gs), z[1])))
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """torch's zero_grad; a group in an arena keeps its gradient tensors and clears the
+        arena in one pass. With ``set_to_none`` a gradient cleared so and not written by
+        the next backward counts as None at the next step (the parameter is skipped)."""
+        plans = self.__dict__.get("_fo_plans") or {}
+        zeroed = self.__dict__.setdefault("_fo_zeroed", {})
+        rest = []
+        for gi, group in enumerate(self.param_groups):
+            zeroed.pop(gi, None)
+            plan = plans.get(gi)
+            part = plan.fast if plan is not None else None
+            params = group["params"]
+            if (part is not None and part.flat_g is not None and len(params) == len(part.params)
+                    and all(map(_is, params, part.params))
+                    and self._arena_intact(part, params, list(map(_get_grad, params)))):
+                part.flat_gt.zero_()
+                if set_to_none:
+                    zeroed[gi] = (part.agrads, list(map(_version, part.agrads)))
+            else:
+                rest.append(group)
+        if not rest:
+            return
+        groups = self.param_groups
+        try:  # torch's own zero_grad for the other groups
+            self.param_groups = rest
+            super().zero_grad(set_to_none)
+        finally:
+            self.param_groups = groups
 
     def _staged(self, part: _Part, grads):
         """Kernel inputs of a part with non-contiguous members, and the copies to write back."""
@@ -686,9 +848,13 @@ class _Native(torch.optim.Optimizer):
         back: Any = ()
         if scale != 1.0 and not self._kernel_scales:
             # a kernel without grad_scale reads scaled copies (the gradients stay as they are)
+            if grads is None:  # (the fast path checked them natively)
+                grads = [p.grad for p in part.params]
             grads = torch._foreach_mul([g.detach() for g in grads], scale)
             gp, scale = None, 1.0
-        if gp is not None:
+        if gp is not None and gp is part.flat_g:
+            self._run(group, part.flat_p, gp, part.flat_s, step, part.fresh, scale)
+        elif gp is not None:
             self._run(group, part.pointers, gp, part.state_pointers, step, part.fresh, scale)
         else:
             views, svs = part.views, part.state_views
@@ -709,12 +875,33 @@ class _Native(torch.optim.Optimizer):
         """The native calls of one group this step: (part, its gradients, their pointer
         list or None). Every gradient is checked before any parameter changes."""
         params = group["params"]
-        gs = list(map(_get_grad, params))
-        mask = list(map(_is, gs, _nones))
         plans = self.__dict__.get("_fo_plans")
         if plans is None:
             plans = self.__dict__["_fo_plans"] = {}
         plan = plans.get(gi)
+        gs = None
+        if plan is not None and plan.fast is not None:
+            part = plan.fast
+            if part.flat_g is not None:  # an arena: one flat call
+                gs = list(map(_get_grad, params))
+                if (len(params) == len(plan.params) and all(map(_is, params, plan.params))
+                        and self._arena_grads_ok(gi, part, params, gs)
+                        and self._plan_state_ok(plan, group)):
+                    return [(part, gs, part.flat_g)]
+            else:
+                # the common case in one native call: the same parameters, each with a
+                # dense gradient, each on the storage the plan was built on
+                gp = _fast_grads(params, plan.params, part.pointers)
+                if gp is not None and self._plan_state_ok(plan, group):
+                    return [(part, None, gp)]
+        if gs is None:
+            gs = list(map(_get_grad, params))
+        z = self.__dict__.get("_fo_zeroed", {}).get(gi)
+        if z is not None:  # cleared by zero_grad(set_to_none=True), not written since: None
+            cleared = {id(a): (a, v) for a, v in zip(*z, strict=True)}
+            gs = [None if (hit := cleared.get(id(g))) is not None and hit[0] is g
+                  and hit[1] == g._version else g for g in gs]
+        mask = list(map(_is, gs, _nones))
         if plan is not None and self._plan_ok(plan, group, params, mask):
             try:
                 gps = [None if part.slow else _grad_pointers(
@@ -845,6 +1032,7 @@ class _SpecNative(_Native):
             params.append(P(n, kind, default=default))
         # fastoptim's own options, after torch's signature
         params.append(P("max_grad_norm", P.KEYWORD_ONLY, default=None))
+        params.append(P("arena", P.KEYWORD_ONLY, default=False))
         cls._signature = inspect.Signature(params)
         cls.__signature__ = cls._signature.replace(  # type: ignore[attr-defined]
             parameters=params[1:])
@@ -860,6 +1048,7 @@ class _SpecNative(_Native):
         defaults = {n: (_spec.TORCH_FLAGS[n] if n in _spec.TORCH_FLAGS and n != "foreach"
                         else a[n]) for n in s.torch_signature if n != "*"}
         defaults["max_grad_norm"] = a["max_grad_norm"]
+        defaults["arena"] = a["arena"]
         defaults.update(s.fixed)  # as torch's AdamW records decoupled_weight_decay=True
         super().__init__(params, defaults)
         if s.eager_state:  # torch's Adagrad creates its state with the parameters
