@@ -228,3 +228,28 @@ def test_arena_with_clipping_and_grad_scaler():
 def test_arena_must_be_a_bool():
     with pytest.raises(ValueError, match="arena"):
         ft.Adam([torch.nn.Parameter(torch.zeros(2))], arena=1)
+
+
+def test_a_gradient_in_another_layout_is_moved_into_the_arena_in_the_parameters_layout():
+    torch.manual_seed(0)
+    ref = [torch.randn(3, 4), torch.randn(4, 2)]
+    ours = [t.clone().requires_grad_() for t in ref]
+    ref = [t.requires_grad_() for t in ref]
+    o_ref, o = torch.optim.SGD(ref, lr=0.1, momentum=0.9), ft.SGD(ours, lr=0.1, momentum=0.9,
+                                                                  arena=True)
+    gen = torch.Generator().manual_seed(1)
+    for i in range(4):
+        for a, b in zip(ref, ours, strict=True):
+            if i == 0 or b.grad is None:
+                g = torch.randn(a.shape[::-1], generator=gen).t()  # transposed
+                a.grad, b.grad = g.clone(), g.clone()
+            else:  # later steps write into the gradients in place, as backward does
+                g = torch.randn(a.shape, generator=gen)
+                a.grad.copy_(g)
+                b.grad.copy_(g)
+        o_ref.step()
+        o.step()
+        for a, b in zip(ref, ours, strict=True):
+            torch.testing.assert_close(b, a, **TOL)
+    _in_one_buffer([p.grad for p in ours])
+    assert o._fo_plans[0].fast.flat_g is not None

@@ -35,9 +35,26 @@ scratch with its state, updated, and scattered back in the same step.
 with the plan (a float32 counter stalls at 2**24); the tensors show it rounded to float32,
 and ``state_dict()`` saves the exact count as an int64 tensor, which torch loads.
 
-AMP: ``_step_supports_amp_scaling`` is set, so ``torch.amp.GradScaler("cpu")`` passes
-``grad_scale`` and ``found_inf`` as it does to torch's fused Adam: a step with an inf/NaN
-gradient is skipped, otherwise the gradients are unscaled in place before the update.
+AMP and clipping in the update pass. ``_step_supports_amp_scaling`` is set, so
+``torch.amp.GradScaler("cpu")`` passes ``grad_scale`` and ``found_inf`` as it does to
+torch's fused Adam: a step with an inf/NaN gradient is skipped; otherwise the kernel
+reads every gradient times ``1 / grad_scale``. ``max_grad_norm=x`` (a constructor
+argument and group option, fastoptim's own) folds ``clip_grad_norm_(params, x)`` into the
+step: one native pass takes the global L2 norm of the gradients of the groups that set it
+(of the unscaled gradients under GradScaler) and the update reads them times
+``min(1, x / (norm + 1e-6))``; the norm is kept as the 0-d tensor ``last_grad_norm``.
+Gradients are never written (torch's fused Adam writes unscaled gradients back).
+
+Arenas (``arena=True``, a constructor argument and group option): at the first step a
+group whose parameters all have contiguous gradients of one dtype gets one buffer for
+its parameters (``p.data`` set to views of it), one per state key and one for the
+gradients (``p.grad`` set to tensors on it, which backward then accumulates into), and
+each step is one kernel call over the flat buffers. ``zero_grad()`` clears the gradient
+buffer in one pass and keeps the tensors; with ``set_to_none=True`` a gradient it cleared
+that the next backward does not write (its version counter unchanged) counts as None, so
+that parameter is skipped as torch skips it. A parameter, state tensor or gradient the
+user replaces leaves the flat path for the ordinary one (correct results), and is moved
+into a new buffer at the plan's next rebuild.
 
 Not supported (clear errors): CUDA tensors, sparse gradients, complex or integer
 parameters, ``fused``/``capturable``/``differentiable=True``. ``foreach`` is accepted and
@@ -101,7 +118,12 @@ def _relocated(ts) -> list | None:
     out, off = [], 0
     with torch.no_grad():
         for t in ts:
-            v = torch.empty(0, dtype=t.dtype).set_(storage, off, t.shape)
+            strides: list[int] = []
+            step = 1
+            for size in reversed(t.shape):  # C order whatever t's layout
+                strides.insert(0, step)
+                step *= max(size, 1)
+            v = torch.empty(0, dtype=t.dtype).set_(storage, off, t.size(), tuple(strides))
             v.copy_(t)
             out.append(v)
             off += t.numel()
@@ -733,12 +755,12 @@ class _Native(torch.optim.Optimizer):
                     dict.__setitem__(it[3], key, t)
         grads = [gs[it[0]] for it in items]
         moves = self.__dict__.setdefault("_fo_grad_moves", collections.Counter())
-        key = id(items[0][1])
-        if moves[key] >= 3 and not _consecutive(grads):
+        first = id(items[0][1])
+        if moves[first] >= 3 and not _consecutive(grads):
             return  # gradients keep being replaced (not cleared with opt.zero_grad()): stop
         new = _relocated(grads)
         if new is not None:
-            moves[key] += 1
+            moves[first] += 1
             for it, t in zip(items, new, strict=True):
                 it[1].grad = t
                 gs[it[0]] = t
@@ -873,7 +895,12 @@ class _Native(torch.optim.Optimizer):
 
     def _prepare(self, gi: int, group) -> list:
         """The native calls of one group this step: (part, its gradients, their pointer
-        list or None). Every gradient is checked before any parameter changes."""
+        list or None). Every gradient is checked before any parameter changes.
+
+        This is the one place a group is dispatched: a group with bf16/fp16 parameters or
+        a reduced-precision state would be routed to its own path here (today
+        ``_check_param`` admits float32/float64 only); everything below is the
+        float32/float64 plan path (the arena, the one-part fast check, the full build)."""
         params = group["params"]
         plans = self.__dict__.get("_fo_plans")
         if plans is None:
