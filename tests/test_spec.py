@@ -37,6 +37,12 @@ def test_torch_front_end_has_torchs_signature(name):
     theirs = [p for p in inspect.signature(ref).parameters.values()
               if p.kind != p.VAR_KEYWORD]  # pytorch-optimizer's **kwargs
     ours = list(inspect.signature(getattr(ft, name)).parameters.values())
+    # fastoptim's own keyword-only options follow torch's signature
+    own = ours[len(theirs):]
+    assert [(p.name, p.kind, p.default) for p in own] == [
+        ("max_grad_norm", inspect.Parameter.KEYWORD_ONLY, None),
+        ("arena", inspect.Parameter.KEYWORD_ONLY, False)]
+    ours = ours[:len(theirs)]
     assert [p.name for p in ours] == [p.name for p in theirs]
     for a, b in zip(ours, theirs, strict=True):
         assert a.kind == b.kind, a.name
@@ -74,7 +80,8 @@ def test_kernel_defaults_come_from_the_config_structs():
 def test_step_signatures_and_stub_are_generated_from_the_declarations():
     sig = inspect.signature(fastoptim.adamax_step)
     assert list(sig.parameters) == ["params", "grads", "exp_avgs", "exp_infs", "step", "lr",
-                                    "beta1", "beta2", "eps", "weight_decay", "maximize"]
+                                    "beta1", "beta2", "eps", "weight_decay", "maximize",
+                                    "grad_scale"]
     assert sig.parameters["lr"].default == 0.002
     assert sig.parameters["step"].default is inspect.Parameter.empty
     stub = (Path(fastoptim.__file__).parent / "_core.pyi").read_text()

@@ -24,7 +24,8 @@ struct RMSpropStep {
         {"lr", &Config::lr},           {"alpha", &Config::alpha},
         {"eps", &Config::eps},         {"weight_decay", &Config::weight_decay},
         {"momentum", &Config::momentum}, {"centered", &Config::centered},
-        {"maximize", &Config::maximize}};
+        {"maximize", &Config::maximize},
+        {"grad_scale", &Config::grad_scale}};
     template <class T>
     static auto kernel(const dispatch::Ops<T>& o) { return o.rmsprop; }
     template <class T>
@@ -46,7 +47,8 @@ struct AdagradStep {
     static constexpr Hyper<Config> hypers[] = {
         {"step", &Config::step, true}, {"lr", &Config::lr},
         {"lr_decay", &Config::lr_decay}, {"weight_decay", &Config::weight_decay},
-        {"eps", &Config::eps},         {"maximize", &Config::maximize}};
+        {"eps", &Config::eps},         {"maximize", &Config::maximize},
+        {"grad_scale", &Config::grad_scale}};
     template <class T>
     static auto kernel(const dispatch::Ops<T>& o) { return o.adagrad; }
     template <class T>
@@ -68,7 +70,8 @@ struct AdamaxStep {
         {"step", &Config::step, true}, {"lr", &Config::lr},
         {"beta1", &Config::beta1},     {"beta2", &Config::beta2},
         {"eps", &Config::eps},         {"weight_decay", &Config::weight_decay},
-        {"maximize", &Config::maximize}};
+        {"maximize", &Config::maximize},
+        {"grad_scale", &Config::grad_scale}};
     template <class T>
     static auto kernel(const dispatch::Ops<T>& o) { return o.adamax; }
     template <class T>
@@ -97,7 +100,8 @@ struct NAdamStep {
         {"weight_decay", &Config::weight_decay},
         {"momentum_decay", &Config::momentum_decay},
         {"decoupled_weight_decay", &Config::decoupled_weight_decay},
-        {"maximize", &Config::maximize}};
+        {"maximize", &Config::maximize},
+        {"grad_scale", &Config::grad_scale}};
     template <class T>
     static auto kernel(const dispatch::Ops<T>& o) { return o.nadam; }
     template <class T>
@@ -123,7 +127,8 @@ struct RAdamStep {
         {"eps", &Config::eps},
         {"weight_decay", &Config::weight_decay},
         {"decoupled_weight_decay", &Config::decoupled_weight_decay},
-        {"maximize", &Config::maximize}};
+        {"maximize", &Config::maximize},
+        {"grad_scale", &Config::grad_scale}};
     template <class T>
     static auto kernel(const dispatch::Ops<T>& o) { return o.radam; }
     template <class T>
@@ -144,7 +149,8 @@ struct AdadeltaStep {
     static constexpr Hyper<Config> hypers[] = {
         {"lr", &Config::lr},   {"rho", &Config::rho},
         {"eps", &Config::eps}, {"weight_decay", &Config::weight_decay},
-        {"maximize", &Config::maximize}};
+        {"maximize", &Config::maximize},
+        {"grad_scale", &Config::grad_scale}};
     template <class T>
     static auto kernel(const dispatch::Ops<T>& o) { return o.adadelta; }
     template <class T>
@@ -164,7 +170,8 @@ struct RpropStep {
     static constexpr Hyper<Config> hypers[] = {
         {"etaminus", &Config::etaminus},           {"etaplus", &Config::etaplus},
         {"step_size_min", &Config::step_size_min}, {"step_size_max", &Config::step_size_max},
-        {"maximize", &Config::maximize}};
+        {"maximize", &Config::maximize},
+        {"grad_scale", &Config::grad_scale}};
     template <class T>
     static auto kernel(const dispatch::Ops<T>& o) { return o.rprop; }
     template <class T>
@@ -186,7 +193,8 @@ struct ASGDStep {
     static constexpr Hyper<Config> hypers[] = {
         {"eta", &Config::eta, true},           {"mu", &Config::mu, true},
         {"lambd", &Config::lambd},             {"weight_decay", &Config::weight_decay},
-        {"maximize", &Config::maximize}};
+        {"maximize", &Config::maximize},
+        {"grad_scale", &Config::grad_scale}};
     template <class T>
     static auto kernel(const dispatch::Ops<T>& o) { return o.asgd; }
     template <class T>
@@ -208,7 +216,8 @@ struct LionStep {
         {"beta1", &Config::beta1},
         {"beta2", &Config::beta2},
         {"weight_decay", &Config::weight_decay},
-        {"maximize", &Config::maximize}};
+        {"maximize", &Config::maximize},
+        {"grad_scale", &Config::grad_scale}};
     template <class T>
     static auto kernel(const dispatch::Ops<T>& o) { return o.lion; }
     template <class T>
@@ -240,7 +249,8 @@ struct AdEMAMixStep {
         {"weight_decay", &Config::weight_decay},
         {"weight_decouple", &Config::weight_decouple},
         {"fixed_decay", &Config::fixed_decay},
-        {"maximize", &Config::maximize}};
+        {"maximize", &Config::maximize},
+        {"grad_scale", &Config::grad_scale}};
     template <class T>
     static auto kernel(const dispatch::Ops<T>& o) { return o.ademamix; }
     template <class T>

@@ -28,7 +28,7 @@ struct SGDStep {
         {"lr", &Config::lr, true},          {"momentum", &Config::momentum},
         {"dampening", &Config::dampening},  {"weight_decay", &Config::weight_decay},
         {"nesterov", &Config::nesterov},    {"maximize", &Config::maximize},
-        {"first_step", &Config::first_step}};
+        {"first_step", &Config::first_step}, {"grad_scale", &Config::grad_scale}};
     template <class T>
     static auto kernel(const dispatch::Ops<T>& o) { return o.sgd; }
     template <class T>
@@ -59,7 +59,8 @@ struct AdamStep {
         {"weight_decay", &Config::weight_decay},
         {"decoupled_weight_decay", &Config::decoupled_weight_decay},
         {"amsgrad", &Config::amsgrad},
-        {"maximize", &Config::maximize}};
+        {"maximize", &Config::maximize},
+        {"grad_scale", &Config::grad_scale}};
     template <class T>
     static auto kernel(const dispatch::Ops<T>& o) { return o.adam; }
     template <class T>

@@ -52,6 +52,9 @@ def cpu_has_avx512bf16() -> bool: ...
 class _PointerList: ...
 def _pointer_list(arrays: Any, writable: bool) -> _PointerList: ...
 def _grad_pointers(grads: list[Any], like: _PointerList) -> _PointerList: ...
+def _sumsq(lists: list[Any]) -> float: ...
+def _fast_grads(params: list[Any], plan_params: list[Any],
+                like: _PointerList) -> _PointerList | None: ...
 
 # losses, layers, regularizers
 def point_loss(kind: str, input: _Array, target: _Array, out: _Array | None = None, *,
@@ -82,6 +85,7 @@ def adadelta_step(
     eps: float = 1e-06,
     weight_decay: float = 0.0,
     maximize: bool = False,
+    grad_scale: float = 1.0,
 ) -> None: ...
 def adagrad_step(
     params: _Arrays,
@@ -94,6 +98,7 @@ def adagrad_step(
     weight_decay: float = 0.0,
     eps: float = 1e-10,
     maximize: bool = False,
+    grad_scale: float = 1.0,
 ) -> None: ...
 def adam_step(
     params: _Arrays,
@@ -111,6 +116,7 @@ def adam_step(
     decoupled_weight_decay: bool = False,
     amsgrad: bool = False,
     maximize: bool = False,
+    grad_scale: float = 1.0,
 ) -> None: ...
 def adamax_step(
     params: _Arrays,
@@ -125,6 +131,7 @@ def adamax_step(
     eps: float = 1e-08,
     weight_decay: float = 0.0,
     maximize: bool = False,
+    grad_scale: float = 1.0,
 ) -> None: ...
 def ademamix_step(
     params: _Arrays,
@@ -145,6 +152,7 @@ def ademamix_step(
     weight_decouple: bool = False,
     fixed_decay: bool = False,
     maximize: bool = False,
+    grad_scale: float = 1.0,
 ) -> None: ...
 def asgd_step(
     params: _Arrays,
@@ -156,6 +164,7 @@ def asgd_step(
     lambd: float = 0.0001,
     weight_decay: float = 0.0,
     maximize: bool = False,
+    grad_scale: float = 1.0,
 ) -> None: ...
 def lion_step(
     params: _Arrays,
@@ -167,6 +176,7 @@ def lion_step(
     beta2: float = 0.99,
     weight_decay: float = 0.0,
     maximize: bool = False,
+    grad_scale: float = 1.0,
 ) -> None: ...
 def nadam_step(
     params: _Arrays,
@@ -184,6 +194,7 @@ def nadam_step(
     momentum_decay: float = 0.004,
     decoupled_weight_decay: bool = False,
     maximize: bool = False,
+    grad_scale: float = 1.0,
 ) -> None: ...
 def radam_step(
     params: _Arrays,
@@ -199,6 +210,7 @@ def radam_step(
     weight_decay: float = 0.0,
     decoupled_weight_decay: bool = False,
     maximize: bool = False,
+    grad_scale: float = 1.0,
 ) -> None: ...
 def rmsprop_step(
     params: _Arrays,
@@ -214,6 +226,7 @@ def rmsprop_step(
     momentum: float = 0.0,
     centered: bool = False,
     maximize: bool = False,
+    grad_scale: float = 1.0,
 ) -> None: ...
 def rprop_step(
     params: _Arrays,
@@ -226,6 +239,7 @@ def rprop_step(
     step_size_min: float = 1e-06,
     step_size_max: float = 50.0,
     maximize: bool = False,
+    grad_scale: float = 1.0,
 ) -> None: ...
 def sgd_step(
     params: _Arrays,
@@ -239,4 +253,5 @@ def sgd_step(
     nesterov: bool = False,
     maximize: bool = False,
     first_step: bool = False,
+    grad_scale: float = 1.0,
 ) -> None: ...

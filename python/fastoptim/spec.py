@@ -228,11 +228,15 @@ class OptimizerSpec:
         return s
 
     def run(self, group: dict[str, Any], params: list, grads: list, states: list,
-            step: int, first: bool, defaults: dict[str, Any] | None = None) -> None:
+            step: int, first: bool, defaults: dict[str, Any] | None = None,
+            grad_scale: float = 1.0) -> None:
         """One native multi-tensor call; ``states`` holds one list per buffer, in
-        ``state`` order (None entries for buffers never created), then one per scalar.
+        ``state`` order (None entries for buffers never created), then one per scalar;
+        the kernel reads every gradient times ``grad_scale``.
         This runs every step: it reads the group and calls the kernel once."""
         kw = self._kw(group)
+        if grad_scale != 1.0:
+            kw["grad_scale"] = grad_scale
         if self.adjust is not None:
             self.adjust(kw, group, group if defaults is None else defaults)
         if self.kernel_step:

@@ -35,9 +35,26 @@ scratch with its state, updated, and scattered back in the same step.
 with the plan (a float32 counter stalls at 2**24); the tensors show it rounded to float32,
 and ``state_dict()`` saves the exact count as an int64 tensor, which torch loads.
 
-AMP: ``_step_supports_amp_scaling`` is set, so ``torch.amp.GradScaler("cpu")`` passes
-``grad_scale`` and ``found_inf`` as it does to torch's fused Adam: a step with an inf/NaN
-gradient is skipped, otherwise the gradients are unscaled in place before the update.
+AMP and clipping in the update pass. ``_step_supports_amp_scaling`` is set, so
+``torch.amp.GradScaler("cpu")`` passes ``grad_scale`` and ``found_inf`` as it does to
+torch's fused Adam: a step with an inf/NaN gradient is skipped; otherwise the kernel
+reads every gradient times ``1 / grad_scale``. ``max_grad_norm=x`` (a constructor
+argument and group option, fastoptim's own) folds ``clip_grad_norm_(params, x)`` into the
+step: one native pass takes the global L2 norm of the gradients of the groups that set it
+(of the unscaled gradients under GradScaler) and the update reads them times
+``min(1, x / (norm + 1e-6))``; the norm is kept as the 0-d tensor ``last_grad_norm``.
+Gradients are never written (torch's fused Adam writes unscaled gradients back).
+
+Arenas (``arena=True``, a constructor argument and group option): at the first step a
+group whose parameters all have contiguous gradients of one dtype gets one buffer for
+its parameters (``p.data`` set to views of it), one per state key and one for the
+gradients (``p.grad`` set to tensors on it, which backward then accumulates into), and
+each step is one kernel call over the flat buffers. ``zero_grad()`` clears the gradient
+buffer in one pass and keeps the tensors; with ``set_to_none=True`` a gradient it cleared
+that the next backward does not write (its version counter unchanged) counts as None, so
+that parameter is skipped as torch skips it. A parameter, state tensor or gradient the
+user replaces leaves the flat path for the ordinary one (correct results), and is moved
+into a new buffer at the plan's next rebuild.
 
 Not supported (clear errors): CUDA tensors, sparse gradients, complex or integer
 parameters, ``fused``/``capturable``/``differentiable=True``. ``foreach`` is accepted and
@@ -52,10 +69,12 @@ import collections
 import functools
 import inspect
 import itertools
+import math
 import operator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch.optim import optimizer as _torch_optimizer
 
@@ -69,6 +88,81 @@ _data_ptr = torch.Tensor.data_ptr
 _get_grad = operator.attrgetter("grad")
 _nones = itertools.repeat(None)
 _grad_pointers = _core._grad_pointers
+_fast_grads = _core._fast_grads
+
+# Constructor arguments and group options of every fastoptim.torch optimizer that torch's
+# optimizers do not have (a loaded state_dict without one keeps the optimizer's own value).
+_OWN_OPTIONS = ("max_grad_norm", "arena")
+_version = operator.attrgetter("_version")
+
+
+def _consecutive(ts) -> bool:
+    """True if the tensors are contiguous and lie back to back, in order, in one storage."""
+    base = ts[0].untyped_storage().data_ptr()
+    ptr = ts[0].data_ptr()
+    for t in ts:
+        if (not t.is_contiguous() or t.data_ptr() != ptr
+                or t.untyped_storage().data_ptr() != base):
+            return False
+        ptr += t.numel() * t.element_size()
+    return True
+
+
+def _relocated(ts) -> list | None:
+    """Contiguous copies of ts back to back in one new storage (None if they already are).
+    Each copy is its own tensor (not a view of the others), with its own version counter."""
+    if _consecutive(ts):
+        return None
+    total = sum(t.numel() for t in ts)
+    storage = torch.empty(total, dtype=ts[0].dtype).untyped_storage()
+    out, off = [], 0
+    with torch.no_grad():
+        for t in ts:
+            strides: list[int] = []
+            step = 1
+            for size in reversed(t.shape):  # C order whatever t's layout
+                strides.insert(0, step)
+                step *= max(size, 1)
+            v = torch.empty(0, dtype=t.dtype).set_(storage, off, t.size(), tuple(strides))
+            v.copy_(t)
+            out.append(v)
+            off += t.numel()
+    return out
+
+
+def _flat_over(ts) -> torch.Tensor:
+    """One 1-d tensor over consecutive tensors (see _consecutive)."""
+    return ts[0].detach().as_strided((sum(t.numel() for t in ts),), (1,))
+
+
+def _clips(group) -> bool:
+    return group.get("max_grad_norm") is not None
+
+
+def _clip_coef(max_norm: float, norm: float, f32: bool) -> float:
+    """min(1, max_norm / (norm + 1e-6)) as torch.nn.utils.clip_grad_norm_ computes it: in
+    the norm's dtype, as reciprocal times max_norm, NaN kept (a NaN norm gives NaN)."""
+    if f32:
+        one = np.float32(1.0)
+        c = float(one / (np.float32(norm) + np.float32(1e-6)) * np.float32(max_norm))
+    else:
+        c = 1.0 / (norm + 1e-6) * max_norm
+    return c if not c >= 1.0 else 1.0
+
+
+def _grad_list(grads) -> Any:
+    """A read-only pointer list over gradient tensors (contiguous copies where needed)."""
+    return _core._pointer_list([_view(g if g.is_contiguous() else g.contiguous(), False)
+                                for g in grads], False)
+
+
+def _sumsq_of(grads) -> float:
+    """Sum of squares of the elements of gradient tensors of any dtypes, in float64."""
+    by_dtype: dict = {}
+    for g in grads:
+        by_dtype.setdefault(g.dtype, []).append(g)
+    return _core._sumsq([_grad_list(gs) for gs in by_dtype.values()])
+
 
 # Every change to any fastoptim optimizer's state mapping or per-parameter state dict
 # bumps this counter; a plan records its value and is rebuilt when it moved.
@@ -222,6 +316,14 @@ class _Part:
     steps: Any = None           # numpy view of the float32 counters shown in state["step"]
     step_tensors: list = field(default_factory=list)
     step_bytes: bytes = b""
+    # arena parts (group option arena=True): one flat pointer list per role over the
+    # consecutive buffers, the gradient tensors that live in the arena and their pointers
+    flat_p: Any = None
+    flat_s: list = field(default_factory=list)
+    flat_g: Any = None
+    flat_gt: Any = None         # a flat tensor over the gradient arena (zero_grad clears it)
+    agrads: list = field(default_factory=list)
+    gptrs: list = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -233,6 +335,7 @@ class _Plan:
     tracked: bool               # every state container counts its changes
     structure: tuple            # group flags that decide which state exists
     parts: list
+    fast: Any = None            # the one part, when it covers every parameter zero copy
 
 
 class _Native(torch.optim.Optimizer):
@@ -254,7 +357,8 @@ class _Native(torch.optim.Optimizer):
     - ``_run(group, ps, gs, states, step, first)``: one native call. ``ps``/``gs`` are
       equal-length lists of kernel views (numpy arrays or contiguous tensors, one dtype),
       ``states`` one list per ``_state_keys`` entry (None when absent), ``step`` the int
-      step being taken, ``first`` True when the state was just created.
+      step being taken, ``first`` True when the state was just created, ``scale`` the
+      factor the kernel reads the gradients with (only ever != 1 if ``_kernel_scales``).
     """
 
     _state_keys: tuple[str, ...] = ()
@@ -263,6 +367,8 @@ class _Native(torch.optim.Optimizer):
     _forced_flags: dict[str, Any] = {}
     _scalar_keys: tuple[str, ...] = ()  # 0-d state entries (not buffers), passed as lists
     _dtypes: tuple = (torch.float32, torch.float64)
+    _kernel_scales = False  # _run passes grad_scale to the kernel (else scaled copies are read)
+    last_grad_norm: torch.Tensor | None = None  # the global norm of the last clipped step
 
     def __init__(self, params, defaults):
         self._check_hypers(defaults)  # torch checks hyperparameters before reading params
@@ -287,7 +393,7 @@ class _Native(torch.optim.Optimizer):
     def _validate(self, group) -> None:
         raise NotImplementedError
 
-    def _run(self, group, ps, gs, states, step: int, first: bool) -> None:
+    def _run(self, group, ps, gs, states, step: int, first: bool, scale: float = 1.0) -> None:
         raise NotImplementedError
 
     # -- validation ------------------------------------------------------------------
@@ -312,6 +418,12 @@ class _Native(torch.optim.Optimizer):
                                          f"capturable=False and foreach=True")
                     if b.numel() != 1:
                         raise ValueError(f"Tensor betas[{i}] must be 1-element")
+        if not isinstance(group.get("arena", False), bool):
+            raise ValueError(f"arena must be True or False, got {group['arena']!r}")
+        clip = group.get("max_grad_norm")
+        if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float))
+                                 or not clip >= 0):
+            raise ValueError(f"max_grad_norm must be None or a number >= 0, got {clip!r}")
         self._validate(group)
 
     def _check_param(self, p, where: str) -> None:
@@ -363,6 +475,10 @@ class _Native(torch.optim.Optimizer):
         groups = state.get("param_groups")
         if groups is not None:  # torch's defaults for flags an older state_dict lacks
             defaults = self._signature_defaults()
+            own = state.get("defaults") or self.__dict__.get("defaults") or {}
+            for k in _OWN_OPTIONS:  # not torch's: a group saved without it keeps ours
+                if k in defaults:
+                    defaults[k] = own.get(k, defaults[k])
             for g in groups:
                 for k, v in defaults.items():
                     g.setdefault(k, v)
@@ -433,7 +549,16 @@ class _Native(torch.optim.Optimizer):
 
     def _plan_ok(self, plan: _Plan, group, params, mask) -> bool:
         if not (len(params) == len(plan.params) and all(map(_is, params, plan.params))
-                and mask == plan.mask and self.state is plan.state):
+                and mask == plan.mask):
+            return False
+        for part in plan.parts:
+            if list(map(_data_ptr, part.params)) != part.ptrs:
+                return False  # p.data = ... replaced a parameter's storage
+        return self._plan_state_ok(plan, group)
+
+    def _plan_state_ok(self, plan: _Plan, group) -> bool:
+        """The plan's state and flags still hold (its parameters checked by the caller)."""
+        if self.state is not plan.state:
             return False
         keys = self._structure_keys
         if keys and plan.structure != tuple([bool(group[k]) for k in keys]):
@@ -443,8 +568,6 @@ class _Native(torch.optim.Optimizer):
                 return False
             plan.changes = _changes[0]
         for part in plan.parts:
-            if list(map(_data_ptr, part.params)) != part.ptrs:
-                return False  # p.data = ... replaced a parameter's storage
             if part.steps is not None and part.steps.tobytes() != part.step_bytes:
                 return False  # a step tensor was changed in place
         return True
@@ -546,6 +669,9 @@ class _Native(torch.optim.Optimizer):
             groups.setdefault(key, []).append((j, p, where, st, ts, mode))
         parts = []
         n_with_grad = sum(1 for g in gs if g is not None)
+        arena = self._arena_items(group, groups, n_with_grad, len(params))
+        if arena is not None:
+            self._place(arena, gs)
         for (_, step, fresh, slow, present), items in groups.items():
             js = [it[0] for it in items]
             pick: Any
@@ -578,6 +704,8 @@ class _Native(torch.optim.Optimizer):
                 part.state_pointers = [
                     sv if sv is None or k in self._scalar_keys else _core._pointer_list(sv, True)
                     for k, sv in zip(self._state_keys, state_views, strict=True)]
+            if items is arena:
+                self._attach_flat(part, [gs[j] for j in js])
             if self._has_step:
                 counters = torch.full((len(ps),), _float32(step), dtype=torch.float32)
                 part.steps = counters.numpy()
@@ -588,10 +716,113 @@ class _Native(torch.optim.Optimizer):
             parts.append(part)
         tracked = type(state) is _State and all(
             type(st) is _ParamState for part in parts for st in part.dicts if st is not None)
+        fast = (parts[0] if len(parts) == 1 and parts[0].pick is None and not parts[0].slow
+                and all(m == 0 for m in parts[0].modes) else None)
         return _Plan(params=list(params), mask=mask, state=state, changes=_changes[0],
                      tracked=tracked,
                      structure=tuple(bool(group[k]) for k in self._structure_keys),
-                     parts=parts)
+                     parts=parts, fast=fast)
+
+    # -- arenas ------------------------------------------------------------------------
+
+    def _arena_items(self, group, groups: dict, n_with_grad: int, n: int):
+        """The items of the group's one partition if it goes into an arena: arena=True,
+        every parameter has a gradient, one dtype, contiguous, no 0-d scalar state."""
+        if not group.get("arena") or len(groups) != 1 or self._scalar_keys:
+            return None
+        (key, items), = groups.items()
+        if key[3] or len(items) != n or n_with_grad != n:
+            return None
+        return items
+
+    def _place(self, items, gs) -> None:
+        """Moves the parameters, their state buffers and their gradients, each role into
+        one buffer in the items' order (a role already laid out so is left as it is):
+        ``p.data``, ``state[p][k]`` and ``p.grad`` are set to the new tensors."""
+        ps = [it[1] for it in items]
+        new = _relocated([p.detach() for p in ps])
+        if new is not None:
+            for p, t in zip(ps, new, strict=True):
+                p.data = t
+        for k, key in enumerate(self._state_keys):
+            ts = [it[4][k] for it in items]
+            if any(t is None for t in ts):
+                continue
+            new = _relocated(ts)
+            if new is not None:
+                for it, t in zip(items, new, strict=True):
+                    it[4][k] = t
+                    dict.__setitem__(it[3], key, t)
+        grads = [gs[it[0]] for it in items]
+        moves = self.__dict__.setdefault("_fo_grad_moves", collections.Counter())
+        first = id(items[0][1])
+        if moves[first] >= 3 and not _consecutive(grads):
+            return  # gradients keep being replaced (not cleared with opt.zero_grad()): stop
+        new = _relocated(grads)
+        if new is not None:
+            moves[first] += 1
+            for it, t in zip(items, new, strict=True):
+                it[1].grad = t
+                gs[it[0]] = t
+
+    def _attach_flat(self, part: _Part, grads) -> None:
+        """Flat pointer lists for a part whose roles each lie in one buffer."""
+        if not (_consecutive(part.params) and _consecutive(grads) and all(
+                _consecutive([ts[k] for ts in part.tensors])
+                for k in range(len(self._state_keys)) if part.tensors[0][k] is not None)):
+            return
+        part.flat_p = _core._pointer_list([_view(_flat_over(part.params), False)], True)
+        part.flat_s = [None if part.tensors[0][k] is None else _core._pointer_list(
+            [_view(_flat_over([ts[k] for ts in part.tensors]), False)], True)
+            for k in range(len(self._state_keys))]
+        part.flat_gt = _flat_over(grads)
+        part.flat_g = _core._pointer_list([_view(part.flat_gt, False)], False)
+        part.agrads = list(grads)
+        part.gptrs = list(map(_data_ptr, grads))
+
+    @staticmethod
+    def _arena_intact(part: _Part, params, gs) -> bool:
+        """The parameters and gradients are still the arena's tensors, on its storage."""
+        return (all(map(_is, gs, part.agrads)) and list(map(_data_ptr, params)) == part.ptrs
+                and list(map(_data_ptr, gs)) == part.gptrs)
+
+    def _arena_grads_ok(self, gi: int, part: _Part, params, gs) -> bool:
+        """_arena_intact, and every gradient was written since zero_grad (one that
+        zero_grad cleared and backward did not reach counts as None)."""
+        if not self._arena_intact(part, params, gs):
+            return False
+        z = self.__dict__.get("_fo_zeroed", {}).get(gi)
+        return z is None or (z[0] is part.agrads
+                             and not any(map(operator.eq, map(_version, gs), z[1])))
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """torch's zero_grad; a group in an arena keeps its gradient tensors and clears the
+        arena in one pass. With ``set_to_none`` a gradient cleared so and not written by
+        the next backward counts as None at the next step (the parameter is skipped)."""
+        plans = self.__dict__.get("_fo_plans") or {}
+        zeroed = self.__dict__.setdefault("_fo_zeroed", {})
+        rest = []
+        for gi, group in enumerate(self.param_groups):
+            zeroed.pop(gi, None)
+            plan = plans.get(gi)
+            part = plan.fast if plan is not None else None
+            params = group["params"]
+            if (part is not None and part.flat_g is not None and len(params) == len(part.params)
+                    and all(map(_is, params, part.params))
+                    and self._arena_intact(part, params, list(map(_get_grad, params)))):
+                part.flat_gt.zero_()
+                if set_to_none:
+                    zeroed[gi] = (part.agrads, list(map(_version, part.agrads)))
+            else:
+                rest.append(group)
+        if not rest:
+            return
+        groups = self.param_groups
+        try:  # torch's own zero_grad for the other groups
+            self.param_groups = rest
+            super().zero_grad(set_to_none)
+        finally:
+            self.param_groups = groups
 
     def _staged(self, part: _Part, grads):
         """Kernel inputs of a part with non-contiguous members, and the copies to write back."""
@@ -629,21 +860,31 @@ class _Native(torch.optim.Optimizer):
                     sv.append(next(it))
         return views, gviews, sviews, back
 
-    def _run_part(self, group, part: _Part, grads, gp) -> None:
+    def _run_part(self, group, part: _Part, grads, gp, scale: float = 1.0) -> None:
         """One native call. ``gp``: the gradients' pointer list (the steady state: every
         other buffer is the plan's, checked when it was built); None: every array goes
-        through the native gate's full checks, non-contiguous members staged."""
+        through the native gate's full checks, non-contiguous members staged. ``scale``:
+        the factor every gradient is read with (AMP's 1/scale times the clip factor);
+        the gradients themselves are never written."""
         step = part.step + 1
         back: Any = ()
-        if gp is not None:
-            self._run(group, part.pointers, gp, part.state_pointers, step, part.fresh)
+        if scale != 1.0 and not self._kernel_scales:
+            # a kernel without grad_scale reads scaled copies (the gradients stay as they are)
+            if grads is None:  # (the fast path checked them natively)
+                grads = [p.grad for p in part.params]
+            grads = torch._foreach_mul([g.detach() for g in grads], scale)
+            gp, scale = None, 1.0
+        if gp is not None and gp is part.flat_g:
+            self._run(group, part.flat_p, gp, part.flat_s, step, part.fresh, scale)
+        elif gp is not None:
+            self._run(group, part.pointers, gp, part.state_pointers, step, part.fresh, scale)
         else:
             views, svs = part.views, part.state_views
             if part.slow:
                 views, grads, svs, back = self._staged(part, grads)
             else:
                 grads = [g if g.is_contiguous() else g.contiguous() for g in grads]
-            self._run(group, views, grads, svs, step, part.fresh)
+            self._run(group, views, grads, svs, step, part.fresh, scale)
         for dst, src in back:
             dst.detach().copy_(src)
         part.fresh = False
@@ -652,28 +893,58 @@ class _Native(torch.optim.Optimizer):
             part.steps.fill(step)
             part.step_bytes = part.steps.tobytes()
 
-    def _step_group(self, gi: int, group) -> None:
+    def _prepare(self, gi: int, group) -> list:
+        """The native calls of one group this step: (part, its gradients, their pointer
+        list or None). Every gradient is checked before any parameter changes.
+
+        This is the one place a group is dispatched: a group with bf16/fp16 parameters or
+        a reduced-precision state would be routed to its own path here (today
+        ``_check_param`` admits float32/float64 only); everything below is the
+        float32/float64 plan path (the arena, the one-part fast check, the full build)."""
         params = group["params"]
-        gs = list(map(_get_grad, params))
-        mask = list(map(_is, gs, _nones))
         plans = self.__dict__.get("_fo_plans")
         if plans is None:
             plans = self.__dict__["_fo_plans"] = {}
         plan = plans.get(gi)
+        gs = None
+        if plan is not None and plan.fast is not None:
+            part = plan.fast
+            if part.flat_g is not None:  # an arena: one flat call
+                gs = list(map(_get_grad, params))
+                if (len(params) == len(plan.params) and all(map(_is, params, plan.params))
+                        and self._arena_grads_ok(gi, part, params, gs)
+                        and self._plan_state_ok(plan, group)):
+                    return [(part, gs, part.flat_g)]
+            else:
+                # the common case in one native call: the same parameters, each with a
+                # dense gradient, each on the storage the plan was built on
+                gp = _fast_grads(params, plan.params, part.pointers)
+                if gp is not None and self._plan_state_ok(plan, group):
+                    return [(part, None, gp)]
+        if gs is None:
+            gs = list(map(_get_grad, params))
+        z = self.__dict__.get("_fo_zeroed", {}).get(gi)
+        if z is not None:  # cleared by zero_grad(set_to_none=True), not written since: None
+            cleared = {id(a): (a, v) for a, v in zip(*z, strict=True)}
+            gs = [None if (hit := cleared.get(id(g))) is not None and hit[0] is g
+                  and hit[1] == g._version else g for g in gs]
+        mask = list(map(_is, gs, _nones))
         if plan is not None and self._plan_ok(plan, group, params, mask):
-            try:  # every gradient is checked before any parameter changes
+            try:
                 gps = [None if part.slow else _grad_pointers(
                     gs if part.pick is None else list(part.pick(gs)), part.pointers)
                     for part in plan.parts]
             except ValueError:
                 gps = None  # a gradient in another layout: rebuild, full checks
             if gps is not None:
-                for part, gp in zip(plan.parts, gps, strict=True):
-                    self._run_part(group, part, gs if part.pick is None else part.pick(gs), gp)
-                return
+                return [(part, gs if part.pick is None else part.pick(gs), gp)
+                        for part, gp in zip(plan.parts, gps, strict=True)]
         plan = plans[gi] = self._build(gi, group, params, gs, mask)
-        for part in plan.parts:
-            self._run_part(group, part, gs if part.pick is None else part.pick(gs), None)
+        return [(part, gs if part.pick is None else part.pick(gs), None) for part in plan.parts]
+
+    def _step_group(self, gi: int, group, scale: float = 1.0) -> None:
+        for part, grads, gp in self._prepare(gi, group):
+            self._run_part(group, part, grads, gp, scale)
 
     # torch.amp.GradScaler("cpu") hands this optimizer the scale and the inf flag (as it
     # does torch's fused Adam) instead of unscaling the gradients itself.
@@ -683,34 +954,64 @@ class _Native(torch.optim.Optimizer):
     def step(self, closure=None):
         """One update of every parameter that has a gradient; returns closure()'s loss.
 
+        With ``max_grad_norm`` set (constructor or group option): the global L2 norm of
+        the gradients of those groups is taken in one native pass, and the update reads
+        every gradient times ``min(1, max_grad_norm / (norm + 1e-6))``, as
+        ``torch.nn.utils.clip_grad_norm_`` followed by the step would, without writing the
+        gradients; the norm is kept as the 0-d tensor ``last_grad_norm``.
+
         Under ``torch.amp.GradScaler``: the step is skipped (parameters, state and step
-        counts untouched) when ``found_inf`` is set, and the gradients are unscaled in
-        place by ``1 / grad_scale`` before the update."""
+        counts untouched) when ``found_inf`` is set; otherwise the update reads the
+        gradients times ``1 / grad_scale`` (the norm is that of the unscaled gradients)."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
         attrs = self.__dict__
+        groups = self.param_groups
         found_inf = attrs.get("found_inf")
         grad_scale = attrs.get("grad_scale")
-        if found_inf is not None or grad_scale is not None:
-            if found_inf is not None and float(found_inf) != 0.0:
-                return loss
-            if grad_scale is not None:
-                self._unscale(float(grad_scale))
-        for gi, group in enumerate(self.param_groups):
-            self._step_group(gi, group)
+        if found_inf is None and grad_scale is None and not any(
+                map(_clips, groups)):
+            for gi, group in enumerate(groups):
+                self._step_group(gi, group)
+            return loss
+        self._scaled_step(groups, found_inf, grad_scale)
         return loss
 
-    def _unscale(self, scale: float) -> None:
-        grads: dict = {}
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is not None:
-                    grads.setdefault(p.grad.dtype, []).append(p.grad)
-        with torch.no_grad():
-            for gs in grads.values():
-                torch._foreach_mul_(gs, 1.0 / scale)
+    def _scaled_step(self, groups, found_inf, grad_scale) -> None:
+        """A step under GradScaler and/or with clipping (see ``step``)."""
+        inv = 1.0 if grad_scale is None else 1.0 / float(grad_scale)
+        skip = found_inf is not None and float(found_inf) != 0.0
+        clipped = [g for g in groups if _clips(g)]
+        if not clipped:
+            if not skip:
+                for gi, group in enumerate(groups):
+                    self._step_group(gi, group, inv)
+            return
+        if skip:  # report the norm as clip_grad_norm_ would, touch nothing else
+            grads = [p.grad for g in clipped for p in g["params"] if p.grad is not None]
+            self._set_norm(_sumsq_of(grads), inv, all(g.dtype == torch.float32 for g in grads))
+            return
+        prepared = [self._prepare(gi, group) for gi, group in enumerate(groups)]
+        lists, f32 = [], True
+        for group, calls in zip(groups, prepared, strict=True):
+            if _clips(group):
+                for part, grads, gp in calls:
+                    lists.append(gp if gp is not None else _grad_list(grads))
+                    f32 = f32 and part.dtype == torch.float32
+        norm = self._set_norm(_core._sumsq(lists), inv, f32)
+        for group, calls in zip(groups, prepared, strict=True):
+            scale = inv
+            if _clips(group):
+                scale = inv * _clip_coef(float(group["max_grad_norm"]), norm, f32)
+            for part, grads, gp in calls:
+                self._run_part(group, part, grads, gp, scale)
+
+    def _set_norm(self, sumsq: float, inv: float, f32: bool) -> float:
+        norm = math.sqrt(sumsq) * inv
+        self.last_grad_norm = torch.tensor(norm, dtype=torch.float32 if f32 else torch.float64)
+        return float(self.last_grad_norm) if f32 else norm
 
     def load_state_dict(self, state_dict):
         super().load_state_dict(state_dict)
@@ -744,6 +1045,8 @@ class _SpecNative(_Native):
         cls._has_step = s.has_step
         cls._structure_keys = tuple(dict.fromkeys(b.when for b in s.state if b.when))
         cls._forced_flags = dict(s.fixed)
+        cls._kernel_scales = any(h[0] == "grad_scale"
+                                 for h in _core.kernel_specs[s.kernel]["hypers"])
         cls.__doc__ = s.docstring("torch")
         P = inspect.Parameter
         params = [P("self", P.POSITIONAL_OR_KEYWORD), P("params", P.POSITIONAL_OR_KEYWORD)]
@@ -754,6 +1057,9 @@ class _SpecNative(_Native):
                 continue
             default = _spec.TORCH_FLAGS[n] if n in _spec.TORCH_FLAGS else s.defaults[n]
             params.append(P(n, kind, default=default))
+        # fastoptim's own options, after torch's signature
+        params.append(P("max_grad_norm", P.KEYWORD_ONLY, default=None))
+        params.append(P("arena", P.KEYWORD_ONLY, default=False))
         cls._signature = inspect.Signature(params)
         cls.__signature__ = cls._signature.replace(  # type: ignore[attr-defined]
             parameters=params[1:])
@@ -768,6 +1074,8 @@ class _SpecNative(_Native):
                 raise ValueError(f"fastoptim.torch.{s.name} does not support {n}=True")
         defaults = {n: (_spec.TORCH_FLAGS[n] if n in _spec.TORCH_FLAGS and n != "foreach"
                         else a[n]) for n in s.torch_signature if n != "*"}
+        defaults["max_grad_norm"] = a["max_grad_norm"]
+        defaults["arena"] = a["arena"]
         defaults.update(s.fixed)  # as torch's AdamW records decoupled_weight_decay=True
         super().__init__(params, defaults)
         if s.eager_state:  # torch's Adagrad creates its state with the parameters
@@ -787,8 +1095,8 @@ class _SpecNative(_Native):
     def _new_state(self, p, group) -> dict:
         return self._spec.new_state(p, group, _full_like, _scalar)
 
-    def _run(self, group, ps, gs, states, step: int, first: bool) -> None:
-        self._spec.run(group, ps, gs, states, step, first, self.defaults)
+    def _run(self, group, ps, gs, states, step: int, first: bool, scale: float = 1.0) -> None:
+        self._spec.run(group, ps, gs, states, step, first, self.defaults, scale)
 
 
 # One class statement per optimizer: everything else is in its declaration (fastoptim/spec.py).

@@ -22,6 +22,9 @@ struct SGDConfig {
     bool nesterov = false;
     bool maximize = false;
     bool first_step = false;  // true: momentum_buffer is uninitialised and gets the gradient
+    // Every gradient element is read as grad * grad_scale (the torch adapter folds AMP's
+    // 1/scale and the clip-by-global-norm factor in here); the gradient is not written.
+    double grad_scale = 1.0;
 };
 
 // torch.optim.Adam / AdamW semantics. `step` is the step number being taken (1 for the
@@ -36,7 +39,14 @@ struct AdamConfig {
     bool decoupled_weight_decay = false;  // false: Adam (L2 into the gradient); true: AdamW
     bool amsgrad = false;
     bool maximize = false;
+    double grad_scale = 1.0;  // gradients are read as grad * grad_scale (see SGDConfig)
 };
+
+// The factor every kernel reads its gradient with: -1 for maximize, times grad_scale.
+template <class Config>
+constexpr double grad_factor(const Config& c) {
+    return (c.maximize ? -1.0 : 1.0) * c.grad_scale;
+}
 
 // One tensor of a multi-tensor SGD update. momentum_buffer may be null when momentum == 0.
 template <class T>
@@ -69,6 +79,7 @@ struct RMSpropConfig {
     double momentum = 0.0;
     bool centered = false;
     bool maximize = false;
+    double grad_scale = 1.0;  // gradients are read as grad * grad_scale (see SGDConfig)
 };
 
 // torch.optim.Adagrad semantics: sum += g^2; p -= clr * g / (sqrt(sum) + eps) with
@@ -80,6 +91,7 @@ struct AdagradConfig {
     double eps = 1e-10;
     std::int64_t step = 1;
     bool maximize = false;
+    double grad_scale = 1.0;  // gradients are read as grad * grad_scale (see SGDConfig)
 };
 
 // torch.optim.Adamax semantics: m = lerp(m, g, 1 - beta1); u = max(beta2 u, |g| + eps);
@@ -93,6 +105,7 @@ struct AdamaxConfig {
     double weight_decay = 0.0;
     std::int64_t step = 1;
     bool maximize = false;
+    double grad_scale = 1.0;  // gradients are read as grad * grad_scale (see SGDConfig)
 };
 
 // One tensor of a multi-tensor Adamax update (`exp_inf` is torch's state name).
@@ -120,6 +133,7 @@ struct NAdamConfig {
     std::int64_t step = 1;
     bool decoupled_weight_decay = false;
     bool maximize = false;
+    double grad_scale = 1.0;  // gradients are read as grad * grad_scale (see SGDConfig)
 };
 
 // torch.optim.RAdam semantics (Liu et al. 2020): the adaptive step is used only when the
@@ -133,6 +147,7 @@ struct RAdamConfig {
     std::int64_t step = 1;
     bool decoupled_weight_decay = false;
     bool maximize = false;
+    double grad_scale = 1.0;  // gradients are read as grad * grad_scale (see SGDConfig)
 };
 
 // torch.optim.Adadelta semantics (Zeiler 2012, with torch's lr factor).
@@ -142,6 +157,7 @@ struct AdadeltaConfig {
     double eps = 1e-6;
     double weight_decay = 0.0;
     bool maximize = false;
+    double grad_scale = 1.0;  // gradients are read as grad * grad_scale (see SGDConfig)
 };
 
 // torch.optim.Rprop semantics (Riedmiller & Braun 1993, the variant without weight
@@ -154,6 +170,7 @@ struct RpropConfig {
     double step_size_min = 1e-6;
     double step_size_max = 50.0;
     bool maximize = false;
+    double grad_scale = 1.0;  // gradients are read as grad * grad_scale (see SGDConfig)
 };
 
 // torch.optim.ASGD semantics (Polyak & Juditsky 1992): p *= 1 - lambd * eta;
@@ -165,6 +182,7 @@ struct ASGDConfig {
     double eta = 1e-2;
     double mu = 1.0;
     bool maximize = false;
+    double grad_scale = 1.0;  // gradients are read as grad * grad_scale (see SGDConfig)
 };
 
 // Lion (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms"), as the
@@ -176,6 +194,7 @@ struct LionConfig {
     double beta2 = 0.99;
     double weight_decay = 0.0;
     bool maximize = false;
+    double grad_scale = 1.0;  // gradients are read as grad * grad_scale (see SGDConfig)
 };
 
 // AdEMAMix (Pagliardini et al. 2024, "The AdEMAMix Optimizer: Better, Faster, Older"), as
@@ -196,6 +215,7 @@ struct AdEMAMixConfig {
     bool weight_decouple = false;
     bool fixed_decay = false;
     bool maximize = false;
+    double grad_scale = 1.0;  // gradients are read as grad * grad_scale (see SGDConfig)
 };
 
 // One tensor of a multi-tensor AdEMAMix update (pytorch-optimizer's state names).

@@ -90,7 +90,7 @@ void moments_multi_impl(const MomentsTensor<T>* ts, std::size_t count, const Mom
 template <class T, class C>
 MomentsScalars<T> moments_scalars(const C& c) {
     MomentsScalars<T> s{};
-    s.sign = T(c.maximize ? -1 : 1);
+    s.sign = T(grad_factor(c));
     s.weight_decay = T(c.weight_decay);
     s.keep = T(1.0 - c.lr * c.weight_decay);
     s.one_minus_beta1 = T(1.0 - c.beta1);
@@ -202,7 +202,7 @@ void ademamix_multi(const AdEMAMixTensor<T>* ts, std::size_t count, const AdEMAM
         beta3 = std::min(std::exp(l1 * l3 / ((1.0 - r) * l3 + r * l1)), c.beta3);
     }
     AdEMAMixScalars<T> s{};
-    s.sign = T(c.maximize ? -1 : 1);
+    s.sign = T(grad_factor(c));
     s.weight_decay = T(c.weight_decay);
     s.keep = T(1.0 - c.weight_decay * (c.fixed_decay ? 1.0 : c.lr));
     s.one_minus_beta1 = T(1.0 - c.beta1);

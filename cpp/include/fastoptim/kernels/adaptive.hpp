@@ -79,7 +79,7 @@ void rmsprop_multi_impl(const RMSpropTensor<T>* ts, std::size_t count,
 template <class T>
 void rmsprop_multi(const RMSpropTensor<T>* ts, std::size_t count, const RMSpropConfig& c,
                    int nthreads) {
-    const RMSpropScalars<T> s{T(c.maximize ? -1 : 1), T(c.weight_decay), T(c.alpha),
+    const RMSpropScalars<T> s{T(grad_factor(c)), T(c.weight_decay), T(c.alpha),
                               T(1.0 - c.alpha),      T(c.eps),          T(c.momentum),
                               T(-c.lr)};
     // 2 x 2 x 2 instantiations: weight decay, centered, momentum.
@@ -134,7 +134,7 @@ void adagrad_multi(const AdagradTensor<T>* ts, std::size_t count, const AdagradC
                    int nthreads) {
     // clr in double from the int64 step, as torch computes it in Python floats.
     const double clr = c.lr / (1.0 + static_cast<double>(c.step - 1) * c.lr_decay);
-    const AdagradScalars<T> s{T(c.maximize ? -1 : 1), T(c.weight_decay), T(c.eps), T(-clr)};
+    const AdagradScalars<T> s{T(grad_factor(c)), T(c.weight_decay), T(c.eps), T(-clr)};
     c.weight_decay != 0.0 ? adagrad_multi_impl<T, true>(ts, count, s, nthreads)
                           : adagrad_multi_impl<T, false>(ts, count, s, nthreads);
 }
@@ -182,7 +182,7 @@ void adamax_multi(const AdamaxTensor<T>* ts, std::size_t count, const AdamaxConf
                   int nthreads) {
     // clr in double from the int64 step, as torch computes it in Python floats.
     const double clr = c.lr / (1.0 - std::pow(c.beta1, static_cast<double>(c.step)));
-    const AdamaxScalars<T> s{T(c.maximize ? -1 : 1), T(c.weight_decay), T(1.0 - c.beta1),
+    const AdamaxScalars<T> s{T(grad_factor(c)), T(c.weight_decay), T(1.0 - c.beta1),
                              T(c.beta2),             T(c.eps),          T(-clr)};
     c.weight_decay != 0.0 ? adamax_multi_impl<T, true>(ts, count, s, nthreads)
                           : adamax_multi_impl<T, false>(ts, count, s, nthreads);
@@ -216,7 +216,7 @@ void adadelta_range(T* __restrict p, const T* __restrict g, T* __restrict sq,
 template <class T>
 void adadelta_multi(const AdadeltaTensor<T>* ts, std::size_t count, const AdadeltaConfig& c,
                     int nthreads) {
-    const AdadeltaScalars<T> s{T(c.maximize ? -1 : 1), T(c.weight_decay), T(c.rho),
+    const AdadeltaScalars<T> s{T(grad_factor(c)), T(c.weight_decay), T(c.rho),
                                T(1.0 - c.rho),         T(c.eps),          T(-c.lr)};
     auto run = [&](auto wd_c) {
         constexpr bool W = decltype(wd_c)::value;
@@ -263,7 +263,7 @@ void rprop_range(T* __restrict p, const T* __restrict g, T* __restrict prev, T* 
 template <class T>
 void rprop_multi(const RpropTensor<T>* ts, std::size_t count, const RpropConfig& c,
                  int nthreads) {
-    const RpropScalars<T> s{T(c.maximize ? -1 : 1), T(c.etaminus), T(c.etaplus),
+    const RpropScalars<T> s{T(grad_factor(c)), T(c.etaminus), T(c.etaplus),
                             T(c.step_size_min), T(c.step_size_max)};
     for_each_range(
         count, [ts](std::size_t i) { return ts[i].n; }, nthreads, kMinPerThreadRprop,
@@ -299,7 +299,7 @@ void asgd_range(T* __restrict p, const T* __restrict g, T* __restrict ax, std::s
 // One ASGD step over `count` tensors. The config must satisfy validate(c).
 template <class T>
 void asgd_multi(const ASGDTensor<T>* ts, std::size_t count, const ASGDConfig& c, int nthreads) {
-    const ASGDScalars<T> s{T(c.maximize ? -1 : 1), T(c.weight_decay),
+    const ASGDScalars<T> s{T(grad_factor(c)), T(c.weight_decay),
                            T(1.0 - c.lambd * c.eta), T(-c.eta), T(c.mu)};
     auto run = [&](auto wd_c, auto avg_c) {
         constexpr bool W = decltype(wd_c)::value, A = decltype(avg_c)::value;
@@ -341,7 +341,7 @@ void lion_range(T* __restrict p, const T* __restrict g, T* __restrict m, std::si
 // One Lion step over `count` tensors. The config must satisfy validate(c).
 template <class T>
 void lion_multi(const LionTensor<T>* ts, std::size_t count, const LionConfig& c, int nthreads) {
-    const LionScalars<T> s{T(c.maximize ? -1 : 1), T(1.0 - c.lr * c.weight_decay), T(c.beta1),
+    const LionScalars<T> s{T(grad_factor(c)), T(1.0 - c.lr * c.weight_decay), T(c.beta1),
                            T(1.0 - c.beta1),       T(c.beta2),  T(1.0 - c.beta2), T(-c.lr)};
     for_each_range(
         count, [ts](std::size_t i) { return ts[i].n; }, nthreads, kMinPerThreadLion,

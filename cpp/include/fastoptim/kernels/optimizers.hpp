@@ -65,7 +65,8 @@ void sgd_multi_impl(const SGDTensor<T>* ts, std::size_t count, const SGDScalars<
 // One SGD step over `count` tensors. The config must satisfy validate(c).
 template <class T>
 void sgd_multi(const SGDTensor<T>* ts, std::size_t count, const SGDConfig& c, int nthreads) {
-    const SGDScalars<T> s{T(c.maximize ? -1 : 1), T(c.weight_decay), T(c.momentum),
+    const SGDScalars<T> s{T(grad_factor(c)), T(c.weight_decay),
+                          T(c.momentum),
                           T(1.0 - c.dampening), T(-c.lr)};
     const bool wd = c.weight_decay != 0.0;
     if (c.momentum == 0.0) {
@@ -142,7 +143,7 @@ AdamScalars<T> adam_scalars(const AdamConfig& c) {
     const double step = static_cast<double>(c.step);
     const double bc1 = 1.0 - std::pow(c.beta1, step);
     const double bc2 = 1.0 - std::pow(c.beta2, step);
-    return AdamScalars<T>{T(c.maximize ? -1 : 1),
+    return AdamScalars<T>{T(grad_factor(c)),
                           T(c.weight_decay),
                           T(1.0 - c.lr * c.weight_decay),
                           T(1.0 - c.beta1),
