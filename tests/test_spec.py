@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
+import re
 from pathlib import Path
 
 import fastoptim
@@ -50,7 +51,7 @@ def test_numpy_front_end_signature_and_defaults(name):
     sig = inspect.signature(getattr(optim, name))
     names = list(sig.parameters)
     assert names == ["params", *s.numpy_signature(), "skip_nonfinite"]
-    opt = getattr(optim, name)([np.zeros(3)])
+    opt = getattr(optim, name)([np.zeros((3, 2))])  # 2-D: Muon takes matrices only
     for h in s.hyperparameters:
         assert opt.defaults[h.name] == sig.parameters[h.name].default == h.default
 
@@ -60,6 +61,8 @@ def test_kernel_defaults_come_from_the_config_structs():
     hyp = {k: {n: d for n, _kind, d, _req in v["hypers"]} for k, v in _core.kernel_specs.items()}
     assert hyp["adam_step"]["beta2"] == 0.999 and hyp["adamax_step"]["lr"] == 0.002
     for s in fspec.OPTIMIZERS:
+        if not s.elementwise:  # declared with its hyperparameters (declare_special)
+            continue
         for h in s.hyperparameters:
             # the two declared overrides: AdamW's decay, and None for "no warm-up" (the
             # kernel's 0) as pytorch-optimizer writes it
@@ -144,6 +147,11 @@ def test_estimator_accepts_every_declared_optimizer():
     X = rng.standard_normal((60, 4)).astype(np.float32)
     y = (X[:, 0] > 0).astype(int)
     for name in train_command.OPTIMIZERS:
+        refusal = fspec.get(name).cli_refusal
+        if refusal is not None:  # Muon, SparseAdam: a clear error naming the reason
+            with pytest.raises(ValueError, match=re.escape(refusal)):
+                MLPClassifier(hidden_layer_sizes=(4,), optimizer=name, epochs=1).fit(X, y)
+            continue
         MLPClassifier(hidden_layer_sizes=(4,), optimizer=name, epochs=1, lr=1e-2,
                       random_state=0).fit(X, y)
     with pytest.raises(ValueError, match="optimizer"):

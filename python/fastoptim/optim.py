@@ -30,7 +30,7 @@ import numpy as np
 from fastoptim import _core
 from fastoptim import spec as _spec
 
-__all__ = ["Optimizer", *_spec.names(), "clip_grad_norm"]
+__all__ = ["Optimizer", *_spec.names(), "clip_grad_norm", "newton_schulz"]
 
 
 def _as_step(value: Any, where: str) -> int:
@@ -268,13 +268,16 @@ class _SpecOptimizer(Optimizer):
     _spec: _spec.OptimizerSpec
     _signature: inspect.Signature
 
-    def __init_subclass__(cls, spec: str, **kw: Any) -> None:
+    def __init_subclass__(cls, spec: str | None = None, **kw: Any) -> None:
         super().__init_subclass__(**kw)
+        if spec is None:  # an intermediate base (_Special)
+            return
+        note = cls.__doc__ if "__doc__" in cls.__dict__ else None
         s = _spec.get(spec)
         cls._spec = s
         cls._tensor_keys = s.state_keys
         cls._has_step = s.has_step
-        cls.__doc__ = s.docstring("numpy")
+        cls.__doc__ = s.docstring("numpy") + (f"\n\n{inspect.cleandoc(note)}" if note else "")
         P = inspect.Parameter
         params = [P("self", P.POSITIONAL_OR_KEYWORD), P("params", P.POSITIONAL_OR_KEYWORD)]
         params += [P(n, P.POSITIONAL_OR_KEYWORD, default=s.defaults[n])
@@ -389,3 +392,163 @@ def clip_grad_norm(grads: Sequence[np.ndarray], max_norm: float, *,
 
 class AdEMAMix(_SpecOptimizer, spec="AdEMAMix"):
     pass
+
+
+# ---------------------------------------------------------------------------------------
+# Optimizers that are not one elementwise kernel (spec: declare_special). Their signature,
+# defaults, docs and checks come from the declaration; the step is written out here.
+
+
+class _Special(_SpecOptimizer):
+    """Base of the non-elementwise optimizers (``class Name(_Special, spec="Name")``)."""
+
+    def _validate(self, group: dict[str, Any]) -> None:
+        self._spec.validate(group)
+
+
+def _adafactor_state(shape: tuple[int, ...], dtype: Any) -> dict[str, Any]:
+    if len(shape) >= 2:
+        return {"step": 0, "row_var": np.zeros(shape[:-1] + (1,), dtype),
+                "col_var": np.zeros(shape[:-2] + (1,) + shape[-1:], dtype)}
+    return {"step": 0, "variance": np.zeros(shape, dtype)}
+
+
+def _adafactor_eps1(group: dict[str, Any], dtype: Any) -> float:
+    """torch's eps1=None: the machine epsilon of the group's first parameter's dtype
+    (torch's for-loop resolves it once per group, from the first parameter it updates)."""
+    eps1 = group["eps"][0]
+    return float(np.finfo(dtype).eps) if eps1 is None else float(eps1)
+
+
+class Adafactor(_Special, spec="Adafactor"):
+    _tensor_keys = ("row_var", "col_var", "variance")
+
+    def _new_state(self, p: np.ndarray, group: dict[str, Any]) -> dict[str, Any]:
+        return _adafactor_state(p.shape, p.dtype)
+
+    def _run(self, group: dict[str, Any], params: list, grads: list, state: list[list],
+             step: int, first: bool) -> None:
+        _core.adafactor_step(params, grads, *state, step=step, lr=group["lr"],
+                             beta2_decay=group["beta2_decay"],
+                             eps1=_adafactor_eps1(group, group["params"][0].dtype),
+                             eps2=group["eps"][1], d=group["d"],
+                             weight_decay=group["weight_decay"], maximize=group["maximize"])
+
+
+def muon_lr_ratio(adjust_lr_fn: str | None, shape: tuple[int, ...]) -> float:
+    """torch.optim.Muon's learning-rate factor for a rows x cols matrix."""
+    a, b = shape[:2]
+    if adjust_lr_fn is None or adjust_lr_fn == "original":
+        return math.sqrt(max(1.0, a / b))
+    return 0.2 * math.sqrt(max(a, b))
+
+
+def newton_schulz(x: np.ndarray, coefficients: Sequence[float], steps: int,
+                  eps: float) -> np.ndarray:
+    """Muon's quintic Newton-Schulz orthogonalization of a matrix, in x's dtype, through
+    BLAS products (numpy's ``@``): X = x / max(||x||_F, eps) (transposed when it has more
+    rows than columns); ``steps`` times A = X X^T, X = a X + (b A + c A A) X."""
+    a, b, c = (x.dtype.type(v) for v in coefficients)
+    tall = x.shape[0] > x.shape[1]
+    X = x.T if tall else x
+    X = X / max(x.dtype.type(np.linalg.norm(X)), x.dtype.type(eps))
+    for _ in range(steps):
+        A = X @ X.T
+        B = b * A + c * (A @ A)
+        X = a * X + B @ X
+    return np.ascontiguousarray(X.T if tall else X)
+
+
+class Muon(_Special, spec="Muon"):
+    """(The orthogonalization runs in the parameter's dtype, float32 or float64, as numpy
+    has no bfloat16 products; torch.optim.Muon and fastoptim.torch.Muon run it in
+    bfloat16.)"""
+
+    _tensor_keys = ("momentum_buffer",)
+    _has_step = False
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        ps = param_group.get("params")
+        for i, p in enumerate([ps] if isinstance(ps, np.ndarray) else list(ps or ())):
+            if isinstance(p, np.ndarray) and p.ndim != 2:
+                raise ValueError(f"Muon only supports 2-D parameters; params[{i}] has shape "
+                                 f"{p.shape}")
+        super().add_param_group(param_group)
+
+    def _new_state(self, p: np.ndarray, group: dict[str, Any]) -> dict[str, Any]:
+        return {"momentum_buffer": np.zeros_like(p)}
+
+    def _run(self, group: dict[str, Any], params: list, grads: list, state: list[list],
+             step: int, first: bool) -> None:
+        outs = [np.empty_like(p) for p in params]
+        _core.muon_momentum(outs, grads, state[0], momentum=group["momentum"],
+                            nesterov=group["nesterov"])
+        ortho = [newton_schulz(o, group["ns_coefficients"], group["ns_steps"], group["eps"])
+                 for o in outs]
+        alphas = [-group["lr"] * muon_lr_ratio(group["adjust_lr_fn"], p.shape) for p in params]
+        _core.muon_update(params, ortho, alphas, lr=group["lr"],
+                          weight_decay=group["weight_decay"])
+
+
+def coalesce_rows(rows: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted unique row indices and the summed values of each (as torch's coalesce())."""
+    rows = np.asarray(rows)
+    if rows.ndim != 1 or rows.dtype.kind not in "iu":
+        raise TypeError(f"rows must be a 1-D integer array, got {rows.dtype} of shape "
+                        f"{rows.shape}")
+    uniq, inverse = np.unique(rows, return_inverse=True)
+    if len(uniq) == len(rows) and np.all(rows[1:] > rows[:-1]):
+        return rows.astype(np.int64), np.ascontiguousarray(values)
+    out = np.zeros((len(uniq),) + values.shape[1:], values.dtype)
+    np.add.at(out, inverse, values)
+    return uniq.astype(np.int64), out
+
+
+class SparseAdam(_Special, spec="SparseAdam"):
+    """The gradient of a parameter is a pair ``(rows, values)``: int row indices (into the
+    first dimension) and ``values`` of shape ``(len(rows), *param.shape[1:])``, torch's
+    sparse COO gradient with one sparse dimension (an embedding's). Repeated rows are
+    summed first, as torch's ``coalesce()``. Only those rows of the parameter and of
+    exp_avg, exp_avg_sq change; ``step`` counts every step the parameter is given."""
+
+    _tensor_keys = ("exp_avg", "exp_avg_sq")
+
+    def _new_state(self, p: np.ndarray, group: dict[str, Any]) -> dict[str, Any]:
+        return {"step": 0, "exp_avg": np.zeros_like(p), "exp_avg_sq": np.zeros_like(p)}
+
+    def step(self, grads: Sequence[Any]) -> bool:
+        grads = list(grads)
+        if len(grads) != len(self._params):
+            raise ValueError(f"grads has {len(grads)} entries but the optimizer has "
+                             f"{len(self._params)} parameters")
+        pairs = []
+        for i, (p, g) in enumerate(zip(self._params, grads, strict=True)):
+            if not (isinstance(g, tuple) and len(g) == 2):
+                raise TypeError(f"grads[{i}] must be a pair (rows, values), got "
+                                f"{type(g).__name__}")
+            rows, values = coalesce_rows(*g)
+            if not isinstance(values, np.ndarray) or values.dtype != p.dtype:
+                raise TypeError(f"grads[{i}] values must be a {p.dtype} array")
+            if p.ndim == 0 or values.shape != (len(rows),) + p.shape[1:]:
+                raise ValueError(f"grads[{i}] values have shape {values.shape}; expected "
+                                 f"{(len(rows),) + p.shape[1:]}")
+            if len(rows) and (rows[0] < 0 or rows[-1] >= p.shape[0]):
+                raise ValueError(f"grads[{i}] rows are out of range for shape {p.shape}")
+            pairs.append((rows, values))
+        if self.skip_nonfinite and not all(np.isfinite(v).all() for _, v in pairs):
+            self.skipped_steps += 1
+            return False
+        group_of = [g for g in self.param_groups for _ in g["params"]]
+        for i, (p, (rows, values)) in enumerate(zip(self._params, pairs, strict=True)):
+            group = group_of[i]
+            st = self.state.get(i)
+            if st is None:
+                st = self.state[i] = self._new_state(p, group)
+            st["step"] += 1
+            if len(rows) == 0:
+                continue
+            b1, b2 = group["betas"]
+            _core.sparse_adam_step(p, st["exp_avg"], st["exp_avg_sq"], rows, values,
+                                   step=st["step"], lr=group["lr"], beta1=b1, beta2=b2,
+                                   eps=group["eps"], maximize=group["maximize"])
+        return True
