@@ -451,8 +451,138 @@ def test_cli_trains_with_adafactor_and_refuses_muon_and_sparse_adam(tmp_path, ca
 
     assert cli.main(["train", "--optimizer", "adafactor", "--hidden", "16", "--epochs", "2",
                      "--output", str(tmp_path / "a"), "--quiet"]) == 0
-    for name in ("muon", "sparseadam"):
+    for name in ("muon", "sparseadam", "lbfgs"):
         assert cli.main(["train", "--optimizer", name, "--epochs", "1",
                          "--output", str(tmp_path / name), "--quiet"]) == 2
         err = capsys.readouterr().err.strip()
         assert "cannot run here" in err and len(err.splitlines()) == 1
+
+
+# -- LBFGS --------------------------------------------------------------------------------
+
+LBFGS_FLAGS = [dict(lr=0.5, **f) for f in _grid(
+    line_search_fn=[None, "strong_wolfe"], history_size=[3, 100], max_iter=[1, 7])] + [
+    dict(lr=1.0, max_iter=5, max_eval=6, tolerance_grad=1e-4, tolerance_change=1e-6,
+         line_search_fn=ls) for ls in (None, "strong_wolfe")]
+
+_A = np.random.default_rng(2).standard_normal((40, 6))
+_Y = np.sign(np.random.default_rng(3).standard_normal(40))
+
+
+def _logistic_torch(w, c):
+    z = torch.from_numpy(_A) @ w + c
+    return torch.log1p(torch.exp(-torch.from_numpy(_Y) * z)).mean() + 0.01 * (w * w).sum()
+
+
+def _logistic_numpy(w, c):
+    z = _A @ w + c
+    m = -_Y * z
+    loss = np.mean(np.log1p(np.exp(m))) + 0.01 * float(w @ w)
+    s = -_Y / (1 + np.exp(-m)) / len(_Y)
+    return loss, [_A.T @ s + 0.02 * w, np.array([s.sum()])]
+
+
+@pytest.mark.parametrize("kw", LBFGS_FLAGS, ids=lambda kw: ",".join(
+    f"{k}={v}" for k, v in kw.items() if k != "lr"))
+def test_lbfgs_lockstep_with_torch(kw):
+    """float64: both front ends follow torch.optim.LBFGS step by step (parameters, the
+    direction, the history and the evaluation counts)."""
+    def make(cls):
+        w = torch.full((6,), 0.3, dtype=torch.float64, requires_grad=True)
+        c = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+        opt = cls([w, c], **kw)
+
+        def closure():
+            opt.zero_grad()
+            loss = _logistic_torch(w, c)
+            loss.backward()
+            return loss
+        return w, c, opt, closure
+
+    tw, tc, t_opt, t_closure = make(torch.optim.LBFGS)
+    fw, fc, f_opt, f_closure = make(ft.LBFGS)
+    arrays = [np.full(6, 0.3), np.zeros(1)]
+    n_opt = optim.LBFGS(arrays, **kw)
+    assert f_opt.defaults["max_eval"] == t_opt.defaults["max_eval"] == n_opt.defaults["max_eval"]
+    for step in range(STEPS):
+        t_loss = t_opt.step(t_closure)
+        f_loss = f_opt.step(f_closure)
+        n_loss = n_opt.step(lambda: _logistic_numpy(*arrays))
+        assert float(f_loss.detach()) == pytest.approx(float(t_loss.detach()), rel=1e-12,
+                                                      abs=1e-14)
+        assert float(n_loss) == pytest.approx(float(t_loss.detach()), rel=1e-12, abs=1e-14)
+        _close(fw, tw, torch.float64, f"w step {step}")
+        _close(fc, tc, torch.float64, f"c step {step}")
+        _close(arrays[0], tw, torch.float64, f"numpy w step {step}")
+        ts, fs, ns = t_opt.state[tw], f_opt.state[fw], n_opt.state[0]
+        for k in ("func_evals", "n_iter"):
+            assert ts[k] == fs[k] == ns[k], (k, step)
+        for k in ("d", "prev_flat_grad"):
+            _close(fs[k], ts[k], torch.float64, f"{k} step {step}")
+            _close(ns[k], ts[k], torch.float64, f"numpy {k} step {step}")
+        assert len(ts["old_dirs"]) == len(fs["old_dirs"]) == len(ns["old_dirs"])
+        for a, b, c in zip(ts["old_dirs"], fs["old_dirs"], ns["old_dirs"], strict=True):
+            _close(b, a, torch.float64, "old_dirs")
+            _close(c, a, torch.float64, "numpy old_dirs")
+        assert float(fs["H_diag"]) == pytest.approx(float(ts["H_diag"]), rel=1e-10)
+        assert float(fs["t"]) == pytest.approx(float(ts["t"]), rel=1e-10)
+
+
+def test_lbfgs_float32_follows_torch():
+    w1 = torch.full((6,), 0.3, requires_grad=True)
+    w2 = w1.detach().clone().requires_grad_()
+    A = torch.from_numpy(_A).float()
+    opts = [torch.optim.LBFGS([w1], lr=0.5, max_iter=3), ft.LBFGS([w2], lr=0.5, max_iter=3)]
+    for _ in range(STEPS):
+        for w, o in zip((w1, w2), opts, strict=True):
+            def closure(w=w, o=o):
+                o.zero_grad()
+                loss = torch.log1p(torch.exp(-(A @ w))).mean() + 0.01 * (w * w).sum()
+                loss.backward()
+                return loss
+            o.step(closure)
+        _close(w2, w1, torch.float32, "float32 LBFGS")
+
+
+def test_lbfgs_state_dict_interchange_with_torch():
+    def make(cls, w):
+        opt = cls([w], lr=0.5, history_size=4, line_search_fn="strong_wolfe")
+
+        def closure():
+            opt.zero_grad()
+            loss = _logistic_torch(w, 0.0)
+            loss.backward()
+            return loss
+        return opt, closure
+
+    w1 = torch.full((6,), 0.3, dtype=torch.float64, requires_grad=True)
+    w2 = w1.detach().clone().requires_grad_()
+    (t_opt, t_cl), (f_opt, f_cl) = make(torch.optim.LBFGS, w1), make(ft.LBFGS, w2)
+    for _ in range(2):
+        t_opt.step(t_cl)
+        f_opt.step(f_cl)
+    (t2, t2_cl), (f2, f2_cl) = make(torch.optim.LBFGS, w1), make(ft.LBFGS, w2)
+    t2.load_state_dict(f_opt.state_dict())
+    f2.load_state_dict(t_opt.state_dict())
+    for _ in range(3):
+        t2.step(t2_cl)
+        f2.step(f2_cl)
+        _close(w2, w1, torch.float64, "after the swap")
+
+
+def test_lbfgs_rejects_groups_bad_options_and_a_missing_closure():
+    w = torch.zeros(3, requires_grad=True)
+    with pytest.raises(ValueError, match="parameter groups"):
+        ft.LBFGS([{"params": [w]}, {"params": [torch.zeros(2, requires_grad=True)]}])
+    for bad in (dict(lr=-1.0), dict(line_search_fn="wolfe"), dict(history_size=0),
+                dict(max_iter=0)):
+        with pytest.raises(ValueError):
+            ft.LBFGS([w], **bad)
+        with pytest.raises(ValueError):
+            optim.LBFGS([np.zeros(3)], **bad)
+    with pytest.raises(TypeError, match="closure"):
+        optim.LBFGS([np.zeros(3)]).step(None)
+    x = np.zeros(3)
+    with pytest.raises(ValueError, match="gradient"):
+        optim.LBFGS([x]).step(lambda: (0.0, [np.ones(4)]))
+    assert not x.any()

@@ -176,6 +176,9 @@ class OptimizerSpec:
     elementwise: bool = True
     # Why `fastoptim train` and the estimators cannot run it (None: they can).
     cli_refusal: str | None = None
+    # Set up to ``__init__`` of an optimizer whose constructor fills in a default
+    # (LBFGS: max_eval None -> max_iter * 5 // 4): group -> None, in place.
+    resolve: Callable[[dict[str, Any]], None] | None = None
 
     # -- what the front ends call ------------------------------------------------------
     @property
@@ -404,7 +407,8 @@ def declare_special(name: str, kernel: str, *, torch: str, summary: str, rule: s
                     hypers: dict[str, tuple[str, Any, Callable[[Any], str | None] | None]],
                     state: tuple[tuple[str, str | None], ...], has_step: bool = True,
                     docs: dict[str, str] | None = None, pairs: dict[str, tuple[str, ...]]
-                    | None = None, cli_refusal: str | None = None) -> OptimizerSpec:
+                    | None = None, cli_refusal: str | None = None,
+                    resolve: Callable[[dict[str, Any]], None] | None = None) -> OptimizerSpec:
     """Builds the spec of an optimizer that is not an elementwise multi-tensor kernel: its
     front-end classes (optim.py, torch.py) are written out and take from here their
     signature (``torch``, as in ``declare``), defaults and checks (``hypers``: name ->
@@ -421,10 +425,10 @@ def declare_special(name: str, kernel: str, *, torch: str, summary: str, rule: s
         kind, default, check = hypers[n]
         hs.append(Hyperparameter(n, kind, default, pair_map.get(n, ()), doc[n], check))
     bufs = tuple(StateBuffer(key, key, when, 0.0, ("param",)) for key, when in state)
-    fn = getattr(_core, kernel)
+    fn: Any = getattr(_core, kernel) if kernel else None
     return OptimizerSpec(name, kernel, summary, rule, reference, tuple(hs), sig, {}, bufs, (),
                          has_step, False, False, None, (), lambda g: {}, (), False, fn, None,
-                         elementwise=False, cli_refusal=cli_refusal)
+                         elementwise=False, cli_refusal=cli_refusal, resolve=resolve)
 
 
 
@@ -772,6 +776,52 @@ p[r] = p[r] - lr * sqrt(1 - beta2^step) / (1 - beta1^step) * m[r] / (sqrt(v[r]) 
         state=(("exp_avg", None), ("exp_avg_sq", None)),
         cli_refusal="needs sparse gradients (row indices + values) and the network's "
                     "gradients are dense: use adam"),
+    declare_special(
+        "LBFGS", "",
+        torch="lr max_iter max_eval tolerance_grad tolerance_change history_size "
+              "line_search_fn",
+        summary="L-BFGS (torch.optim.LBFGS): quasi-Newton steps on the flat parameters, "
+                "with a closure.",
+        rule="""
+step(closure): up to max_iter iterations, max_eval closure evaluations
+d = -H g   (two-loop recursion over the last history_size pairs (s, y), H0 = s.y / y.y)
+t = lr (first iteration ever: min(1, 1 / |g|_1) * lr), or a strong-Wolfe line search
+p = p + t d
+stop when max|g| <= tolerance_grad, or max|t d| or the change of the loss
+     <= tolerance_change
+""",
+        reference="Nocedal & Wright, Numerical Optimization (2006), algorithms 7.4 and "
+                  "3.5-3.6; torch.optim.LBFGS",
+        hypers={
+            "lr": ("float", 1, _check(lambda v: _real(v) and v >= 0,
+                                      "lr must be a finite number >= 0, got {v!r}")),
+            "max_iter": ("int", 20, _check(lambda v: isinstance(v, int) and v >= 1,
+                                           "max_iter must be an integer >= 1, got {v!r}")),
+            "max_eval": ("int", None, _check(lambda v: v is None or (isinstance(v, int)
+                                                                     and v >= 1),
+                                             "max_eval must be None or an integer >= 1, "
+                                             "got {v!r}")),
+            "tolerance_grad": ("float", 1e-7, _finite_nonneg("tolerance_grad")),
+            "tolerance_change": ("float", 1e-9, _finite_nonneg("tolerance_change")),
+            "history_size": ("int", 100, _check(lambda v: isinstance(v, int) and v >= 1,
+                                                "history_size must be an integer >= 1, "
+                                                "got {v!r}")),
+            "line_search_fn": ("str", None, _check(lambda v: v in (None, "strong_wolfe"),
+                                                   "line_search_fn must be None or "
+                                                   "'strong_wolfe', got {v!r}"))},
+        docs={"max_iter": "iterations per step", "max_eval": "closure evaluations per step "
+              "(None: max_iter * 5 // 4)", "tolerance_grad": "stop when max|grad| <= this",
+              "tolerance_change": "stop when the step or the loss change is <= this",
+              "history_size": "number of (s, y) pairs kept",
+              "line_search_fn": "None (fixed step lr) or 'strong_wolfe'"},
+        state=(("d", None), ("t", None), ("old_dirs", None), ("old_stps", None),
+               ("ro", None), ("H_diag", None), ("prev_flat_grad", None),
+               ("prev_loss", None)),
+        has_step=False,
+        resolve=lambda g: g.update(max_eval=g["max_iter"] * 5 // 4)
+        if g["max_eval"] is None else None,
+        cli_refusal="needs a closure that re-evaluates the whole objective, and fastoptim "
+                    "train steps on minibatch gradients: use fastoptim.optim.LBFGS"),
 )
 
 _BY_NAME = {s.name: s for s in OPTIMIZERS}
@@ -881,8 +931,9 @@ def markdown_table() -> str:
     for s in OPTIMIZERS:
         hyper = ", ".join(f"`{h.name}={h.default!r}`" for h in s.hyperparameters)
         keys = (["step"] if s.has_step else []) + [b.key for b in s.state]
+        kernel = f"`{s.kernel}`" if s.kernel else "numpy / BLAS vector ops"
         rows.append(f"| {s.summary} | `{s.name}` | {hyper} | {', '.join(keys)} "
-                    f"| `{s.kernel}` |")
+                    f"| {kernel} |")
     return "\n".join(rows) + "\n"
 
 
@@ -909,3 +960,17 @@ if __name__ == "__main__":  # python -m fastoptim.spec > docs/optimizers.md
           "SIMD target) and steps in lockstep with its reference (torch.optim 2.13, "
           "lion-pytorch 0.2.5, pytorch-optimizer 4.1.0), tested over every flag combination.\n")
     print(markdown_table(), end="")
+    print("\nNot elementwise (declared with `declare_special`; their front-end classes are "
+          "written out in optim.py and torch.py): " + "; ".join(
+              f"`{s.name}`" + (f" (`{s.kernel}`)" if s.kernel else "")
+              for s in OPTIMIZERS if not s.elementwise) + ". Adafactor's factored statistics, "
+          "Muon's momentum and update and SparseAdam's row update are native kernels; Muon's "
+          "Newton-Schulz products run in BLAS (numpy `@` in the parameter's dtype in "
+          "`fastoptim.optim`, bfloat16 `torch.mm` as torch.optim.Muon in `fastoptim.torch`); "
+          "LBFGS runs torch's algorithm on the flat parameters with numpy/BLAS vector "
+          "operations. In `fastoptim.optim`, SparseAdam takes `(rows, values)` pairs as "
+          "gradients and LBFGS a closure returning `(loss, grads)`.\n")
+    print("`fastoptim train`, `search` and the estimators refuse, with a one-line error:")
+    for s in OPTIMIZERS:
+        if s.cli_refusal:
+            print(f"- `{s.name.lower()}`: it {s.cli_refusal}.")

@@ -849,6 +849,8 @@ class AdEMAMix(_SpecNative, spec="AdEMAMix"):
 # torch.optim.Optimizer subclasses with torch's signature, state layout and state_dict,
 # calling the native kernels on zero-copy numpy views of the parameters and state.
 
+import numpy as np  # noqa: E402
+
 from fastoptim import optim as _optim  # noqa: E402  (the numpy front end's helpers)
 
 
@@ -890,6 +892,8 @@ class _Special(torch.optim.Optimizer):
             if isinstance(v, list):
                 defaults[k] = tuple(v)
         self._spec.validate(defaults)
+        if self._spec.resolve is not None:  # LBFGS: max_eval None -> max_iter * 5 // 4
+            self._spec.resolve(defaults)
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group):
@@ -1065,3 +1069,91 @@ class SparseAdam(_Special, spec="SparseAdam"):
                                    eps=group["eps"], maximize=group["maximize"])
             for dst, src in back:
                 dst.copy_(src)
+
+
+def _lbfgs_to_numpy(st: dict, dtype) -> dict:
+    """torch's LBFGS state as the shared routine keeps it (numpy views; scalars as numpy
+    scalars of the parameters' dtype, which combine with Python floats as torch's 0-d
+    tensors do)."""
+    out = dict(st)
+    scalar = np.float32 if dtype == torch.float32 else np.float64
+    for k in ("d", "prev_flat_grad"):
+        if torch.is_tensor(out.get(k)):
+            out[k] = _np(out[k])
+    for k in ("old_dirs", "old_stps"):
+        if out.get(k) is not None:
+            out[k] = [_np(v) for v in out[k]]
+    for k in ("ro", "al"):
+        if out.get(k) is not None:
+            out[k] = [None if v is None else scalar(v) for v in out[k]]
+    for k in ("t", "H_diag"):
+        if torch.is_tensor(out.get(k)):
+            out[k] = scalar(out[k])
+    return out
+
+
+def _lbfgs_to_torch(st: dict, dtype) -> dict:
+    """The routine's state in torch's types (tensors, 0-d tensors for ro, al, H_diag)."""
+    out = dict(st)
+    for k in ("d", "prev_flat_grad"):
+        if out.get(k) is not None:
+            out[k] = torch.from_numpy(out[k])
+    for k in ("old_dirs", "old_stps"):
+        if out.get(k) is not None:
+            out[k] = [torch.from_numpy(v) for v in out[k]]
+    for k in ("ro", "al"):
+        if out.get(k) is not None:
+            out[k] = [None if v is None else torch.tensor(v, dtype=dtype) for v in out[k]]
+    for k in ("H_diag", "t"):
+        if isinstance(out.get(k), np.generic):
+            out[k] = torch.tensor(out[k].item(), dtype=dtype)
+    return out
+
+
+class LBFGS(_Special, spec="LBFGS"):
+    """The state lives in ``state[first parameter]`` with torch's keys and types, so
+    state_dicts interchange with torch.optim.LBFGS."""
+
+    def add_param_group(self, param_group):
+        if self.param_groups:
+            raise ValueError("LBFGS doesn't support per-parameter options (parameter groups)")
+        super().add_param_group(param_group)
+        if len({p.dtype for p in self.param_groups[0]["params"]}) > 1:
+            raise TypeError("LBFGS needs every parameter in one dtype")
+
+    @torch.no_grad()
+    def step(self, closure):  # type: ignore[override]
+        """Runs up to max_iter L-BFGS iterations; returns the loss at the start."""
+        if closure is None:
+            raise TypeError("LBFGS.step needs a closure that returns the loss")
+        params = self.param_groups[0]["params"]
+        closure = torch.enable_grad()(closure)
+
+        def evaluate():
+            loss = closure()
+            flat = torch.cat([torch.zeros(p.numel(), dtype=p.dtype) if p.grad is None
+                              else (p.grad.to_dense() if p.grad.is_sparse else p.grad)
+                              .reshape(-1) for p in params])
+            return loss, flat.numpy()
+
+        def add(step, d):
+            off = 0
+            for p in params:
+                n = p.numel()
+                p.add_(torch.from_numpy(d[off:off + n]).view_as(p), alpha=step)
+                off += n
+
+        def get():
+            return [p.clone(memory_format=torch.contiguous_format) for p in params]
+
+        def put(x):
+            for p, v in zip(params, x, strict=True):
+                p.copy_(v)
+
+        st = self.state[params[0]]
+        work = _lbfgs_to_numpy(st, params[0].dtype)
+        loss = _optim.lbfgs_step(_optim.FlatProblem(evaluate, add, get, put), work,
+                                 self.param_groups[0])
+        st.clear()
+        st.update(_lbfgs_to_torch(work, params[0].dtype))
+        return loss
