@@ -459,10 +459,15 @@ def newton_schulz(x: np.ndarray, coefficients: Sequence[float], steps: int,
     tall = x.shape[0] > x.shape[1]
     X = x.T if tall else x
     X = X / max(x.dtype.type(np.linalg.norm(X)), x.dtype.type(eps))
+    Y = np.empty_like(X)
     for _ in range(steps):
         A = X @ X.T
-        B = b * A + c * (A @ A)
-        X = a * X + B @ X
+        B = A @ A
+        B *= c
+        B += b * A        # b A + c A A, in place
+        np.matmul(B, X, out=Y)
+        X *= a
+        X += Y            # a X + (b A + c A A) X
     return np.ascontiguousarray(X.T if tall else X)
 
 
