@@ -28,15 +28,19 @@ import torch
 from fastoptim import optim
 
 
-def median_time(fn, reps: int, warmup: int = 2) -> float:
+def interleaved(fns: dict, reps: int, warmup: int = 2) -> dict:
+    """Median seconds per call of each function, timed in rotation (one call of each per
+    round), so that drifting machine load and cache state hit all of them alike."""
     for _ in range(warmup):
-        fn()
-    out = []
+        for fn in fns.values():
+            fn()
+    times: dict = {k: [] for k in fns}
     for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return statistics.median(out)
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def cpu_name() -> str:
@@ -58,19 +62,18 @@ def _torch_params(shapes, gen):
 
 def adafactor_rows(shapes, label, reps):
     gen = torch.Generator().manual_seed(0)
-    rows = []
     arrays = [torch.randn(s, generator=gen).numpy() for s in shapes]
     grads = [torch.randn(s, generator=gen).numpy() for s in shapes]
     o = optim.Adafactor(arrays, lr=1e-3)
-    rows.append(("fastoptim.optim", median_time(lambda: o.step(grads), reps)))
-    ps = _torch_params(shapes, gen)
-    f = ft.Adafactor(ps, lr=1e-3)
-    rows.append(("fastoptim.torch", median_time(f.step, reps)))
+    fns = {"fastoptim.optim": lambda: o.step(grads),
+           "fastoptim.torch": ft.Adafactor(_torch_params(shapes, gen), lr=1e-3).step}
     for mode in (False, True):
-        ps = _torch_params(shapes, gen)
-        t = torch.optim.Adafactor(ps, lr=1e-3, foreach=mode)
-        rows.append((f"torch {'foreach' if mode else 'for-loop'}", median_time(t.step, reps)))
-    return [(label, *r) for r in rows]
+        t = torch.optim.Adafactor(_torch_params(shapes, gen), lr=1e-3, foreach=mode)
+        fns[f"torch {'foreach' if mode else 'for-loop'}"] = t.step
+    res = interleaved(fns, reps)
+    best = min(res["torch for-loop"], res["torch foreach"])
+    return [(label, k, v, f"{best / v:.2f}x faster than torch's best" if k.startswith("fast")
+             else "") for k, v in res.items()]
 
 
 def _ns_products_numpy(xs, steps=5):
@@ -100,18 +103,15 @@ def muon_rows(shapes, label, reps):
     arrays = [torch.randn(s, generator=gen).numpy() for s in shapes]
     grads = [torch.randn(s, generator=gen).numpy() for s in shapes]
     o = optim.Muon(arrays, lr=1e-3)
-    ours = median_time(lambda: o.step(grads), reps)
-    blas = median_time(lambda: _ns_products_numpy(grads), reps)
-    rows.append(("fastoptim.optim (fp32 BLAS)", ours, f"{ours / blas:.2f}x of its products"))
-    rows.append(("  its BLAS products alone", blas, ""))
     ps = _torch_params(shapes, gen)
     f = ft.Muon(ps, lr=1e-3)
-    fo = median_time(f.step, reps)
     bf = [p.grad.bfloat16() for p in ps]
-    prod = median_time(lambda: _ns_products_bf16(bf), reps)
-    ps2 = _torch_params(shapes, gen)
-    t = torch.optim.Muon(ps2, lr=1e-3)
-    tt = median_time(t.step, reps)
+    t = torch.optim.Muon(_torch_params(shapes, gen), lr=1e-3)
+    res = interleaved({"ours": lambda: o.step(grads), "blas": lambda: _ns_products_numpy(grads),
+                       "fo": f.step, "prod": lambda: _ns_products_bf16(bf), "tt": t.step}, reps)
+    ours, blas, fo, prod, tt = (res[k] for k in ("ours", "blas", "fo", "prod", "tt"))
+    rows.append(("fastoptim.optim (fp32 BLAS)", ours, f"{ours / blas:.2f}x of its products"))
+    rows.append(("  its BLAS products alone", blas, ""))
     rows.append(("fastoptim.torch (bf16 mm)", fo, f"{fo / prod:.2f}x of its products"))
     rows.append(("torch.optim.Muon", tt, f"{tt / prod:.2f}x of its products"))
     rows.append(("  bf16 products alone", prod, ""))
@@ -121,21 +121,20 @@ def muon_rows(shapes, label, reps):
 def sparse_rows(reps):
     gen = torch.Generator().manual_seed(2)
     n, d, k = 100_000, 100, 1000
-    rows = []
+    fns = {}
     for name, cls in (("fastoptim.torch", ft.SparseAdam), ("torch.optim", torch.optim.SparseAdam)):
         p = torch.randn(n, d, generator=gen).requires_grad_()
         idx = torch.randint(0, n, (k,), generator=gen)
         p.grad = torch.sparse_coo_tensor(idx[None], torch.randn(k, d, generator=gen), (n, d),
                                          check_invariants=True).coalesce()
-        o = cls([p], lr=1e-3)
-        rows.append(("embedding 1e5 x 100, 1000 rows", name, median_time(o.step, reps), ""))
+        fns[name] = cls([p], lr=1e-3).step
     P = np.random.default_rng(0).standard_normal((n, d)).astype(np.float32)
     r = np.unique(np.random.default_rng(1).integers(0, n, k))
     v = np.random.default_rng(2).standard_normal((len(r), d)).astype(np.float32)
     o = optim.SparseAdam([P], lr=1e-3)
-    rows.append(("embedding 1e5 x 100, 1000 rows", "fastoptim.optim",
-                 median_time(lambda: o.step([(r, v)]), reps), ""))
-    return rows
+    fns["fastoptim.optim (rows, values)"] = lambda: o.step([(r, v)])
+    res = interleaved(fns, reps * 4)
+    return [("embedding 1e5 x 100, 1000 rows", k, t, "") for k, t in res.items()]
 
 
 def main() -> None:
@@ -155,7 +154,6 @@ def main() -> None:
                   "|---|---|---|---|"]
         rows = (adafactor_rows(big, "Adafactor 1e7 matrix", a.reps)
                 + adafactor_rows(many, "Adafactor 160 tensors, 1e6", a.reps))
-        rows = [(c, i, t, "") for c, i, t in rows]
         rows += muon_rows([(1024, 1024)], "Muon 1024 x 1024", a.reps)
         rows += muon_rows([(80, 80)] * 160, "Muon 160 x (80 x 80)", a.reps)
         rows += sparse_rows(a.reps)
