@@ -586,3 +586,33 @@ def test_lbfgs_rejects_groups_bad_options_and_a_missing_closure():
     with pytest.raises(ValueError, match="gradient"):
         optim.LBFGS([x]).step(lambda: (0.0, [np.ones(4)]))
     assert not x.any()
+
+
+def test_numpy_front_end_bad_gradients_and_state_leave_everything_unchanged():
+    p = np.arange(12, dtype=np.float64).reshape(4, 3)
+    opt = optim.SparseAdam([p])
+    for bad, err in [([np.ones((4, 3))], TypeError),                       # dense
+                     ([(np.array([0.5]), np.ones((1, 3)))], TypeError),      # float rows
+                     ([(np.array([4]), np.ones((1, 3)))], ValueError),       # out of range
+                     ([(np.array([1]), np.ones((1, 2)))], ValueError),       # row width
+                     ([(np.array([1]), np.ones((1, 3), np.float32))], TypeError)]:
+        with pytest.raises(err):
+            opt.step(bad)
+        assert np.array_equal(p, np.arange(12.0).reshape(4, 3)) and not opt.state
+    # repeated rows are summed first, as torch's coalesce()
+    q = p.copy()
+    twin = optim.SparseAdam([q])
+    opt.step([(np.array([2, 0, 2]), np.array([[1.0, 2, 3], [4, 5, 6], [1, 1, 1]]))])
+    twin.step([(np.array([0, 2]), np.array([[4.0, 5, 6], [2, 3, 4]]))])
+    assert np.array_equal(p, q)
+    assert np.array_equal(p[[1, 3]], np.arange(12.0).reshape(4, 3)[[1, 3]])
+
+    a = np.ones((3, 4))
+    ada = optim.Adafactor([a])
+    ada.step([np.full((3, 4), 0.5)])
+    sd = ada.state_dict()
+    sd["state"][0]["row_var"] = np.ones((4, 1))  # the wrong factor shape
+    before = {k: np.copy(v) for k, v in ada.state[0].items()}
+    with pytest.raises(ValueError, match="row_var"):
+        ada.load_state_dict(sd)
+    assert all(np.array_equal(ada.state[0][k], v) for k, v in before.items())
