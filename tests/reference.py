@@ -6,6 +6,8 @@ follows torch.optim's documented algorithms step by step.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -373,3 +375,66 @@ def q8_dequantize(codes, absmax, table, block=256):
     codes = np.asarray(codes).ravel()
     scale = np.repeat(np.asarray(absmax, np.float64), block)[: codes.size]
     return np.asarray(table, np.float64)[codes] * scale
+
+
+# ---------------------------------------------------------------------------------------
+# Non-elementwise optimizers (fastoptim.spec declare_special), one parameter per call.
+
+
+def adafactor(p, g, state, *, step, lr, beta2_decay, eps1, eps2, d, weight_decay, maximize):
+    """torch.optim.Adafactor on one parameter, float64. state: row_var/col_var (ndim >= 2,
+    factored over the last two dimensions) or variance; returns the new parameter."""
+    p, g = np.asarray(p, np.float64), np.asarray(g, np.float64)
+    g = -g if maximize else g
+    w = float(step) ** beta2_decay
+    rho = min(lr, 1.0 / math.sqrt(step))
+    alpha = max(eps2, math.sqrt(np.mean(p * p)) if p.size else 0.0) * rho
+    p = p * (1.0 - lr * weight_decay)
+    if p.ndim >= 2:
+        state["row_var"] = state["row_var"] + w * (np.mean(g * g, axis=-1, keepdims=True)
+                                                   - state["row_var"])
+        state["col_var"] = state["col_var"] + w * (np.mean(g * g, axis=-2, keepdims=True)
+                                                   - state["col_var"])
+        r = state["row_var"]
+        v = r * state["col_var"] / np.maximum(np.mean(r, axis=-2, keepdims=True), eps1)
+    else:
+        state["variance"] = state["variance"] + w * (g * g - state["variance"])
+        v = state["variance"]
+    u = g / np.sqrt(np.maximum(v, eps1 * eps1))
+    denom = max(1.0, math.sqrt(np.mean(u * u)) / d) if u.size else 1.0
+    return p - alpha / denom * u
+
+
+def newton_schulz(x, coefficients, steps, eps):
+    """Muon's quintic Newton-Schulz orthogonalization, float64."""
+    a, b, c = coefficients
+    x = np.asarray(x, np.float64)
+    tall = x.shape[0] > x.shape[1]
+    X = x.T if tall else x
+    X = X / max(np.linalg.norm(X), eps)
+    for _ in range(steps):
+        A = X @ X.T
+        X = a * X + (b * A + c * A @ A) @ X
+    return X.T if tall else X
+
+
+def muon(p, g, buf, *, lr, weight_decay, momentum, nesterov, ns_coefficients, eps, ns_steps,
+         adjust_lr_fn):
+    """torch.optim.Muon on one matrix, float64; returns (p, buf)."""
+    p, g = np.asarray(p, np.float64), np.asarray(g, np.float64)
+    buf = buf + (1.0 - momentum) * (g - buf)
+    b = g + momentum * (buf - g) if nesterov else buf
+    o = newton_schulz(b, ns_coefficients, ns_steps, eps)
+    rows, cols = p.shape
+    ratio = (0.2 * math.sqrt(max(rows, cols)) if adjust_lr_fn == "match_rms_adamw"
+             else math.sqrt(max(1.0, rows / cols)))
+    return p * (1.0 - lr * weight_decay) - lr * ratio * o, buf
+
+
+def sparse_adam(p, m, v, rows, values, *, step, lr, beta1, beta2, eps, maximize):
+    """torch.optim.SparseAdam on the (unique) rows of one parameter, float64; in place."""
+    g = -values if maximize else values
+    m[rows] = m[rows] + (1 - beta1) * (g - m[rows])
+    v[rows] = v[rows] + (1 - beta2) * (g * g - v[rows])
+    size = lr * math.sqrt(1 - beta2 ** step) / (1 - beta1 ** step)
+    p[rows] = p[rows] - size * m[rows] / (np.sqrt(v[rows]) + eps)

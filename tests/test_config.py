@@ -39,7 +39,7 @@ def test_from_dict_accepts_cli_spellings_and_rejects_unknown_names():
     ("momentum", -0.5, "finite number >= 0"), ("epochs", "3", "must be an integer"),
     ("epochs", True, "must be an integer"), ("epochs", 0, "must be >= 1"),
     ("hidden", 64, "must be a list of layer sizes"), ("hidden", [8, 0], "sizes must be >= 1"),
-    ("dropout", None, "must be a number"), ("optimizer", "lbfgs", "must be one of"),
+    ("dropout", None, "must be a number"), ("optimizer", "newton", "must be one of"),
     ("batch_size", 0, "positive integer"), ("batch_size", 2.5, "positive integer"),
     ("nesterov", "yes", "true or false"), ("seed", -1, "must be >= 0"),
 ])

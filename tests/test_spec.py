@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
+import re
 from pathlib import Path
 
 import fastoptim
@@ -56,9 +57,13 @@ def test_numpy_front_end_signature_and_defaults(name):
     sig = inspect.signature(getattr(optim, name))
     names = list(sig.parameters)
     assert names == ["params", *s.numpy_signature(), "skip_nonfinite"]
-    opt = getattr(optim, name)([np.zeros(3)])
+    opt = getattr(optim, name)([np.zeros((3, 2))])  # 2-D: Muon takes matrices only
+    resolved = dict(s.defaults)
+    if s.resolve is not None:  # LBFGS fills in max_eval as torch does
+        s.resolve(resolved)
     for h in s.hyperparameters:
-        assert opt.defaults[h.name] == sig.parameters[h.name].default == h.default
+        assert sig.parameters[h.name].default == h.default
+        assert opt.defaults[h.name] == resolved[h.name]
 
 
 def test_kernel_defaults_come_from_the_config_structs():
@@ -66,6 +71,8 @@ def test_kernel_defaults_come_from_the_config_structs():
     hyp = {k: {n: d for n, _kind, d, _req in v["hypers"]} for k, v in _core.kernel_specs.items()}
     assert hyp["adam_step"]["beta2"] == 0.999 and hyp["adamax_step"]["lr"] == 0.002
     for s in fspec.OPTIMIZERS:
+        if not s.elementwise:  # declared with its hyperparameters (declare_special)
+            continue
         for h in s.hyperparameters:
             # the two declared overrides: AdamW's decay, and None for "no warm-up" (the
             # kernel's 0) as pytorch-optimizer writes it
@@ -151,6 +158,11 @@ def test_estimator_accepts_every_declared_optimizer():
     X = rng.standard_normal((60, 4)).astype(np.float32)
     y = (X[:, 0] > 0).astype(int)
     for name in train_command.OPTIMIZERS:
+        refusal = fspec.get(name).cli_refusal
+        if refusal is not None:  # Muon, SparseAdam: a clear error naming the reason
+            with pytest.raises(ValueError, match=re.escape(refusal)):
+                MLPClassifier(hidden_layer_sizes=(4,), optimizer=name, epochs=1).fit(X, y)
+            continue
         MLPClassifier(hidden_layer_sizes=(4,), optimizer=name, epochs=1, lr=1e-2,
                       random_state=0).fit(X, y)
     with pytest.raises(ValueError, match="optimizer"):
@@ -159,8 +171,9 @@ def test_estimator_accepts_every_declared_optimizer():
 
 def test_every_declared_optimizer_is_exported():
     for s in fspec.OPTIMIZERS:
-        assert getattr(fastoptim, s.kernel) is getattr(_core, s.kernel)
-        assert s.kernel in fastoptim.__all__
+        if s.kernel or s.elementwise:  # LBFGS: numpy vector ops, no kernel of its own
+            assert getattr(fastoptim, s.kernel) is getattr(_core, s.kernel)
+            assert s.kernel in fastoptim.__all__
         assert s.name in optim.__all__ and getattr(optim, s.name)._spec is s
 
 

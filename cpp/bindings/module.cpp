@@ -7,6 +7,7 @@ namespace fastoptim::bind {
 void bind_runtime(pybind11::module_& m);
 void bind_optimizers(pybind11::module_& m);
 void bind_adaptive(pybind11::module_& m);
+void bind_factored(pybind11::module_& m);
 void bind_losses(pybind11::module_& m);
 void bind_nn(pybind11::module_& m);
 void bind_formats(pybind11::module_& m);
@@ -22,6 +23,7 @@ PYBIND11_MODULE(_core, m) {
     fastoptim::bind::bind_runtime(m);
     fastoptim::bind::bind_optimizers(m);
     fastoptim::bind::bind_adaptive(m);
+    fastoptim::bind::bind_factored(m);
     fastoptim::bind::bind_losses(m);
     fastoptim::bind::bind_nn(m);
     fastoptim::bind::bind_formats(m);

@@ -30,6 +30,12 @@ struct Ops {
     void (*asgd)(const ASGDTensor<T>*, std::size_t, const ASGDConfig&, int);
     void (*lion)(const LionTensor<T>*, std::size_t, const LionConfig&, int);
     void (*ademamix)(const AdEMAMixTensor<T>*, std::size_t, const AdEMAMixConfig&, int);
+    // non-elementwise optimizers (kernels/factored.hpp)
+    void (*adafactor)(const AdafactorTensor<T>*, std::size_t, const AdafactorConfig&, int);
+    void (*muon_momentum)(const MuonTensor<T>*, std::size_t, const MuonConfig&, int);
+    void (*muon_update)(const MuonUpdateTensor<T>*, std::size_t, const MuonConfig&, int);
+    void (*sparse_adam)(T*, T*, T*, const std::int64_t*, const T*, std::size_t, std::size_t,
+                        const SparseAdamConfig&, int);
     // model toolkit (kernels/losses.hpp, activations.hpp, regularizers.hpp)
     double (*point_loss)(T*, const T*, const T*, std::size_t, const PointLossConfig&, int);
     double (*softmax_xent)(T*, const T*, const std::int64_t*, const T*, const T*, std::size_t,

@@ -29,6 +29,10 @@ Ops<T> make_ops() {
     o.asgd = &k::asgd_multi<T>;
     o.lion = &k::lion_multi<T>;
     o.ademamix = &k::ademamix_multi<T>;
+    o.adafactor = &k::adafactor_multi<T>;
+    o.muon_momentum = &k::muon_momentum_multi<T>;
+    o.muon_update = &k::muon_update_multi<T>;
+    o.sparse_adam = &k::sparse_adam_rows<T>;
     o.sumsq = &k::sumsq_multi<T>;
     o.scale = &k::scale_multi<T>;
     o.stream = &k::stream_update<T>;

@@ -23,6 +23,7 @@ _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from fastoptim import losses, metrics, nn
 from fastoptim._core import (
     adadelta_step,
+    adafactor_step,
     adagrad_step,
     adam_step,
     adamax_step,
@@ -34,6 +35,8 @@ from fastoptim._core import (
     global_norm,
     have_openmp,
     lion_step,
+    muon_momentum,
+    muon_update,
     nadam_step,
     radam_step,
     rmsprop_step,
@@ -43,6 +46,7 @@ from fastoptim._core import (
     sgd_step,
     simd_target,
     simd_targets,
+    sparse_adam_step,
 )
 
 __version__ = "0.1.0"
@@ -80,4 +84,8 @@ __all__ = [
     "sgd_step",
     "simd_target",
     "simd_targets",
+    "adafactor_step",
+    "muon_momentum",
+    "muon_update",
+    "sparse_adam_step",
 ]

@@ -73,6 +73,20 @@ def act_backward(dy: _Array, dz: _Array | None = None, z: _Array | None = None,
 def dropout_forward(x: _Array, y: _Array, mask: _Array, *, p: float, seed: int,
                     stream: int = 0, offset: int = 0) -> None: ...
 
+# non-elementwise optimizers (cpp/bindings/bind_factored.cpp; fastoptim.spec declare_special)
+def adafactor_step(params: _Arrays, grads: _Arrays, row_vars: list[_Array | None],
+                   col_vars: list[_Array | None], variances: list[_Array | None], *, step: int,
+                   lr: float = 0.01, beta2_decay: float = -0.8, eps1: float = -1.0,
+                   eps2: float = 0.001, d: float = 1.0, weight_decay: float = 0.0,
+                   maximize: bool = False) -> None: ...
+def muon_momentum(outs: _Arrays, grads: _Arrays, momentum_buffers: _Arrays, *,
+                  momentum: float = 0.95, nesterov: bool = True) -> None: ...
+def muon_update(params: _Arrays, updates: _Arrays, alphas: list[float], *, lr: float = 0.001,
+                weight_decay: float = 0.1) -> None: ...
+def sparse_adam_step(param: _Array, exp_avg: _Array, exp_avg_sq: _Array, rows: _Array,
+                     values: _Array, *, step: int, lr: float = 0.001, beta1: float = 0.9,
+                     beta2: float = 0.999, eps: float = 1e-08, maximize: bool = False) -> None: ...
+
 # optimizer steps (generated: fastoptim.spec.core_stub())
 def adadelta_step(
     params: _Arrays,

@@ -346,6 +346,9 @@ def _check_ranges(c: TrainConfig) -> None:
         raise ConfigError("early_stopping", "needs a validation split (validation_split > 0)")
     if c.nesterov and c.momentum <= 0:
         raise ConfigError("nesterov", "needs momentum > 0")
+    refusal = _spec.get(c.optimizer).cli_refusal
+    if refusal is not None:  # Muon, SparseAdam: see their declarations in fastoptim.spec
+        raise ConfigError("optimizer", f"{c.optimizer} cannot run here: it {refusal}")
     if c.weight_decay and "weight_decay" not in _spec.get(c.optimizer).defaults:
         raise ConfigError("weight_decay", f"must be 0: {c.optimizer} has no weight decay, "
                           f"got {c.weight_decay!r}")

@@ -170,6 +170,15 @@ class OptimizerSpec:
     # (kernel kwargs, group, the optimizer's constructor defaults) -> None: a rule that is
     # not a plain copy of group values (Lion's decoupled decay divides by the initial lr)
     adjust: Callable[[dict[str, Any], dict[str, Any], dict[str, Any]], None] | None = None
+    # False: not an elementwise multi-tensor kernel (Adafactor, Muon, SparseAdam, LBFGS):
+    # its front-end classes are written out in optim.py / torch.py, and take their
+    # signature, defaults, docs and checks from here (``declare_special``).
+    elementwise: bool = True
+    # Why `fastoptim train` and the estimators cannot run it (None: they can).
+    cli_refusal: str | None = None
+    # Set up to ``__init__`` of an optimizer whose constructor fills in a default
+    # (LBFGS: max_eval None -> max_iter * 5 // 4): group -> None, in place.
+    resolve: Callable[[dict[str, Any]], None] | None = None
 
     # -- what the front ends call ------------------------------------------------------
     @property
@@ -203,6 +212,8 @@ class OptimizerSpec:
                 message = h.check(v)
                 if message:
                     raise ValueError(message)
+        if not self.elementwise:  # checks declared with the hyperparameters
+            return
         extra: dict[str, Any] = {"step": 1} if self.kernel_step else {}
         for sc in self.scalars:  # the value the first step would pass
             v = np.float32(group[sc.init] if isinstance(sc.init, str) else sc.init)
@@ -377,6 +388,52 @@ def declare(name: str, kernel: str, *, torch: str, summary: str, rule: str, refe
                          eager_state, train_lr, tuple(args), _compile_kwargs(args, fixed),
                          tuple((j, b.when) for j, b in enumerate(state) if b.when is not None),
                          "first_step" in kh, getattr(_core, kernel), adjust)
+
+
+def _check(test: Callable[[Any], Any], message: str) -> Callable[[Any], str | None]:
+    """A hyperparameter check: ``message`` (with ``{v!r}``) unless ``test(v)`` holds."""
+    def check(v: Any) -> str | None:
+        try:
+            ok = bool(test(v))
+        except (TypeError, ValueError):
+            ok = False
+        return None if ok else message.format(v=v)
+    return check
+
+
+def _real(v: Any) -> bool:
+    return isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool) \
+        and math.isfinite(float(v))
+
+
+def declare_special(name: str, kernel: str, *, torch: str, summary: str, rule: str,
+                    reference: str,
+                    hypers: dict[str, tuple[str, Any, Callable[[Any], str | None] | None]],
+                    state: tuple[tuple[str, str | None], ...], has_step: bool = True,
+                    docs: dict[str, str] | None = None, pairs: dict[str, tuple[str, ...]]
+                    | None = None, cli_refusal: str | None = None,
+                    resolve: Callable[[dict[str, Any]], None] | None = None) -> OptimizerSpec:
+    """Builds the spec of an optimizer that is not an elementwise multi-tensor kernel: its
+    front-end classes (optim.py, torch.py) are written out and take from here their
+    signature (``torch``, as in ``declare``), defaults and checks (``hypers``: name ->
+    (kind, default, check)), docs, and state keys (``state``: (key, when it exists)).
+    ``kernel`` names the native entry point; ``cli_refusal`` says why `fastoptim train`
+    cannot run it (None: it can)."""
+    doc = {**_DOCS, **(docs or {})}
+    pair_map = pairs or {}
+    sig = tuple(torch.split())
+    hs = []
+    for n in sig:
+        if n == "*" or n in TORCH_FLAGS:
+            continue
+        kind, default, check = hypers[n]
+        hs.append(Hyperparameter(n, kind, default, pair_map.get(n, ()), doc[n], check))
+    bufs = tuple(StateBuffer(key, key, when, 0.0, ("param",)) for key, when in state)
+    fn: Any = getattr(_core, kernel) if kernel else None
+    return OptimizerSpec(name, kernel, summary, rule, reference, tuple(hs), sig, {}, bufs, (),
+                         has_step, False, False, None, (), lambda g: {}, (), False, fn, None,
+                         elementwise=False, cli_refusal=cli_refusal, resolve=resolve)
+
 
 
 # ---------------------------------------------------------------------------------------
@@ -612,6 +669,163 @@ p = p - lr * (m1 / (1 - beta1^step) + alpha_t * m2) / (sqrt(v) / sqrt(1 - beta2^
         defaults={"t_alpha_beta3": None},
         docs={"alpha": "weight of the slow momentum"},
         adjust=_none_is_zero),
+    declare_special(
+        "Adafactor", "adafactor_step",
+        torch="lr beta2_decay eps d weight_decay * foreach maximize",
+        summary="Adafactor (torch.optim.Adafactor): factored second moment, relative step "
+                "sizes, update clipping.",
+        rule="""
+g = -grad if maximize else grad
+1 - beta2_t = step^beta2_decay;  rho = min(lr, 1 / sqrt(step))
+alpha = max(eps2, RMS(p)) * rho                       (RMS of p before this step)
+p = p * (1 - lr * weight_decay)
+if p.ndim >= 2 (over the last two dimensions, rows x cols):
+    row_var = lerp(row_var, mean over cols of g^2, 1 - beta2_t)
+    col_var = lerp(col_var, mean over rows of g^2, 1 - beta2_t)
+    v = row_var * col_var / max(mean over rows of row_var, eps1)
+else:
+    variance = lerp(variance, g^2, 1 - beta2_t);  v = variance
+u = g / sqrt(max(v, eps1^2))                          (eps1 None: the dtype's epsilon)
+p = p - alpha / max(1, RMS(u) / d) * u
+""",
+        reference="Shazeer & Stern, Adafactor: Adaptive Learning Rates with Sublinear Memory "
+                  "Cost (2018); torch.optim.Adafactor",
+        hypers={
+            "lr": ("float", 1e-2, _check(lambda v: _real(v) and v >= 0,
+                                         "lr must be a finite number >= 0, got {v!r}")),
+            "beta2_decay": ("float", -0.8, _check(lambda v: _real(v) and v <= 0,
+                                                  "beta2_decay must be a finite number <= 0, "
+                                                  "got {v!r}")),
+            "eps": ("pair", (None, 1e-3), _check(
+                lambda v: len(v) == 2 and (v[0] is None or (_real(v[0]) and v[0] >= 0))
+                and _real(v[1]) and v[1] >= 0,
+                "eps must be a pair (eps1 >= 0 or None, eps2 >= 0), got {v!r}")),
+            "d": ("float", 1.0, _check(lambda v: _real(v) and v >= 1,
+                                       "d must be a finite number >= 1, got {v!r}")),
+            "weight_decay": ("float", 0.0, _finite_nonneg("weight_decay")),
+            "maximize": ("bool", False, None)},
+        pairs={"eps": ("eps1", "eps2")},
+        docs={"eps": "(eps1, eps2): floor of the root of v (None: the dtype's machine "
+                     "epsilon) and of RMS(p)",
+              "beta2_decay": "1 - beta2 at step t is t^beta2_decay",
+              "d": "clipping threshold of RMS(u)",
+              "weight_decay": "decoupled weight decay (p *= 1 - lr * weight_decay)"},
+        state=(("row_var", "ndim >= 2"), ("col_var", "ndim >= 2"), ("variance", "ndim < 2"))),
+    declare_special(
+        "Muon", "muon_momentum",
+        torch="lr weight_decay momentum nesterov ns_coefficients eps ns_steps adjust_lr_fn",
+        summary="Muon (torch.optim.Muon): orthogonalized momentum for 2-D parameters.",
+        rule="""
+buf = lerp(buf, grad, 1 - momentum)
+B = lerp(grad, buf, momentum) if nesterov else buf
+X = B / max(||B||_F, eps)            (transposed while rows > cols)
+repeat ns_steps: A = X X^T;  X = a X + (b A + c A A) X
+p = p * (1 - lr * weight_decay)
+p = p - lr * ratio * X    (ratio: sqrt(max(1, rows/cols)) "original",
+                           0.2 sqrt(max(rows, cols)) "match_rms_adamw")
+""",
+        reference="Jordan et al., Muon: An optimizer for hidden layers in neural networks "
+                  "(2024); Liu et al., Muon is Scalable for LLM Training (2025); "
+                  "torch.optim.Muon",
+        hypers={
+            "lr": ("float", 1e-3, _check(lambda v: _real(v) and v >= 0,
+                                         "lr must be a finite number >= 0, got {v!r}")),
+            "weight_decay": ("float", 0.1, _finite_nonneg("weight_decay")),
+            "momentum": ("float", 0.95, _finite_nonneg("momentum")),
+            "nesterov": ("bool", True, None),
+            "ns_coefficients": ("pair", (3.4445, -4.775, 2.0315), _check(
+                lambda v: len(v) == 3 and all(_real(x) for x in v),
+                "ns_coefficients must be three finite numbers (a, b, c), got {v!r}")),
+            "eps": ("float", 1e-7, _finite_nonneg("eps")),
+            "ns_steps": ("int", 5, _check(
+                lambda v: isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                and 0 <= v < 100, "ns_steps must be an integer in [0, 100), got {v!r}")),
+            "adjust_lr_fn": ("str", None, _check(
+                lambda v: v in (None, "original", "match_rms_adamw"),
+                "adjust_lr_fn must be None, 'original' or 'match_rms_adamw', got {v!r}"))},
+        pairs={"ns_coefficients": ("a", "b", "c")},
+        docs={"weight_decay": "decoupled weight decay (p *= 1 - lr * weight_decay)",
+              "eps": "floor of the Frobenius norm in the normalization",
+              "ns_coefficients": "coefficients (a, b, c) of the quintic Newton-Schulz step",
+              "ns_steps": "number of Newton-Schulz iterations",
+              "adjust_lr_fn": "lr scaling by shape: None/'original' or 'match_rms_adamw'",
+              "nesterov": "Nesterov momentum"},
+        state=(("momentum_buffer", None),), has_step=False,
+        cli_refusal="updates 2-D parameters only and the network has biases: use "
+                    "fastoptim.optim.Muon for the weights next to another optimizer"),
+    declare_special(
+        "SparseAdam", "sparse_adam_step",
+        torch="lr betas eps maximize",
+        summary="SparseAdam (torch.optim.SparseAdam): Adam on the rows a sparse gradient "
+                "touches.",
+        rule="""
+only the rows r that the (coalesced) sparse gradient touches:
+g = -grad[r] if maximize else grad[r]
+m[r] = m[r] + (1 - beta1) * (g - m[r])
+v[r] = v[r] + (1 - beta2) * (g^2 - v[r])
+p[r] = p[r] - lr * sqrt(1 - beta2^step) / (1 - beta1^step) * m[r] / (sqrt(v[r]) + eps)
+""",
+        reference="Kingma & Ba, Adam: A Method for Stochastic Optimization (2015); "
+                  "torch.optim.SparseAdam",
+        hypers={
+            "lr": ("float", 1e-3, _check(lambda v: _real(v) and v > 0,
+                                         "lr must be a finite number > 0, got {v!r}")),
+            "betas": ("pair", (0.9, 0.999), _check(
+                lambda v: len(v) == 2 and all(_real(b) and 0 <= b < 1 for b in v),
+                "betas must be a pair of numbers in [0, 1), got {v!r}")),
+            "eps": ("float", 1e-8, _check(lambda v: _real(v) and v > 0,
+                                          "eps must be a finite number > 0, got {v!r}")),
+            "maximize": ("bool", False, None)},
+        pairs={"betas": ("beta1", "beta2")},
+        state=(("exp_avg", None), ("exp_avg_sq", None)),
+        cli_refusal="needs sparse gradients (row indices + values) and the network's "
+                    "gradients are dense: use adam"),
+    declare_special(
+        "LBFGS", "",
+        torch="lr max_iter max_eval tolerance_grad tolerance_change history_size "
+              "line_search_fn",
+        summary="L-BFGS (torch.optim.LBFGS): quasi-Newton steps on the flat parameters, "
+                "with a closure.",
+        rule="""
+step(closure): up to max_iter iterations, max_eval closure evaluations
+d = -H g   (two-loop recursion over the last history_size pairs (s, y), H0 = s.y / y.y)
+t = lr (first iteration ever: min(1, 1 / |g|_1) * lr), or a strong-Wolfe line search
+p = p + t d
+stop when max|g| <= tolerance_grad, or max|t d| or the change of the loss
+     <= tolerance_change
+""",
+        reference="Nocedal & Wright, Numerical Optimization (2006), algorithms 7.4 and "
+                  "3.5-3.6; torch.optim.LBFGS",
+        hypers={
+            "lr": ("float", 1, _check(lambda v: _real(v) and v >= 0,
+                                      "lr must be a finite number >= 0, got {v!r}")),
+            "max_iter": ("int", 20, _check(lambda v: isinstance(v, int) and v >= 1,
+                                           "max_iter must be an integer >= 1, got {v!r}")),
+            "max_eval": ("int", None, _check(lambda v: v is None or (isinstance(v, int)
+                                                                     and v >= 1),
+                                             "max_eval must be None or an integer >= 1, "
+                                             "got {v!r}")),
+            "tolerance_grad": ("float", 1e-7, _finite_nonneg("tolerance_grad")),
+            "tolerance_change": ("float", 1e-9, _finite_nonneg("tolerance_change")),
+            "history_size": ("int", 100, _check(lambda v: isinstance(v, int) and v >= 1,
+                                                "history_size must be an integer >= 1, "
+                                                "got {v!r}")),
+            "line_search_fn": ("str", None, _check(lambda v: v in (None, "strong_wolfe"),
+                                                   "line_search_fn must be None or "
+                                                   "'strong_wolfe', got {v!r}"))},
+        docs={"max_iter": "iterations per step", "max_eval": "closure evaluations per step "
+              "(None: max_iter * 5 // 4)", "tolerance_grad": "stop when max|grad| <= this",
+              "tolerance_change": "stop when the step or the loss change is <= this",
+              "history_size": "number of (s, y) pairs kept",
+              "line_search_fn": "None (fixed step lr) or 'strong_wolfe'"},
+        state=(("d", None), ("t", None), ("old_dirs", None), ("old_stps", None),
+               ("ro", None), ("H_diag", None), ("prev_flat_grad", None),
+               ("prev_loss", None)),
+        has_step=False,
+        resolve=lambda g: g.update(max_eval=g["max_iter"] * 5 // 4)
+        if g["max_eval"] is None else None,
+        cli_refusal="needs a closure that re-evaluates the whole objective, and fastoptim "
+                    "train steps on minibatch gradients: use fastoptim.optim.LBFGS"),
 )
 
 _BY_NAME = {s.name: s for s in OPTIMIZERS}
@@ -663,6 +877,8 @@ def cli_options() -> tuple[CliOption, ...]:
     for hname in CLI_HYPERPARAMETERS:
         owners = [n for n in order if any(h.name == hname for h in _BY_NAME[n].hyperparameters)]
         h = next(h for h in _BY_NAME[owners[0]].hyperparameters if h.name == hname)
+        owners = [n for n in owners if _BY_NAME[n].cli_refusal is None and any(
+            x.name == hname and x.kind == h.kind for x in _BY_NAME[n].hyperparameters)]
         used_by = "/".join(n.lower() for n in names() if n in owners)
         if h.kind == "pair":
             for i, k in enumerate(h.kernel):
@@ -688,6 +904,8 @@ def build_from_options(name: str, params: Sequence[Any], options: dict[str, Any]
     from fastoptim import optim
 
     s = get(name)
+    if s.cli_refusal is not None:
+        raise ValueError(f"{s.name.lower()} {s.cli_refusal}")
     known = set(s.defaults)
     if params and isinstance(params[0], dict):  # per-group options the optimizer lacks
         for g in params:
@@ -717,8 +935,9 @@ def markdown_table() -> str:
     for s in OPTIMIZERS:
         hyper = ", ".join(f"`{h.name}={h.default!r}`" for h in s.hyperparameters)
         keys = (["step"] if s.has_step else []) + [b.key for b in s.state]
+        kernel = f"`{s.kernel}`" if s.kernel else "numpy / BLAS vector ops"
         rows.append(f"| {s.summary} | `{s.name}` | {hyper} | {', '.join(keys)} "
-                    f"| `{s.kernel}` |")
+                    f"| {kernel} |")
     return "\n".join(rows) + "\n"
 
 
@@ -745,3 +964,17 @@ if __name__ == "__main__":  # python -m fastoptim.spec > docs/optimizers.md
           "SIMD target) and steps in lockstep with its reference (torch.optim 2.13, "
           "lion-pytorch 0.2.5, pytorch-optimizer 4.1.0), tested over every flag combination.\n")
     print(markdown_table(), end="")
+    print("\nNot elementwise (declared with `declare_special`; their front-end classes are "
+          "written out in optim.py and torch.py): " + "; ".join(
+              f"`{s.name}`" + (f" (`{s.kernel}`)" if s.kernel else "")
+              for s in OPTIMIZERS if not s.elementwise) + ". Adafactor's factored statistics, "
+          "Muon's momentum and update and SparseAdam's row update are native kernels; Muon's "
+          "Newton-Schulz products run in BLAS (numpy `@` in the parameter's dtype in "
+          "`fastoptim.optim`, bfloat16 `torch.mm` as torch.optim.Muon in `fastoptim.torch`); "
+          "LBFGS runs torch's algorithm on the flat parameters with numpy/BLAS vector "
+          "operations. In `fastoptim.optim`, SparseAdam takes `(rows, values)` pairs as "
+          "gradients and LBFGS a closure returning `(loss, grads)`.\n")
+    print("`fastoptim train`, `search` and the estimators refuse, with a one-line error:")
+    for s in OPTIMIZERS:
+        if s.cli_refusal:
+            print(f"- `{s.name.lower()}`: it {s.cli_refusal}.")

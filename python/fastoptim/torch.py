@@ -1150,3 +1150,318 @@ class Lion(_SpecNative, spec="Lion"):
 
 class AdEMAMix(_SpecNative, spec="AdEMAMix"):
     pass
+
+
+# ---------------------------------------------------------------------------------------
+# Optimizers that are not one elementwise kernel (spec: declare_special): plain
+# torch.optim.Optimizer subclasses with torch's signature, state layout and state_dict,
+# calling the native kernels on zero-copy numpy views of the parameters and state.
+
+import numpy as np  # noqa: E402
+
+from fastoptim import optim as _optim  # noqa: E402  (the numpy front end's helpers)
+
+
+def _np(t: torch.Tensor):
+    return t.detach().numpy()
+
+
+class _Special(torch.optim.Optimizer):
+    """Base of the non-elementwise optimizers (``class Name(_Special, spec="Name")``)."""
+
+    _spec: _spec.OptimizerSpec
+    _signature: inspect.Signature
+
+    def __init_subclass__(cls, spec: str, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        s = _spec.get(spec)
+        cls._spec = s
+        note = cls.__doc__ if "__doc__" in cls.__dict__ else None
+        cls.__doc__ = s.docstring("torch") + (f"\n\n{inspect.cleandoc(note)}" if note else "")
+        P = inspect.Parameter
+        params = [P("self", P.POSITIONAL_OR_KEYWORD), P("params", P.POSITIONAL_OR_KEYWORD)]
+        kind: inspect._ParameterKind = P.POSITIONAL_OR_KEYWORD
+        for n in s.torch_signature:
+            if n == "*":
+                kind = P.KEYWORD_ONLY
+                continue
+            default = _spec.TORCH_FLAGS[n] if n in _spec.TORCH_FLAGS else s.defaults[n]
+            params.append(P(n, kind, default=default))
+        cls._signature = inspect.Signature(params)
+        cls.__signature__ = cls._signature.replace(  # type: ignore[attr-defined]
+            parameters=params[1:])
+
+    def __init__(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        bound = self._signature.bind(self, params, *args, **kwargs)
+        bound.apply_defaults()
+        a = bound.arguments
+        defaults = {n: a[n] for n in self._spec.torch_signature if n != "*"}
+        for k, v in defaults.items():
+            if isinstance(v, list):
+                defaults[k] = tuple(v)
+        self._spec.validate(defaults)
+        if self._spec.resolve is not None:  # LBFGS: max_eval None -> max_iter * 5 // 4
+            self._spec.resolve(defaults)
+        super().__init__(params, defaults)
+
+    def add_param_group(self, param_group):
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        self._spec.validate(group)
+        for j, p in enumerate(group["params"]):
+            if p.device.type != "cpu" or p.dtype not in (torch.float32, torch.float64):
+                raise TypeError(f"params[{j}] must be a float32/float64 CPU tensor, got "
+                                f"{p.dtype} on {p.device}")
+
+    def _with_grad(self, group):
+        out = []
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            if p.grad.is_sparse != (type(self).__name__ == "SparseAdam"):
+                raise RuntimeError(f"{type(self).__name__} does not support "
+                                   f"{'dense' if not p.grad.is_sparse else 'sparse'} gradients")
+            out.append(p)
+        return out
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """One update of every parameter that has a gradient; returns closure()'s loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            ps = self._with_grad(group)
+            if ps:
+                self._step_group(group, ps)
+        return loss
+
+    def _step_group(self, group, ps) -> None:
+        raise NotImplementedError
+
+
+def _staged(ts):
+    """Contiguous versions of ts and the (original, copy) pairs to write back."""
+    out, back = [], []
+    for t in ts:
+        if t.is_contiguous():
+            out.append(t)
+        else:
+            c = t.contiguous()
+            out.append(c)
+            back.append((t, c))
+    return out, back
+
+
+class Adafactor(_Special, spec="Adafactor"):
+    def _step_group(self, group, ps) -> None:
+        eps1 = _optim._adafactor_eps1(group, ps[0].detach().numpy().dtype)
+        parts: dict = {}
+        for p in ps:
+            st = self.state[p]
+            if len(st) == 0:
+                st["step"] = torch.tensor(0.0, dtype=_torch_optimizer._get_scalar_dtype())
+                if p.grad.dim() > 1:
+                    st["row_var"] = p.grad.new_zeros(p.grad.shape[:-1] + (1,))
+                    st["col_var"] = p.grad.new_zeros(p.grad.shape[:-2] + (1,) + p.grad.shape[-1:])
+                else:
+                    st["variance"] = torch.zeros_like(p.grad)
+            parts.setdefault((p.dtype, float(st["step"])), []).append(p)
+        for (_, stepf), members in parts.items():
+            step = int(stepf) + 1
+            views, back = _staged([p.detach() for p in members])
+            grads = [p.grad.detach().contiguous().numpy() for p in members]
+            states = []
+            for key in ("row_var", "col_var", "variance"):
+                col = []
+                for p in members:
+                    t = self.state[p].get(key)
+                    if t is not None and not t.is_contiguous():
+                        t = self.state[p][key] = t.contiguous()
+                    col.append(None if t is None else _np(t))
+                states.append(col)
+            _core.adafactor_step([_np(v) for v in views], grads, *states, step=step,
+                                 lr=float(group["lr"]), beta2_decay=group["beta2_decay"],
+                                 eps1=eps1, eps2=group["eps"][1], d=group["d"],
+                                 weight_decay=group["weight_decay"],
+                                 maximize=group["maximize"])
+            for dst, src in back:
+                dst.copy_(src)
+            for p in members:
+                self.state[p]["step"] += 1
+
+
+def _newton_schulz_bf16(g: torch.Tensor, coefficients, steps: int, eps: float) -> torch.Tensor:
+    """Muon's orthogonalization as torch.optim.Muon runs it: bfloat16 products (torch.mm)."""
+    a, b, c = coefficients
+    x = g.bfloat16()
+    tall = g.size(0) > g.size(1)
+    if tall:
+        x = x.T
+    x.div_(x.norm().clamp(min=eps))
+    for _ in range(steps):
+        gram = x @ x.T
+        upd = torch.addmm(gram, gram, gram, beta=b, alpha=c)
+        x = torch.addmm(x, upd, x, beta=a)
+    return x.T if tall else x
+
+
+class Muon(_Special, spec="Muon"):
+    """The momentum and the update are native kernels; the Newton-Schulz products run in
+    bfloat16 through torch.mm, as torch.optim.Muon's (so the two agree step by step)."""
+
+    def add_param_group(self, param_group):
+        super().add_param_group(param_group)
+        for p in self.param_groups[-1]["params"]:
+            if p.ndim != 2:
+                raise ValueError(f"Muon only supports 2D parameters whereas we found a "
+                                 f"parameter with size: {p.size()}")
+
+    def _step_group(self, group, ps) -> None:
+        by_dtype: dict = {}
+        for p in ps:
+            st = self.state[p]
+            if "momentum_buffer" not in st:
+                st["momentum_buffer"] = torch.zeros_like(p.grad)
+            buf = st["momentum_buffer"]
+            if not buf.is_contiguous():
+                buf = st["momentum_buffer"] = buf.contiguous()
+            by_dtype.setdefault(p.dtype, []).append(p)
+        for members in by_dtype.values():
+            grads = [p.grad.detach().contiguous() for p in members]
+            outs = [torch.empty_like(g) for g in grads]
+            _core.muon_momentum([_np(o) for o in outs], [_np(g) for g in grads],
+                                [_np(self.state[p]["momentum_buffer"]) for p in members],
+                                momentum=group["momentum"], nesterov=group["nesterov"])
+            ortho = [_newton_schulz_bf16(o, group["ns_coefficients"], group["ns_steps"],
+                                         group["eps"]).to(o.dtype).contiguous() for o in outs]
+            views, back = _staged([p.detach() for p in members])
+            lr = float(group["lr"])
+            alphas = [-lr * _optim.muon_lr_ratio(group["adjust_lr_fn"], tuple(p.shape))
+                      for p in members]
+            _core.muon_update([_np(v) for v in views], [_np(o) for o in ortho], alphas, lr=lr,
+                              weight_decay=group["weight_decay"])
+            for dst, src in back:
+                dst.copy_(src)
+
+
+class SparseAdam(_Special, spec="SparseAdam"):
+    """Gradients are sparse COO tensors (``nn.Embedding(sparse=True)``); each is coalesced,
+    and only the rows it touches change, in one native call per parameter."""
+
+    def _step_group(self, group, ps) -> None:
+        b1, b2 = group["betas"]
+        for p in ps:
+            st = self.state[p]
+            if len(st) == 0:
+                st["step"] = 0
+                st["exp_avg"] = torch.zeros_like(p)
+                st["exp_avg_sq"] = torch.zeros_like(p)
+            st["step"] += 1
+            g = p.grad.coalesce()
+            idx, vals = g._indices(), g._values()
+            if vals.numel() == 0:
+                continue
+            sd = g.sparse_dim()
+            rows = idx[0].clone() if sd == 1 else torch.zeros(idx.shape[1], dtype=torch.int64)
+            if sd > 1:  # rows of the parameter seen as [prod(sparse dims), *dense dims]
+                for k in range(sd):
+                    rows = rows * p.shape[k] + idx[k]
+            shape2 = (int(torch.tensor(p.shape[:sd]).prod()),) + tuple(p.shape[sd:])
+            views, back = _staged([p.detach(), st["exp_avg"], st["exp_avg_sq"]])
+            pv, mv, vv = (_np(v).reshape(shape2) for v in views)
+            _core.sparse_adam_step(pv, mv, vv, rows.contiguous().numpy(),
+                                   vals.detach().contiguous().numpy(), step=st["step"],
+                                   lr=float(group["lr"]), beta1=b1, beta2=b2,
+                                   eps=group["eps"], maximize=group["maximize"])
+            for dst, src in back:
+                dst.copy_(src)
+
+
+def _lbfgs_to_numpy(st: dict, dtype) -> dict:
+    """torch's LBFGS state as the shared routine keeps it (numpy views; scalars as numpy
+    scalars of the parameters' dtype, which combine with Python floats as torch's 0-d
+    tensors do)."""
+    out = dict(st)
+    scalar = np.float32 if dtype == torch.float32 else np.float64
+    for k in ("d", "prev_flat_grad"):
+        if torch.is_tensor(out.get(k)):
+            out[k] = _np(out[k])
+    for k in ("old_dirs", "old_stps"):
+        if out.get(k) is not None:
+            out[k] = [_np(v) for v in out[k]]
+    for k in ("ro", "al"):
+        if out.get(k) is not None:
+            out[k] = [None if v is None else scalar(v) for v in out[k]]
+    for k in ("t", "H_diag"):
+        if torch.is_tensor(out.get(k)):
+            out[k] = scalar(out[k])
+    return out
+
+
+def _lbfgs_to_torch(st: dict, dtype) -> dict:
+    """The routine's state in torch's types (tensors, 0-d tensors for ro, al, H_diag)."""
+    out = dict(st)
+    for k in ("d", "prev_flat_grad"):
+        if out.get(k) is not None:
+            out[k] = torch.from_numpy(out[k])
+    for k in ("old_dirs", "old_stps"):
+        if out.get(k) is not None:
+            out[k] = [torch.from_numpy(v) for v in out[k]]
+    for k in ("ro", "al"):
+        if out.get(k) is not None:
+            out[k] = [None if v is None else torch.tensor(v, dtype=dtype) for v in out[k]]
+    for k in ("H_diag", "t"):
+        if isinstance(out.get(k), np.generic):
+            out[k] = torch.tensor(out[k].item(), dtype=dtype)
+    return out
+
+
+class LBFGS(_Special, spec="LBFGS"):
+    """The state lives in ``state[first parameter]`` with torch's keys and types, so
+    state_dicts interchange with torch.optim.LBFGS."""
+
+    def add_param_group(self, param_group):
+        if self.param_groups:
+            raise ValueError("LBFGS doesn't support per-parameter options (parameter groups)")
+        super().add_param_group(param_group)
+        if len({p.dtype for p in self.param_groups[0]["params"]}) > 1:
+            raise TypeError("LBFGS needs every parameter in one dtype")
+
+    @torch.no_grad()
+    def step(self, closure):  # type: ignore[override]
+        """Runs up to max_iter L-BFGS iterations; returns the loss at the start."""
+        if closure is None:
+            raise TypeError("LBFGS.step needs a closure that returns the loss")
+        params = self.param_groups[0]["params"]
+        closure = torch.enable_grad()(closure)
+
+        def evaluate():
+            loss = closure()
+            flat = torch.cat([torch.zeros(p.numel(), dtype=p.dtype) if p.grad is None
+                              else (p.grad.to_dense() if p.grad.is_sparse else p.grad)
+                              .reshape(-1) for p in params])
+            return loss, flat.numpy()
+
+        def add(step, d):
+            off = 0
+            for p in params:
+                n = p.numel()
+                p.add_(torch.from_numpy(d[off:off + n]).view_as(p), alpha=step)
+                off += n
+
+        def get():
+            return [p.clone(memory_format=torch.contiguous_format) for p in params]
+
+        def put(x):
+            for p, v in zip(params, x, strict=True):
+                p.copy_(v)
+
+        st = self.state[params[0]]
+        work = _lbfgs_to_numpy(st, params[0].dtype)
+        loss = _optim.lbfgs_step(_optim.FlatProblem(evaluate, add, get, put), work,
+                                 self.param_groups[0])
+        st.clear()
+        st.update(_lbfgs_to_torch(work, params[0].dtype))
+        return loss

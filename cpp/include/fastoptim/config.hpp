@@ -298,6 +298,69 @@ struct AdagradTensor {
     std::size_t n;
 };
 
+// Adafactor as torch.optim.Adafactor computes it (Shazeer & Stern 2018): 1 - beta2_t =
+// step^beta2_decay; rho = min(lr, 1 / sqrt(step)); alpha = max(eps2, RMS(p)) rho; a matrix
+// (or a stack of them: the last two dimensions) keeps row and column means of g^2, a vector
+// or scalar the full g^2 average; u = g / max(sqrt(v_hat), eps1); p *= 1 - lr weight_decay;
+// p -= alpha / max(1, RMS(u) / d) u. eps1 < 0 stands for torch's None (machine epsilon).
+struct AdafactorConfig {
+    double lr = 1e-2;
+    double beta2_decay = -0.8;
+    double eps1 = -1.0;
+    double eps2 = 1e-3;
+    double d = 1.0;
+    double weight_decay = 0.0;
+    std::int64_t step = 1;
+    bool maximize = false;
+};
+
+// One tensor of a multi-tensor Adafactor update: factored when row_var is set (param is
+// [batch, rows, cols], row_var [batch, rows], col_var [batch, cols]), else variance [n].
+template <class T>
+struct AdafactorTensor {
+    T* param;
+    const T* grad;
+    T* row_var;
+    T* col_var;
+    T* variance;
+    std::size_t n, batch, rows, cols;
+};
+
+// Muon's elementwise parts (torch.optim.Muon): the momentum buffer and the matrix to
+// orthogonalize, then p = p (1 - lr weight_decay) - adjusted_lr O.
+struct MuonConfig {
+    double lr = 1e-3;
+    double weight_decay = 0.1;
+    double momentum = 0.95;
+    bool nesterov = true;
+};
+
+template <class T>
+struct MuonTensor {
+    T* out;  // the matrix to orthogonalize
+    const T* grad;
+    T* momentum_buffer;
+    std::size_t n;
+};
+
+template <class T>
+struct MuonUpdateTensor {
+    T* param;
+    const T* update;  // the orthogonalized matrix O
+    double alpha;     // -adjusted lr
+    std::size_t n;
+};
+
+// torch.optim.SparseAdam on the rows a sparse gradient touches; `step` is the step taken.
+struct SparseAdamConfig {
+    double lr = 1e-3;
+    double beta1 = 0.9;
+    double beta2 = 0.999;
+    double eps = 1e-8;
+    std::int64_t step = 1;
+    bool maximize = false;
+};
+
 namespace detail {
 inline bool bad_nonneg(double x) { return !(x >= 0.0) || std::isinf(x); }
 inline std::string num(double x) { return std::to_string(x); }
@@ -439,6 +502,38 @@ inline std::string validate(const ASGDConfig& c) {
         return "weight_decay must be a finite number >= 0, got " + detail::num(c.weight_decay);
     if (bad_nonneg(c.eta)) return "eta must be a finite number >= 0, got " + detail::num(c.eta);
     if (!(c.mu > 0.0 && c.mu <= 1.0)) return "mu must be in (0, 1], got " + detail::num(c.mu);
+    return {};
+}
+
+inline std::string validate(const AdafactorConfig& c) {
+    if (detail::bad_nonneg(c.lr)) return "lr must be a finite number >= 0, got " + detail::num(c.lr);
+    if (!(c.beta2_decay <= 0.0) || std::isinf(c.beta2_decay))
+        return "beta2_decay must be a finite number <= 0, got " + detail::num(c.beta2_decay);
+    if (!(c.eps1 >= 0.0 || c.eps1 == -1.0) || std::isinf(c.eps1))
+        return "eps1 must be a finite number >= 0 (or -1 for None), got " + detail::num(c.eps1);
+    if (detail::bad_nonneg(c.eps2)) return "eps2 must be a finite number >= 0, got " + detail::num(c.eps2);
+    if (!(c.d >= 1.0) || std::isinf(c.d)) return "d must be a finite number >= 1, got " + detail::num(c.d);
+    if (detail::bad_nonneg(c.weight_decay))
+        return "weight_decay must be a finite number >= 0, got " + detail::num(c.weight_decay);
+    if (c.step < 1) return "step must be >= 1, got " + std::to_string(c.step);
+    return {};
+}
+
+inline std::string validate(const MuonConfig& c) {
+    if (detail::bad_nonneg(c.lr)) return "lr must be a finite number >= 0, got " + detail::num(c.lr);
+    if (detail::bad_nonneg(c.momentum))
+        return "momentum must be a finite number >= 0, got " + detail::num(c.momentum);
+    if (detail::bad_nonneg(c.weight_decay))
+        return "weight_decay must be a finite number >= 0, got " + detail::num(c.weight_decay);
+    return {};
+}
+
+inline std::string validate(const SparseAdamConfig& c) {
+    if (!(c.lr > 0.0) || std::isinf(c.lr)) return "lr must be a finite number > 0, got " + detail::num(c.lr);
+    if (!(c.beta1 >= 0.0 && c.beta1 < 1.0)) return "beta1 must be in [0, 1), got " + detail::num(c.beta1);
+    if (!(c.beta2 >= 0.0 && c.beta2 < 1.0)) return "beta2 must be in [0, 1), got " + detail::num(c.beta2);
+    if (!(c.eps > 0.0) || std::isinf(c.eps)) return "eps must be a finite number > 0, got " + detail::num(c.eps);
+    if (c.step < 1) return "step must be >= 1, got " + std::to_string(c.step);
     return {};
 }
 

@@ -16,6 +16,7 @@
 #include "fastoptim/config.hpp"
 #include "fastoptim/kernels/adam_variants.hpp"
 #include "fastoptim/kernels/adaptive.hpp"
+#include "fastoptim/kernels/factored.hpp"
 #include "fastoptim/nn_config.hpp"
 #include "fastoptim/kernels/activations.hpp"
 #include "fastoptim/kernels/losses.hpp"
