@@ -208,6 +208,35 @@ def ademamix(p, g, m1, v, m2, *, step, lr=1e-3, beta1=0.9, beta2=0.999, beta3=0.
     return p - lr * (m1 / (1 - beta1**step) + alpha * m2) / denom, m1, v, m2
 
 
+def lerp(a, b, w):
+    """torch.lerp(a, b, w) in float64: a + w (b - a)."""
+    a = np.asarray(a, np.float64)
+    return a + w * (np.asarray(b, np.float64) - a)
+
+
+def schedulefree_adamw(p, g, z, v, *, lr=0.0025, beta1=0.9, beta2=0.999, eps=1e-8,
+                       weight_decay=0.0, ckp1, bias_correction2):
+    """One step of schedulefree's AdamWScheduleFree on y (the parameter), with the step's
+    scheduled lr, averaging weight ckp1 and bias correction. Returns (param, z,
+    exp_avg_sq)."""
+    y = np.asarray(p, np.float64)
+    g = np.asarray(g, np.float64)
+    z = np.asarray(z, np.float64)
+    v = beta2 * np.asarray(v, np.float64) + (1 - beta2) * g * g
+    u = g / (np.sqrt(v / bias_correction2) + eps) + weight_decay * y
+    y = lerp(y, z, ckp1) + lr * (beta1 * (1 - ckp1) - 1) * u
+    return y, z - lr * u, v
+
+
+def schedulefree_sgd(p, g, z, *, lr=1.0, momentum=0.9, weight_decay=0.0, ckp1):
+    """One step of schedulefree's SGDScheduleFree on y. Returns (param, z)."""
+    y = np.asarray(p, np.float64)
+    z = np.asarray(z, np.float64)
+    u = np.asarray(g, np.float64) + weight_decay * y
+    y = lerp(y, z, ckp1) + lr * (momentum * (1 - ckp1) - 1) * u
+    return y, z - lr * u
+
+
 # --- model toolkit: losses, activations, penalties (float64) ---------------------------
 
 def point_loss(kind, x, t, *, reduction="mean", delta=1.0):

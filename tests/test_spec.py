@@ -33,6 +33,7 @@ def test_torch_front_end_has_torchs_signature(name):
 
     ref = (pytest.importorskip("lion_pytorch").Lion if name == "Lion"
            else pytest.importorskip("pytorch_optimizer").AdEMAMix if name == "AdEMAMix"
+           else getattr(pytest.importorskip("schedulefree"), name) if "ScheduleFree" in name
            else getattr(torch.optim, name))
     theirs = [p for p in inspect.signature(ref).parameters.values()
               if p.kind != p.VAR_KEYWORD]  # pytorch-optimizer's **kwargs

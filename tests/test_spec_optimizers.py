@@ -11,6 +11,7 @@ An optimizer added to the spec gets a FLAGS row, a KERNEL row and an ARRAYS row 
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import fastoptim
 import numpy as np
@@ -89,6 +90,14 @@ KERNEL = {
                        dict(t_alpha_beta3=12.0)]),
     "lion_step": (ref.lion, dict(lr=0.01, beta1=0.8, beta2=0.95),
                   [dict(), dict(weight_decay=0.1), dict(maximize=True)]),
+    # ckp1 < 0.5 and >= 0.5 take torch.lerp's two branches
+    "schedulefree_adamw_step": (
+        ref.schedulefree_adamw, dict(lr=0.01, beta1=0.8, beta2=0.95, eps=1e-6, ckp1=0.2,
+                                     bias_correction2=0.3),
+        [dict(), dict(weight_decay=0.1), dict(ckp1=1.0), dict(ckp1=0.6, weight_decay=0.1)]),
+    "schedulefree_sgd_step": (
+        ref.schedulefree_sgd, dict(lr=0.05, momentum=0.8, ckp1=0.2),
+        [dict(), dict(weight_decay=0.1), dict(ckp1=1.0), dict(ckp1=0.6, weight_decay=0.1)]),
     "adadelta_step": (ref.adadelta, dict(lr=0.5, rho=0.8, eps=1e-5),
                       [dict(), dict(weight_decay=0.1), dict(maximize=True),
                        dict(weight_decay=0.1, maximize=True)]),
@@ -322,8 +331,9 @@ def _generic_entry(kernel):
     """The standard bad inputs of every further kernel: its arrays, and the invalid values
     of the hyperparameters it has (each must be rejected naming it, nothing touched)."""
     base, hypers = KERNEL[kernel][1], {h[0] for h in fastoptim._core.kernel_specs[kernel]["hypers"]}
-    bad = [({"maximize": 1}, TypeError, "maximize must be a bool"),
-           ({"nonexistent": 1.0}, TypeError, "unexpected keyword argument 'nonexistent'")]
+    bad = [({"nonexistent": 1.0}, TypeError, "unexpected keyword argument 'nonexistent'")]
+    if "maximize" in hypers:
+        bad += [({"maximize": 1}, TypeError, "maximize must be a bool")]
     if "lr" in hypers:
         bad += [({"lr": -1e-3}, ValueError, "lr"), ({"lr": NAN}, ValueError, "lr"),
                 ({"lr": "0.1"}, TypeError, "lr must be a real number")]
@@ -352,6 +362,16 @@ def _generic_entry(kernel):
         bad += [({"eta": -1.0}, ValueError, "eta"), ({"mu": 0.0}, ValueError, "mu"),
                 ({"mu": 1.5}, ValueError, "mu"), ({"eta": MISSING}, TypeError, "'eta'"),
                 ({"lambd": NAN}, ValueError, "lambd")]
+    if "ckp1" in hypers:  # schedule-free
+        bad += [({"ckp1": 1.5}, ValueError, "ckp1"), ({"ckp1": NAN}, ValueError, "ckp1"),
+                ({"ckp1": MISSING}, TypeError, "'ckp1'")]
+    if "bias_correction2" in hypers:
+        bad += [({"bias_correction2": 0.0}, ValueError, "bias_correction2"),
+                ({"bias_correction2": MISSING}, TypeError, "'bias_correction2'"),
+                ({"beta1": 0.0}, ValueError, "betas[0]")]
+    if "momentum" in hypers and "ckp1" in hypers:
+        bad += [({"momentum": 0.0}, ValueError, "momentum"),
+                ({"momentum": 1.0}, ValueError, "momentum")]
     if "mu_product" in hypers:
         bad += [({"mu_product": 1.0}, ValueError, "mu_product"),
                 ({"mu_product": MISSING}, TypeError, "'mu_product'")]
@@ -398,6 +418,11 @@ def test_torch_adapter_rejects_bad_hyperparameters_unchanged(name):
 
 def test_every_declared_optimizer_is_tested_here():
     declared = set(fspec.names()) - {"SGD", "Adam", "AdamW", "RMSprop", "Adagrad"}
+    # optimizers with train()/eval() have their lockstep tests in test_schedulefree.py
+    modal = {n for n in declared if fspec.get(n).modes is not None}
+    lockstep = (Path(__file__).parent / "test_schedulefree.py").read_text()
+    assert all(f'"{n}": [' in lockstep for n in modal), "add a FLAGS row in test_schedulefree"
+    declared -= modal
     assert declared <= set(FLAGS), "add a FLAGS row for each new optimizer"
     kernels = {fspec.get(n).kernel for n in declared}
     assert kernels <= set(KERNEL), "add a KERNEL row for each new kernel"

@@ -11,6 +11,7 @@ void bind_losses(pybind11::module_& m);
 void bind_nn(pybind11::module_& m);
 void bind_formats(pybind11::module_& m);
 void bind_pointers(pybind11::module_& m);
+void bind_schedulefree(pybind11::module_& m);
 }  // namespace fastoptim::bind
 
 PYBIND11_MODULE(_core, m) {
@@ -26,4 +27,5 @@ PYBIND11_MODULE(_core, m) {
     fastoptim::bind::bind_nn(m);
     fastoptim::bind::bind_formats(m);
     fastoptim::bind::bind_pointers(m);
+    fastoptim::bind::bind_schedulefree(m);
 }

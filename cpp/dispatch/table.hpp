@@ -30,6 +30,12 @@ struct Ops {
     void (*asgd)(const ASGDTensor<T>*, std::size_t, const ASGDConfig&, int);
     void (*lion)(const LionTensor<T>*, std::size_t, const LionConfig&, int);
     void (*ademamix)(const AdEMAMixTensor<T>*, std::size_t, const AdEMAMixConfig&, int);
+    // Schedule-Free (kernels/schedulefree.hpp): the steps and the y <-> x lerp
+    void (*schedulefree_adamw)(const ScheduleFreeAdamWTensor<T>*, std::size_t,
+                               const ScheduleFreeAdamWConfig&, int);
+    void (*schedulefree_sgd)(const ScheduleFreeSGDTensor<T>*, std::size_t,
+                             const ScheduleFreeSGDConfig&, int);
+    void (*lerp)(T* const*, const T* const*, const std::size_t*, std::size_t, double, int);
     // model toolkit (kernels/losses.hpp, activations.hpp, regularizers.hpp)
     double (*point_loss)(T*, const T*, const T*, std::size_t, const PointLossConfig&, int);
     double (*softmax_xent)(T*, const T*, const std::int64_t*, const T*, const T*, std::size_t,

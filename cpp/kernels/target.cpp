@@ -29,6 +29,9 @@ Ops<T> make_ops() {
     o.asgd = &k::asgd_multi<T>;
     o.lion = &k::lion_multi<T>;
     o.ademamix = &k::ademamix_multi<T>;
+    o.schedulefree_adamw = &k::schedulefree_adamw_multi<T>;
+    o.schedulefree_sgd = &k::schedulefree_sgd_multi<T>;
+    o.lerp = &k::lerp_multi<T>;
     o.sumsq = &k::sumsq_multi<T>;
     o.scale = &k::scale_multi<T>;
     o.stream = &k::stream_update<T>;

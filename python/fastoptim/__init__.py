@@ -33,11 +33,14 @@ from fastoptim._core import (
     get_num_threads,
     global_norm,
     have_openmp,
+    lerp_,
     lion_step,
     nadam_step,
     radam_step,
     rmsprop_step,
     rprop_step,
+    schedulefree_adamw_step,
+    schedulefree_sgd_step,
     set_num_threads,
     set_simd_target,
     sgd_step,
@@ -81,3 +84,4 @@ __all__ = [
     "simd_target",
     "simd_targets",
 ]
+__all__ += ["lerp_", "schedulefree_adamw_step", "schedulefree_sgd_step"]

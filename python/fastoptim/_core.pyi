@@ -227,6 +227,30 @@ def rprop_step(
     step_size_max: float = 50.0,
     maximize: bool = False,
 ) -> None: ...
+def schedulefree_adamw_step(
+    params: _Arrays,
+    grads: _Arrays,
+    zs: _Arrays,
+    exp_avg_sqs: _Arrays,
+    *,
+    lr: float = 0.0025,
+    beta1: float = 0.9,
+    beta2: float = 0.999,
+    eps: float = 1e-08,
+    weight_decay: float = 0.0,
+    ckp1: float,
+    bias_correction2: float,
+) -> None: ...
+def schedulefree_sgd_step(
+    params: _Arrays,
+    grads: _Arrays,
+    zs: _Arrays,
+    *,
+    lr: float = 1.0,
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    ckp1: float,
+) -> None: ...
 def sgd_step(
     params: _Arrays,
     grads: _Arrays,
@@ -240,3 +264,4 @@ def sgd_step(
     maximize: bool = False,
     first_step: bool = False,
 ) -> None: ...
+def lerp_(arrays: _Arrays, ends: _Arrays, *, weight: float) -> None: ...

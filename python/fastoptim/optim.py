@@ -291,6 +291,7 @@ class _SpecOptimizer(Optimizer):
         kinds = {h.name: h.kind for h in self._spec.hyperparameters}
         defaults = {n: tuple(a[n]) if kinds[n] == "pair" else a[n]
                     for n in self._spec.numpy_signature()}
+        defaults.update(self._spec.group_state)  # schedule-free's k, weight_sum, ...
         super().__init__(params, defaults, skip_nonfinite=a["skip_nonfinite"])
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -305,11 +306,49 @@ class _SpecOptimizer(Optimizer):
         self._spec.validate(group, self.defaults)
 
     def _new_state(self, p: np.ndarray, group: dict[str, Any]) -> dict[str, Any]:
-        return self._spec.new_state(p, group, np.full_like, _scalar)
+        return self._spec.new_state(p, group, np.full_like, _scalar, np.copy)
+
+    def step(self, grads: Sequence[np.ndarray]) -> bool:
+        s = self._spec
+        s.check_mode(self.param_groups)
+        done = super().step(grads)
+        if done:
+            s.finish_step(self.param_groups)
+        return done
 
     def _run(self, group: dict[str, Any], params: list, grads: list, state: list[list],
              step: int, first: bool) -> None:
         self._spec.run(group, params, grads, state, step, first, self.defaults)
+
+
+class _Modes:
+    """train() / eval() of an optimizer whose spec declares Modes (schedule-free)."""
+
+    _spec: _spec.OptimizerSpec
+    param_groups: list[dict[str, Any]]
+    state: dict[int, dict[str, Any]]
+
+    def train(self) -> None:
+        """Puts the training point (y) into the parameters; call before training steps."""
+        self._switch(True)
+
+    def eval(self) -> None:
+        """Puts the averaged point (x) into the parameters; call before evaluating,
+        predicting or saving."""
+        self._switch(False)
+
+    def _switch(self, train: bool) -> None:
+        m = self._spec.modes
+        assert m is not None
+        offset = 0
+        for group in self.param_groups:
+            pairs = []
+            for i, p in enumerate(group["params"], offset):
+                st = self.state.get(i)
+                if st and m.state in st:
+                    pairs.append((p, st[m.state]))
+            offset += len(group["params"])
+            self._spec.switch_mode(group, train, pairs)
 
 
 # One class statement per optimizer: everything else is in its declaration (fastoptim/spec.py).
@@ -388,4 +427,12 @@ def clip_grad_norm(grads: Sequence[np.ndarray], max_norm: float, *,
 
 
 class AdEMAMix(_SpecOptimizer, spec="AdEMAMix"):
+    pass
+
+
+class AdamWScheduleFree(_Modes, _SpecOptimizer, spec="AdamWScheduleFree"):
+    pass
+
+
+class SGDScheduleFree(_Modes, _SpecOptimizer, spec="SGDScheduleFree"):
     pass

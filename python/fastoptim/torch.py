@@ -752,7 +752,8 @@ class _SpecNative(_Native):
             if n == "*":
                 kind = P.KEYWORD_ONLY
                 continue
-            default = _spec.TORCH_FLAGS[n] if n in _spec.TORCH_FLAGS else s.defaults[n]
+            default = (s.flag_defaults.get(n, _spec.TORCH_FLAGS[n]) if n in _spec.TORCH_FLAGS
+                       else s.defaults[n])
             params.append(P(n, kind, default=default))
         cls._signature = inspect.Signature(params)
         cls.__signature__ = cls._signature.replace(  # type: ignore[attr-defined]
@@ -769,6 +770,7 @@ class _SpecNative(_Native):
         defaults = {n: (_spec.TORCH_FLAGS[n] if n in _spec.TORCH_FLAGS and n != "foreach"
                         else a[n]) for n in s.torch_signature if n != "*"}
         defaults.update(s.fixed)  # as torch's AdamW records decoupled_weight_decay=True
+        defaults.update(s.group_state)  # schedule-free's k, weight_sum, ... (as its reference)
         super().__init__(params, defaults)
         if s.eager_state:  # torch's Adagrad creates its state with the parameters
             for group in self.param_groups:
@@ -785,10 +787,63 @@ class _SpecNative(_Native):
         self._spec.validate(group, self.__dict__.get("defaults", group))
 
     def _new_state(self, p, group) -> dict:
-        return self._spec.new_state(p, group, _full_like, _scalar)
+        return self._spec.new_state(p, group, _full_like, _scalar, _clone)
 
     def _run(self, group, ps, gs, states, step: int, first: bool) -> None:
         self._spec.run(group, ps, gs, states, step, first, self.defaults)
+
+    def _step_group(self, gi: int, group) -> None:
+        if gi == 0:
+            self._spec.check_mode(self.param_groups)
+        super()._step_group(gi, group)
+        if self._spec.advance is not None:
+            self._spec.advance(group)
+
+
+def _clone(p: torch.Tensor) -> torch.Tensor:
+    """A copy of p in its own memory format (schedule-free's z)."""
+    return torch.clone(p.detach(), memory_format=torch.preserve_format)
+
+
+class _Modes:
+    """train() / eval() of an optimizer whose spec declares Modes (schedule-free), with
+    the reference's parameter move: p.lerp_(state, weight), here natively."""
+
+    _spec: _spec.OptimizerSpec
+    param_groups: list
+    state: Any
+
+    @torch.no_grad()
+    def train(self) -> None:
+        """Puts the training point (y) into the parameters; call before training steps."""
+        self._switch(True)
+
+    @torch.no_grad()
+    def eval(self) -> None:
+        """Puts the averaged point (x) into the parameters; call before evaluating,
+        predicting or saving."""
+        self._switch(False)
+
+    def _switch(self, train: bool) -> None:
+        m = self._spec.modes
+        assert m is not None
+        for group in self.param_groups:
+            if bool(group[m.key]) == train:
+                continue
+            pairs = []
+            for p in group["params"]:
+                z = self.state[p].get(m.state) if p in self.state else None
+                if z is None:
+                    continue
+                z = z.to(p.device)
+                if p.is_contiguous() and z.is_contiguous():
+                    pairs.append((_view(p, False), _view(z, False)))
+                elif _dense(p) and z.stride() == p.stride():
+                    pairs.append((_view(p, True), _view(z, True)))
+                else:  # a strided view with gaps: torch's own lerp, the same formula
+                    w = m.to_train(group) if train else m.to_eval(group)
+                    p.detach().lerp_(z, w)
+            self._spec.switch_mode(group, train, pairs)
 
 
 # One class statement per optimizer: everything else is in its declaration (fastoptim/spec.py).
@@ -841,4 +896,12 @@ class Lion(_SpecNative, spec="Lion"):
 
 
 class AdEMAMix(_SpecNative, spec="AdEMAMix"):
+    pass
+
+
+class AdamWScheduleFree(_Modes, _SpecNative, spec="AdamWScheduleFree"):
+    pass
+
+
+class SGDScheduleFree(_Modes, _SpecNative, spec="SGDScheduleFree"):
     pass

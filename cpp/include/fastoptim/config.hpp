@@ -209,6 +209,50 @@ struct AdEMAMixTensor {
     std::size_t n;
 };
 
+// Schedule-Free AdamW and SGD (Defazio et al. 2024, "The Road Less Scheduled"), as
+// schedulefree 1.4.1's AdamWScheduleFree / SGDScheduleFree compute one step. The
+// parameters hold the gradient point y; z is the base sequence, x (the averaged point used
+// for evaluation) is never stored: y = (1 - beta1) z + beta1 x. The caller computes the
+// step's scalars from the group's schedule state (k, lr_max, weight_sum), as schedulefree
+// does in Python floats: `lr` is the scheduled (warmed-up) learning rate, `ckp1` the
+// averaging weight of this step, `bias_correction2` = 1 - beta2^(k+1).
+struct ScheduleFreeAdamWConfig {
+    double lr = 0.0025;
+    double beta1 = 0.9;
+    double beta2 = 0.999;
+    double eps = 1e-8;
+    double weight_decay = 0.0;  // L2 at y, added to the normalized gradient
+    double ckp1 = 1.0;
+    double bias_correction2 = 1.0;
+};
+
+// Schedule-Free SGD: as above without the second moment (momentum plays beta1's part).
+struct ScheduleFreeSGDConfig {
+    double lr = 1.0;
+    double momentum = 0.9;
+    double weight_decay = 0.0;
+    double ckp1 = 1.0;
+};
+
+// One tensor of a multi-tensor Schedule-Free AdamW update (schedulefree's state names).
+template <class T>
+struct ScheduleFreeAdamWTensor {
+    T* param;
+    const T* grad;
+    T* z;
+    T* exp_avg_sq;
+    std::size_t n;
+};
+
+// One tensor of a multi-tensor Schedule-Free SGD update.
+template <class T>
+struct ScheduleFreeSGDTensor {
+    T* param;
+    const T* grad;
+    T* z;
+    std::size_t n;
+};
+
 // One tensor of a multi-tensor Lion update.
 template <class T>
 struct LionTensor {
@@ -387,6 +431,36 @@ inline std::string validate(const AdEMAMixConfig& c) {
     if (detail::bad_nonneg(c.t_alpha_beta3))
         return "t_alpha_beta3 must be a finite number >= 0 (0: no warm-up), got " +
                detail::num(c.t_alpha_beta3);
+    return {};
+}
+
+inline std::string validate(const ScheduleFreeAdamWConfig& c) {
+    using detail::bad_nonneg;
+    using detail::num;
+    if (bad_nonneg(c.lr)) return "lr must be a finite number >= 0, got " + num(c.lr);
+    // 0 < beta1: eval() moves to x with weight 1 - 1/beta1
+    if (!(c.beta1 > 0.0 && c.beta1 < 1.0))
+        return "betas[0] must be in (0, 1), got " + num(c.beta1);
+    if (!(c.beta2 >= 0.0 && c.beta2 < 1.0))
+        return "betas[1] must be in [0, 1), got " + num(c.beta2);
+    if (bad_nonneg(c.eps)) return "eps must be a finite number >= 0, got " + num(c.eps);
+    if (bad_nonneg(c.weight_decay))
+        return "weight_decay must be a finite number >= 0, got " + num(c.weight_decay);
+    if (!(c.ckp1 >= 0.0 && c.ckp1 <= 1.0)) return "ckp1 must be in [0, 1], got " + num(c.ckp1);
+    if (!(c.bias_correction2 > 0.0 && c.bias_correction2 <= 1.0))
+        return "bias_correction2 must be in (0, 1], got " + num(c.bias_correction2);
+    return {};
+}
+
+inline std::string validate(const ScheduleFreeSGDConfig& c) {
+    using detail::bad_nonneg;
+    using detail::num;
+    if (bad_nonneg(c.lr)) return "lr must be a finite number >= 0, got " + num(c.lr);
+    if (!(c.momentum > 0.0 && c.momentum < 1.0))
+        return "momentum must be in (0, 1), got " + num(c.momentum);
+    if (bad_nonneg(c.weight_decay))
+        return "weight_decay must be a finite number >= 0, got " + num(c.weight_decay);
+    if (!(c.ckp1 >= 0.0 && c.ckp1 <= 1.0)) return "ckp1 must be in [0, 1], got " + num(c.ckp1);
     return {};
 }
 

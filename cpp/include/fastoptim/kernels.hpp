@@ -24,6 +24,7 @@
 #include "fastoptim/kernels/reductions.hpp"
 #include "fastoptim/kernels/regularizers.hpp"
 #include "fastoptim/kernels/roofline.hpp"
+#include "fastoptim/kernels/schedulefree.hpp"
 
 #ifdef FASTOPTIM_KERNEL_NS_IS_DEFAULT
 namespace fastoptim {
