@@ -237,6 +237,25 @@ def schedulefree_sgd(p, g, z, *, lr=1.0, momentum=0.9, weight_decay=0.0, ckp1):
     return y, z - lr * u
 
 
+def lamb(p, g, m, v, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-6, weight_decay=0.0,
+         weight_decouple=True, fixed_decay=False, grad_averaging=True, adam=False,
+         maximize=False):
+    """One step of pytorch-optimizer's Lamb on one tensor (rectify and pre_norm off).
+    Returns (param, exp_avg, exp_avg_sq)."""
+    p = np.asarray(p, np.float64).copy()
+    d = -np.asarray(g, np.float64) if maximize else np.asarray(g, np.float64)
+    m = beta1 * np.asarray(m, np.float64) + ((1 - beta1) if grad_averaging else 1.0) * d
+    v = beta2 * np.asarray(v, np.float64) + (1 - beta2) * d * d
+    if weight_decay and weight_decouple:
+        p = p * (1 - weight_decay * (1.0 if fixed_decay else lr))
+    u = m / (np.sqrt(v) + eps)
+    if weight_decay and not weight_decouple:
+        u = u + weight_decay * p
+    wn, un = min(float(np.linalg.norm(p)), 10.0), float(np.linalg.norm(u))
+    trust = 1.0 if adam or wn == 0 or un == 0 else wn / (un + eps)
+    return p - lr / (1 - beta1**step) * trust * u, m, v
+
+
 # --- model toolkit: losses, activations, penalties (float64) ---------------------------
 
 def point_loss(kind, x, t, *, reduction="mean", delta=1.0):

@@ -32,7 +32,8 @@ def test_torch_front_end_has_torchs_signature(name):
     import fastoptim.torch as ft
 
     ref = (pytest.importorskip("lion_pytorch").Lion if name == "Lion"
-           else pytest.importorskip("pytorch_optimizer").AdEMAMix if name == "AdEMAMix"
+           else getattr(pytest.importorskip("pytorch_optimizer"), name)
+           if name in ("AdEMAMix", "Lamb")
            else getattr(pytest.importorskip("schedulefree"), name) if "ScheduleFree" in name
            else getattr(torch.optim, name))
     theirs = [p for p in inspect.signature(ref).parameters.values()

@@ -32,6 +32,7 @@ Ops<T> make_ops() {
     o.schedulefree_adamw = &k::schedulefree_adamw_multi<T>;
     o.schedulefree_sgd = &k::schedulefree_sgd_multi<T>;
     o.lerp = &k::lerp_multi<T>;
+    o.lamb = &k::lamb_multi<T>;
     o.sumsq = &k::sumsq_multi<T>;
     o.scale = &k::scale_multi<T>;
     o.stream = &k::stream_update<T>;

@@ -33,6 +33,7 @@ from fastoptim._core import (
     get_num_threads,
     global_norm,
     have_openmp,
+    lamb_step,
     lerp_,
     lion_step,
     nadam_step,
@@ -84,4 +85,4 @@ __all__ = [
     "simd_target",
     "simd_targets",
 ]
-__all__ += ["lerp_", "schedulefree_adamw_step", "schedulefree_sgd_step"]
+__all__ += ["lamb_step", "lerp_", "schedulefree_adamw_step", "schedulefree_sgd_step"]

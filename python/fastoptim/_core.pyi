@@ -157,6 +157,24 @@ def asgd_step(
     weight_decay: float = 0.0,
     maximize: bool = False,
 ) -> None: ...
+def lamb_step(
+    params: _Arrays,
+    grads: _Arrays,
+    exp_avgs: _Arrays,
+    exp_avg_sqs: _Arrays,
+    *,
+    step: int,
+    lr: float = 0.001,
+    beta1: float = 0.9,
+    beta2: float = 0.999,
+    eps: float = 1e-06,
+    weight_decay: float = 0.0,
+    weight_decouple: bool = True,
+    fixed_decay: bool = False,
+    grad_averaging: bool = True,
+    adam: bool = False,
+    maximize: bool = False,
+) -> None: ...
 def lion_step(
     params: _Arrays,
     grads: _Arrays,

@@ -436,3 +436,7 @@ class AdamWScheduleFree(_Modes, _SpecOptimizer, spec="AdamWScheduleFree"):
 
 class SGDScheduleFree(_Modes, _SpecOptimizer, spec="SGDScheduleFree"):
     pass
+
+
+class Lamb(_SpecOptimizer, spec="Lamb"):
+    pass

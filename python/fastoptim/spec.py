@@ -71,6 +71,13 @@ _DOCS = {
     "warmup_steps": "linear warm-up of the learning rate over this many steps",
     "r": "polynomial weighting of the average: step k weighs k^r",
     "weight_lr_power": "the average weighs each step by lr_max^weight_lr_power",
+    "grad_averaging": "m += (1 - beta1) * g (else m += g)",
+    "adam": "trust ratio 1 (plain Adam without bias correction of v)",
+    "rectify": "RAdam-style rectification (not supported: must stay False)",
+    "pre_norm": "scale gradients by their global norm first (not supported: must stay False)",
+    "degenerated_to_sgd": "with rectify only (accepted, unused)",
+    "n_sma_threshold": "with rectify only (accepted, unused)",
+    "max_grad_norm": "with pre_norm only (accepted, unused)",
 }
 
 
@@ -133,6 +140,12 @@ def _count(name: str) -> Callable[[Any], str | None]:
     def check(v: Any) -> str | None:
         ok = isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 0
         return None if ok else f"{name} must be an integer >= 0, got {v!r}"
+    return check
+
+
+def _unsupported(name: str) -> Callable[[Any], str | None]:
+    def check(v: Any) -> str | None:
+        return None if v is False else f"{name}={v!r} is not supported by fastoptim (use False)"
     return check
 
 
@@ -809,6 +822,30 @@ train(): y = lerp(x, z, 1 - momentum);  eval(): x = lerp(y, z, 1 - 1 / momentum)
         modes=Modes("train_mode", "z", lambda g: 1 - g["momentum"],
                     lambda g: 1 - 1 / g["momentum"]),
         flag_defaults={"foreach": True}, train_lr=0.1, cli_defaults={"momentum": 0.9}),
+    declare(
+        "Lamb", "lamb_step",
+        torch="lr betas weight_decay weight_decouple fixed_decay rectify degenerated_to_sgd "
+              "n_sma_threshold grad_averaging max_grad_norm adam pre_norm eps foreach maximize",
+        summary="LAMB (pytorch-optimizer's Lamb): Adam scaled by a per-tensor trust ratio.",
+        rule="""
+g = -grad if maximize else grad
+m = beta1 * m + (1 - beta1 if grad_averaging else 1) * g
+v = beta2 * v + (1 - beta2) * g^2
+if weight_decouple: p = p * (1 - weight_decay * (1 if fixed_decay else lr))
+u = m / (sqrt(v) + eps) + (0 if weight_decouple else weight_decay) * p
+trust = min(|p|, 10) / (|u| + eps)  per tensor (1 if a norm is 0, or adam)
+p = p - lr / (1 - beta1^step) * trust * u
+(two native passes per tensor: moments and norms, then the update)
+""",
+        reference="You et al., Large Batch Optimization for Deep Learning: Training BERT in "
+                  "76 minutes (2020); pytorch-optimizer 4.1.0",
+        extra={"rectify": ("bool", False, _unsupported("rectify")),
+               "degenerated_to_sgd": ("bool", False, None),
+               "n_sma_threshold": ("int", 5, None),
+               "max_grad_norm": ("float", 1.0, _finite_nonneg("max_grad_norm")),
+               "pre_norm": ("bool", False, _unsupported("pre_norm"))},
+        docs={"weight_decouple": "decoupled weight decay (p *= 1 - lr * weight_decay), "
+                                 "else L2 added to the update"}),
 )
 
 _BY_NAME = {s.name: s for s in OPTIMIZERS}

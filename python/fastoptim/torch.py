@@ -905,3 +905,7 @@ class AdamWScheduleFree(_Modes, _SpecNative, spec="AdamWScheduleFree"):
 
 class SGDScheduleFree(_Modes, _SpecNative, spec="SGDScheduleFree"):
     pass
+
+
+class Lamb(_SpecNative, spec="Lamb"):
+    pass

@@ -10,6 +10,10 @@ fit() drives any model with this small protocol (fastoptim.nn.Sequential has it)
 and any optimizer with ``step(grads)``, ``param_groups`` and ``state_dict()`` /
 ``load_state_dict()`` (fastoptim.optim). Batches are views of X (in order) or one reused
 buffer filled by np.take (shuffled): the data set is never copied per epoch.
+
+An optimizer that also has ``train()`` and ``eval()`` (Schedule-Free AdamW / SGD) gets
+``train()`` before each epoch's steps and ``eval()`` right after them, so validation,
+epoch-end callbacks, checkpoints and the fitted model all use its averaged point.
 """
 
 from __future__ import annotations

@@ -253,6 +253,28 @@ struct ScheduleFreeSGDTensor {
     std::size_t n;
 };
 
+// LAMB (You et al. 2020, "Large Batch Optimization for Deep Learning"), as
+// pytorch-optimizer 4.1.0's Lamb computes it (rectify=False, pre_norm=False): Adam moments
+// (grad_averaging: m += (1 - beta1) g, else m += g), no bias correction of v, the update
+// u = m / (sqrt(v) + eps) (+ weight_decay * p for L2 decay) scaled per tensor by the trust
+// ratio min(|p|, clamp) / (|u| + eps) (1 if either norm is 0, or with adam=True) and by
+// lr / (1 - beta1^step). Decoupled decay (weight_decouple) first: p *= 1 - wd * lr (1 - wd
+// with fixed_decay). Tensors: MomentsTensor (exp_avg, exp_avg_sq).
+struct LambConfig {
+    double lr = 1e-3;
+    double beta1 = 0.9;
+    double beta2 = 0.999;
+    double eps = 1e-6;
+    double weight_decay = 0.0;
+    double clamp = 10.0;  // upper clamp of the weight norm (pytorch-optimizer's Lamb.clamp)
+    std::int64_t step = 1;
+    bool weight_decouple = true;
+    bool fixed_decay = false;
+    bool grad_averaging = true;
+    bool adam = false;
+    bool maximize = false;
+};
+
 // One tensor of a multi-tensor Lion update.
 template <class T>
 struct LionTensor {
@@ -461,6 +483,13 @@ inline std::string validate(const ScheduleFreeSGDConfig& c) {
     if (bad_nonneg(c.weight_decay))
         return "weight_decay must be a finite number >= 0, got " + num(c.weight_decay);
     if (!(c.ckp1 >= 0.0 && c.ckp1 <= 1.0)) return "ckp1 must be in [0, 1], got " + num(c.ckp1);
+    return {};
+}
+
+inline std::string validate(const LambConfig& c) {
+    std::string e = detail::validate_adam_like(c);
+    if (!e.empty()) return e;
+    if (!(c.clamp > 0.0)) return "clamp must be a number > 0, got " + detail::num(c.clamp);
     return {};
 }
 
