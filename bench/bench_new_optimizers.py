@@ -1,16 +1,17 @@
 #!/usr/bin/env python3
-"""Per-step float32 time of Schedule-Free AdamW / SGD and LAMB, side by side in one process.
+"""Per-step float32 time of Schedule-Free AdamW / SGD, LAMB and LARS, side by side.
 
     python bench/bench_new_optimizers.py [--threads 1 2] [--repeats 15] [--quick]
 
 Cases: one tensor of 1e7 elements, and the 160-tensor (~1e6 parameter) MLP of
 bench_torch_adapter.py. For each optimizer: fastoptim.torch.X.step(), the bare native
-multi-tensor kernel on the same buffers (fastoptim._core.X_step), and the reference
-package in each of its modes (schedulefree 1.4.1 and pytorch-optimizer 4.1.0: for-loop
-foreach=False, and foreach=True); at 1e7, the ratio to a roofline loop moving the same
-bytes (fastoptim._core.roofline_update: 28 B/element for AdamW-SF and LAMB's moments,
-20 B for SGD-SF). LAMB is two passes (norms, then the update: 40 B/element), so its
-ratio to the 28 B roofline is at least 40/28.
+multi-tensor kernel on the same buffers (fastoptim._core.X_step; for LARS, the call of the
+matrices: trust=True), and the reference package in each of its modes (schedulefree
+1.4.1 and pytorch-optimizer 4.1.0: for-loop foreach=False, and foreach=True); at 1e7,
+the ratio to a roofline loop moving the same bytes (fastoptim._core.roofline_update:
+28 B/element for AdamW-SF and LAMB's moments, 20 B for SGD-SF and LARS's momentum). LAMB
+and LARS (on a matrix) are two passes, norms then update (40 and 28 B/element), so their
+ratios to those rooflines are at least 40/28 and 28/20.
 
 schedulefree's AdamW divides the gradient in place every step; its candidates restore the
 gradients first (torch._foreach_copy_), and that copy, timed alone, is subtracted.
@@ -46,9 +47,9 @@ def _mlp_shapes() -> list[tuple[int, ...]]:
 
 def _reference(name: str):
     try:
-        if name == "Lamb":
+        if name in ("Lamb", "LARS"):
             import pytorch_optimizer
-            return pytorch_optimizer.Lamb
+            return getattr(pytorch_optimizer, name)
         import schedulefree
         return getattr(schedulefree, name)
     except ImportError:
@@ -62,6 +63,7 @@ OPTIMIZERS = {
     "SGDScheduleFree": (ft.SGDScheduleFree, "schedulefree_sgd_step", dict(lr=1e-2), 2,
                         "SGDScheduleFree"),
     "Lamb": (getattr(ft, "Lamb", None), "lamb_step", dict(lr=1e-3), 3, "Lamb"),
+    "LARS": (getattr(ft, "LARS", None), "lars_step", dict(lr=1e-2), 2, "LARS"),
 }
 
 
@@ -94,6 +96,8 @@ def run_case(label: str, shapes, threads: int, repeats: int) -> list[dict]:
         keys = fastoptim.spec.get(opt._spec.name).state_keys
         states = [[opt.state[p][k].numpy() for p in ps] for k in keys]
         kkw = opt._spec.kernel_kwargs(opt.param_groups[0], opt.defaults)
+        if opt._spec.split is not None:
+            kkw[opt._spec.split[0]] = True
         if opt._spec.kernel_step:
             kkw["step"] = 2
         cands.append(bench.Timed("kernel", "f(p, g, *s, **kw)",
@@ -163,7 +167,7 @@ def main(argv=None) -> int:
     print("\n".join(bench.machine_lines(info)))
     rows = []
     for threads in a.threads:
-        rows += run_case(f"1 tensor, {big:.0e}", [(big,)], threads, repeats)
+        rows += run_case(f"1 tensor, {big:.0e}", [(big // 1000, 1000)], threads, repeats)
         rows += run_case("MLP, 160 tensors", _mlp_shapes(), threads, repeats)
     lines = ["| case | threads | optimizer | fastoptim.torch µs | kernel µs | reference µs "
              "(for-loop / foreach) | speed-up vs fastest reference | kernel / roofline |",

@@ -256,6 +256,25 @@ def lamb(p, g, m, v, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-6, weight_
     return p - lr / (1 - beta1**step) * trust * u, m, v
 
 
+def lars(p, g, buf, *, lr=1e-3, weight_decay=0.0, momentum=0.9, dampening=0.0,
+         trust_coefficient=1e-3, nesterov=False, maximize=False, trust=True):
+    """One step of pytorch-optimizer's LARS on one tensor; ``trust``: the tensor has more
+    than one dimension. Returns (param, momentum_buffer) (the buffer unchanged when
+    momentum == 0)."""
+    p = np.asarray(p, np.float64)
+    d = -np.asarray(g, np.float64) if maximize else np.asarray(g, np.float64)
+    if trust:
+        pn, gn = float(np.linalg.norm(p)), float(np.linalg.norm(d))
+        den = gn + weight_decay * pn
+        r = trust_coefficient * pn / den if pn > 0 and den > 0 else 1.0
+        d = (d + weight_decay * p) * r
+    buf = np.asarray(buf, np.float64)
+    if momentum > 0:
+        buf = momentum * buf + (1 - dampening) * d
+        d = d + momentum * buf if nesterov else buf
+    return p - lr * d, buf
+
+
 # --- model toolkit: losses, activations, penalties (float64) ---------------------------
 
 def point_loss(kind, x, t, *, reduction="mean", delta=1.0):

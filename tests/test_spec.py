@@ -33,7 +33,7 @@ def test_torch_front_end_has_torchs_signature(name):
 
     ref = (pytest.importorskip("lion_pytorch").Lion if name == "Lion"
            else getattr(pytest.importorskip("pytorch_optimizer"), name)
-           if name in ("AdEMAMix", "Lamb")
+           if name in ("AdEMAMix", "Lamb", "LARS")
            else getattr(pytest.importorskip("schedulefree"), name) if "ScheduleFree" in name
            else getattr(torch.optim, name))
     theirs = [p for p in inspect.signature(ref).parameters.values()

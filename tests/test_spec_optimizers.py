@@ -64,6 +64,10 @@ FLAGS = {
         weight_decay=[0.0, 0.1], weight_decouple=[True, False], grad_averaging=[True, False],
         adam=[False, True], maximize=[False, True])] + [
         dict(lr=1e-2, weight_decay=0.1, fixed_decay=True, maximize=True)],
+    # the (7, 9) parameter takes the trust ratio, the vectors plain SGD momentum
+    "LARS": [dict(lr=0.1, trust_coefficient=0.02, **f) for f in _grid(
+        weight_decay=[0.0, 0.1], momentum=[0.0, 0.9], nesterov=[False, True],
+        dampening=[0.0, 0.3], maximize=[False, True])],
     # t0=8: averaging starts within the 20 steps (mu < 1 from step 10)
     "ASGD": [dict(lr=0.05, lambd=1e-3, alpha=0.6, t0=t0, **f)
              for t0 in (8.0, 1e6) for f in _grid(weight_decay=[0.0, 0.1],
@@ -99,6 +103,10 @@ KERNEL = {
                   [dict(), dict(weight_decay=0.1), dict(weight_decay=0.1, weight_decouple=False),
                    dict(grad_averaging=False, maximize=True), dict(adam=True, weight_decay=0.1),
                    dict(weight_decay=0.1, fixed_decay=True)]),
+    "lars_step": (ref.lars, dict(lr=0.1, trust_coefficient=0.02),
+                  [dict(), dict(weight_decay=0.1), dict(trust=False, weight_decay=0.1),
+                   dict(momentum=0.0, weight_decay=0.1), dict(nesterov=True, dampening=0.3),
+                   dict(maximize=True, weight_decay=0.1)]),
     # ckp1 < 0.5 and >= 0.5 take torch.lerp's two branches
     "schedulefree_adamw_step": (
         ref.schedulefree_adamw, dict(lr=0.01, beta1=0.8, beta2=0.95, eps=1e-6, ckp1=0.2,
@@ -117,14 +125,14 @@ def reference_class(name):
     """The reference implementation: torch.optim's, else the package the spec names."""
     if name == "Lion":
         return pytest.importorskip("lion_pytorch").Lion
-    if name in ("AdEMAMix", "Lamb"):
+    if name in ("AdEMAMix", "Lamb", "LARS"):
         return getattr(pytest.importorskip("pytorch_optimizer"), name)
     return getattr(torch.optim, name)
 
 
 # Reference optimizers whose state_dict layout differs from torch.optim's (pytorch-optimizer
 # keeps the step count in the parameter group, not per parameter): no interchange.
-NO_INTERCHANGE = {"AdEMAMix", "Lamb"}
+NO_INTERCHANGE = {"AdEMAMix", "Lamb", "LARS"}
 # State entries only the reference keeps (pytorch-optimizer's per-step diagnostics of Lamb)
 REFERENCE_ONLY = {"Lamb": {"weight_norm", "adam_norm", "trust_ratio"}}
 
@@ -384,6 +392,11 @@ def _generic_entry(kernel):
     if "momentum" in hypers and "ckp1" in hypers:
         bad += [({"momentum": 0.0}, ValueError, "momentum"),
                 ({"momentum": 1.0}, ValueError, "momentum")]
+    if "trust_coefficient" in hypers:  # LARS
+        bad += [({"trust_coefficient": -1.0}, ValueError, "trust_coefficient"),
+                ({"momentum": 1.5}, ValueError, "momentum"),
+                ({"dampening": -0.1}, ValueError, "dampening"),
+                ({"trust": 1}, TypeError, "trust must be a bool")]
     if "mu_product" in hypers:
         bad += [({"mu_product": 1.0}, ValueError, "mu_product"),
                 ({"mu_product": MISSING}, TypeError, "'mu_product'")]
@@ -446,17 +459,18 @@ def test_bad_cases_cover_the_state_buffers():
 
 
 @pytest.mark.parametrize("foreach", [False, True], ids=["for-loop", "foreach"])
-@pytest.mark.parametrize("kw", FLAGS["Lamb"][::7], ids=lambda kw: str(sorted(kw.items())))
-def test_lamb_matches_both_reference_modes(kw, foreach):
-    """pytorch-optimizer's Lamb computes the update in two ways (per tensor, and batched);
-    fastoptim.torch.Lamb follows both for 20 steps."""
-    Lamb = pytest.importorskip("pytorch_optimizer").Lamb
+@pytest.mark.parametrize("name,kw", [(n, kw) for n in ("Lamb", "LARS") for kw in FLAGS[n][::7]],
+                         ids=lambda x: str(x) if isinstance(x, str) else str(sorted(x.items())))
+def test_trust_ratio_optimizers_match_both_reference_modes(name, kw, foreach):
+    """pytorch-optimizer computes Lamb's and LARS's updates in two ways (per tensor, and
+    batched); fastoptim.torch follows both for 20 steps."""
+    ref_cls = reference_class(name)
     rng = np.random.default_rng(9)
     shapes = [(40, 30), (30,), (5,)]
     init = [rng.standard_normal(s).astype(np.float32) for s in shapes]
     a = [torch.tensor(x.copy(), requires_grad=True) for x in init]
     b = [torch.tensor(x.copy(), requires_grad=True) for x in init]
-    theirs, ours = Lamb(a, **kw, foreach=foreach), ft.Lamb(b, **kw)
+    theirs, ours = ref_cls(a, **kw, foreach=foreach), getattr(ft, name)(b, **kw)
     for _ in range(STEPS):
         for t, u in zip(a, b, strict=True):
             g = torch.from_numpy(rng.standard_normal(t.shape).astype(np.float32))
@@ -465,6 +479,7 @@ def test_lamb_matches_both_reference_modes(kw, foreach):
         ours.step()
         for t, u in zip(a, b, strict=True):
             torch.testing.assert_close(u, t, **TOL[np.float32])
-            for key in ("exp_avg", "exp_avg_sq"):
-                torch.testing.assert_close(ours.state[u][key], theirs.state[t][key],
-                                           **TOL[np.float32])
+            for key in ("exp_avg", "exp_avg_sq", "momentum_buffer"):
+                if key in theirs.state[t]:
+                    torch.testing.assert_close(ours.state[u][key], theirs.state[t][key],
+                                               **TOL[np.float32])

@@ -1,5 +1,5 @@
-// Python bindings of the trust-ratio optimizer kernels: lamb_step, one declaration for the
-// generic registrar (optimizer_spec.hpp).
+// Python bindings of the trust-ratio optimizer kernels: lamb_step and lars_step, one
+// declaration each for the generic registrar (optimizer_spec.hpp).
 #include "bindings/optimizer_spec.hpp"
 #include "dispatch/table.hpp"
 
@@ -36,8 +36,39 @@ struct LambStep {
     }
 };
 
+// pytorch-optimizer 4.1.0's LARS (kernels/trust_ratio.hpp).
+struct LarsStep {
+    using Config = LarsConfig;
+    static constexpr const char* name = "lars_step";
+    static constexpr const char* summary =
+        "One LARS step in place, with pytorch-optimizer's math (You et al. 2017).\n\n"
+        "trust=True scales each tensor's (decayed) gradient by its trust ratio (pass it for\n"
+        "parameters of more than one dimension, as pytorch-optimizer does); trust=False is\n"
+        "plain SGD momentum without decay. Two native passes with trust, else one.\n"
+        "momentum_buffers (starting at zero) are required when momentum != 0.";
+    static constexpr State states[] = {{"momentum_buffers", "momentum_buffer", "momentum"}};
+    static constexpr Hyper<Config> hypers[] = {
+        {"lr", &Config::lr},
+        {"weight_decay", &Config::weight_decay},
+        {"momentum", &Config::momentum},
+        {"dampening", &Config::dampening},
+        {"trust_coefficient", &Config::trust_coefficient},
+        {"nesterov", &Config::nesterov},
+        {"maximize", &Config::maximize},
+        {"trust", &Config::trust}};
+    template <class T>
+    static auto kernel(const dispatch::Ops<T>& o) { return o.lars; }
+    template <class T>
+    static SGDTensor<T> tensor(T* p, const T* g, T* const* s, std::size_t n) {
+        return {p, g, s[0], n};
+    }
+};
+
 }  // namespace
 
-void bind_trust_ratio(py::module_& m) { register_optimizer<LambStep>(m); }
+void bind_trust_ratio(py::module_& m) {
+    register_optimizer<LambStep>(m);
+    register_optimizer<LarsStep>(m);
+}
 
 }  // namespace fastoptim::bind

@@ -38,6 +38,7 @@ struct Ops {
     void (*lerp)(T* const*, const T* const*, const std::size_t*, std::size_t, double, int);
     // trust-ratio optimizers (kernels/trust_ratio.hpp)
     void (*lamb)(const MomentsTensor<T>*, std::size_t, const LambConfig&, int);
+    void (*lars)(const SGDTensor<T>*, std::size_t, const LarsConfig&, int);
     // model toolkit (kernels/losses.hpp, activations.hpp, regularizers.hpp)
     double (*point_loss)(T*, const T*, const T*, std::size_t, const PointLossConfig&, int);
     double (*softmax_xent)(T*, const T*, const std::int64_t*, const T*, const T*, std::size_t,

@@ -33,6 +33,7 @@ Ops<T> make_ops() {
     o.schedulefree_sgd = &k::schedulefree_sgd_multi<T>;
     o.lerp = &k::lerp_multi<T>;
     o.lamb = &k::lamb_multi<T>;
+    o.lars = &k::lars_multi<T>;
     o.sumsq = &k::sumsq_multi<T>;
     o.scale = &k::scale_multi<T>;
     o.stream = &k::stream_update<T>;

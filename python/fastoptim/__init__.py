@@ -34,6 +34,7 @@ from fastoptim._core import (
     global_norm,
     have_openmp,
     lamb_step,
+    lars_step,
     lerp_,
     lion_step,
     nadam_step,
@@ -85,4 +86,4 @@ __all__ = [
     "simd_target",
     "simd_targets",
 ]
-__all__ += ["lamb_step", "lerp_", "schedulefree_adamw_step", "schedulefree_sgd_step"]
+__all__ += ["lamb_step", "lars_step", "lerp_", "schedulefree_adamw_step", "schedulefree_sgd_step"]

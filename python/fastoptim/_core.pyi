@@ -175,6 +175,20 @@ def lamb_step(
     adam: bool = False,
     maximize: bool = False,
 ) -> None: ...
+def lars_step(
+    params: _Arrays,
+    grads: _Arrays,
+    momentum_buffers: _Arrays | None = None,
+    *,
+    lr: float = 0.001,
+    weight_decay: float = 0.0,
+    momentum: float = 0.9,
+    dampening: float = 0.0,
+    trust_coefficient: float = 0.001,
+    nesterov: bool = False,
+    maximize: bool = False,
+    trust: bool = True,
+) -> None: ...
 def lion_step(
     params: _Arrays,
     grads: _Arrays,

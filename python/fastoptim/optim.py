@@ -116,6 +116,10 @@ class Optimizer:
     def _validate(self, group: dict[str, Any]) -> None:
         raise NotImplementedError
 
+    def _partition_key(self, p: np.ndarray) -> Any:
+        """Beyond dtype and step, what puts p in a separate native call (None: nothing)."""
+        return None
+
     def _new_state(self, p: np.ndarray, group: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
 
@@ -134,10 +138,11 @@ class Optimizer:
             parts: dict[tuple, list[int]] = {}
             for j, p in enumerate(group["params"]):
                 st = self.state.get(offset + j)
-                key = (p.dtype.str, st["step"] if st and self._has_step else 0, st is None)
+                key = (p.dtype.str, st["step"] if st and self._has_step else 0, st is None,
+                       self._partition_key(p))
                 parts.setdefault(key, []).append(j)
             plan = []
-            for (_, _, fresh), idx in parts.items():
+            for (_, _, fresh, _), idx in parts.items():
                 whole = idx == list(range(len(group["params"])))
                 plan.append(_Partition([offset + j for j in idx],
                                        [group["params"][j] for j in idx], whole, fresh))
@@ -316,9 +321,13 @@ class _SpecOptimizer(Optimizer):
             s.finish_step(self.param_groups)
         return done
 
+    def _partition_key(self, p: np.ndarray) -> Any:
+        return self._spec.partition_key(p)
+
     def _run(self, group: dict[str, Any], params: list, grads: list, state: list[list],
              step: int, first: bool) -> None:
-        self._spec.run(group, params, grads, state, step, first, self.defaults)
+        key = self._spec.partition_key(params[0]) if self._spec.split else None
+        self._spec.run(group, params, grads, state, step, first, self.defaults, key)
 
 
 class _Modes:
@@ -439,4 +448,8 @@ class SGDScheduleFree(_Modes, _SpecOptimizer, spec="SGDScheduleFree"):
 
 
 class Lamb(_SpecOptimizer, spec="Lamb"):
+    pass
+
+
+class LARS(_SpecOptimizer, spec="LARS"):
     pass

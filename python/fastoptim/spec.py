@@ -78,6 +78,7 @@ _DOCS = {
     "degenerated_to_sgd": "with rectify only (accepted, unused)",
     "n_sma_threshold": "with rectify only (accepted, unused)",
     "max_grad_norm": "with pre_norm only (accepted, unused)",
+    "trust_coefficient": "the trust ratio is trust_coefficient * |p| / (|g| + weight_decay |p|)",
 }
 
 
@@ -264,6 +265,9 @@ class OptimizerSpec:
     # `fastoptim train` values of CLI options left at the CLI's default (see
     # build_from_options): schedule-free SGD's momentum 0.9 where the CLI says 0
     cli_defaults: dict[str, Any] = field(default_factory=dict)
+    # (kernel flag, parameter -> bool): the front ends call the kernel once per value of
+    # the flag in a group (LARS: trust=True for parameters of more than one dimension)
+    split: tuple[str, Callable[[Any], bool]] | None = None
 
     # -- what the front ends call ------------------------------------------------------
     @property
@@ -343,14 +347,22 @@ class OptimizerSpec:
             s[sc.key] = scalar(float(group[sc.init]) if isinstance(sc.init, str) else sc.init)
         return s
 
+    def partition_key(self, p: Any) -> Any:
+        """What, beyond dtype and step, puts p in a separate kernel call (``split``)."""
+        return None if self.split is None else bool(self.split[1](p))
+
     def run(self, group: dict[str, Any], params: list, grads: list, states: list,
-            step: int, first: bool, defaults: dict[str, Any] | None = None) -> None:
+            step: int, first: bool, defaults: dict[str, Any] | None = None,
+            part_key: Any = None) -> None:
         """One native multi-tensor call; ``states`` holds one list per buffer, in
-        ``state`` order (None entries for buffers never created), then one per scalar.
+        ``state`` order (None entries for buffers never created), then one per scalar;
+        ``part_key``: the parameters' ``partition_key`` (the ``split`` flag's value).
         This runs every step: it reads the group and calls the kernel once."""
         kw = self._kw(group)
         if self.adjust is not None:
             self.adjust(kw, group, group if defaults is None else defaults)
+        if self.split is not None:
+            kw[self.split[0]] = bool(part_key)
         if self.kernel_step:
             kw["step"] = step
         if self._first_step:
@@ -492,7 +504,8 @@ def declare(name: str, kernel: str, *, torch: str, summary: str, rule: str, refe
             | None = None, group_state: dict[str, Any] | None = None,
             advance: Callable[[dict[str, Any]], None] | None = None,
             modes: Modes | None = None, flag_defaults: dict[str, Any] | None = None,
-            cli_defaults: dict[str, Any] | None = None) -> OptimizerSpec:
+            cli_defaults: dict[str, Any] | None = None,
+            split: tuple[str, Callable[[Any], bool]] | None = None) -> OptimizerSpec:
     """Builds one OptimizerSpec. ``torch`` is torch's constructor signature after
     ``params`` ("*" marks keyword-only); its names are the kernel's hyperparameters
     (``betas`` stands for beta1, beta2), torch's switches, or names declared in ``extra``
@@ -537,7 +550,7 @@ def declare(name: str, kernel: str, *, torch: str, summary: str, rule: str, refe
                          tuple((j, b.when) for j, b in enumerate(state) if b.when is not None),
                          "first_step" in kh, getattr(_core, kernel), adjust,
                          dict(group_state or {}), advance, modes, dict(flag_defaults or {}),
-                         dict(cli_defaults or {}))
+                         dict(cli_defaults or {}), split)
 
 
 # ---------------------------------------------------------------------------------------
@@ -845,7 +858,27 @@ p = p - lr / (1 - beta1^step) * trust * u
                "max_grad_norm": ("float", 1.0, _finite_nonneg("max_grad_norm")),
                "pre_norm": ("bool", False, _unsupported("pre_norm"))},
         docs={"weight_decouple": "decoupled weight decay (p *= 1 - lr * weight_decay), "
-                                 "else L2 added to the update"}),
+                                 "else L2 added to the update"},
+        train_lr=1e-2),
+    declare(
+        "LARS", "lars_step",
+        torch="lr weight_decay momentum dampening trust_coefficient nesterov foreach maximize",
+        summary="LARS (pytorch-optimizer's LARS): SGD with a per-tensor trust ratio for "
+                "parameters of more than one dimension.",
+        rule="""
+g = -grad if maximize else grad
+if p.ndim > 1:
+    r = trust_coefficient * |p| / (|g| + weight_decay * |p|)  per tensor (1 if |p| or the
+                                                             denominator is 0)
+    g = (g + weight_decay * p) * r
+if momentum > 0: buf = momentum * buf + (1 - dampening) * g   (buf starts at 0)
+                 g = g + momentum * buf if nesterov else buf
+p = p - lr * g
+(two native passes over the matrices: norms, then the update; one over the vectors)
+""",
+        reference="You et al., Large Batch Training of Convolutional Networks (2017); "
+                  "pytorch-optimizer 4.1.0",
+        split=("trust", lambda p: p.ndim > 1), train_lr=0.5),
 )
 
 _BY_NAME = {s.name: s for s in OPTIMIZERS}

@@ -290,6 +290,10 @@ class _Native(torch.optim.Optimizer):
     def _run(self, group, ps, gs, states, step: int, first: bool) -> None:
         raise NotImplementedError
 
+    def _partition_key(self, p) -> Any:
+        """Beyond dtype, step and layout, what puts p in a separate native call."""
+        return None
+
     # -- validation ------------------------------------------------------------------
 
     def _check_hypers(self, group) -> None:
@@ -542,11 +546,12 @@ class _Native(torch.optim.Optimizer):
                 mode = 1
             else:
                 mode = 2
-            key = (p.dtype, step, fresh, mode != 0, tuple(t is not None for t in ts))
+            key = (p.dtype, step, fresh, mode != 0, tuple(t is not None for t in ts),
+                   self._partition_key(p))
             groups.setdefault(key, []).append((j, p, where, st, ts, mode))
         parts = []
         n_with_grad = sum(1 for g in gs if g is not None)
-        for (_, step, fresh, slow, present), items in groups.items():
+        for (_, step, fresh, slow, present, _), items in groups.items():
             js = [it[0] for it in items]
             pick: Any
             if len(items) == n_with_grad and js == list(range(len(params))):
@@ -790,7 +795,16 @@ class _SpecNative(_Native):
         return self._spec.new_state(p, group, _full_like, _scalar, _clone)
 
     def _run(self, group, ps, gs, states, step: int, first: bool) -> None:
-        self._spec.run(group, ps, gs, states, step, first, self.defaults)
+        self._spec.run(group, ps, gs, states, step, first, self.defaults,
+                       self.__dict__.get("_fo_part_key"))
+
+    def _partition_key(self, p) -> Any:
+        return self._spec.partition_key(p)
+
+    def _run_part(self, group, part, grads, gp) -> None:
+        if self._spec.split is not None:  # the kernel flag of this part's parameters
+            self.__dict__["_fo_part_key"] = self._spec.partition_key(part.params[0])
+        super()._run_part(group, part, grads, gp)
 
     def _step_group(self, gi: int, group) -> None:
         if gi == 0:
@@ -908,4 +922,8 @@ class SGDScheduleFree(_Modes, _SpecNative, spec="SGDScheduleFree"):
 
 
 class Lamb(_SpecNative, spec="Lamb"):
+    pass
+
+
+class LARS(_SpecNative, spec="LARS"):
     pass

@@ -275,6 +275,24 @@ struct LambConfig {
     bool maximize = false;
 };
 
+// LARS (You et al. 2017, "Large Batch Training of Convolutional Networks"), as
+// pytorch-optimizer 4.1.0's LARS computes it. With `trust` (the front ends pass it for
+// parameters of more than one dimension, as pytorch-optimizer decides): per tensor,
+// r = trust_coefficient |p| / (|g| + weight_decay |p|) (1 if |p| or the denominator is 0),
+// g = (g + weight_decay p) r; without it g is used as it is (no decay). Then SGD momentum
+// (m = momentum m + (1 - dampening) g, the buffer starting at zero; Nesterov: g + momentum m)
+// and p -= lr g. Tensors: SGDTensor (momentum_buffer may be null when momentum == 0).
+struct LarsConfig {
+    double lr = 1e-3;
+    double weight_decay = 0.0;
+    double momentum = 0.9;
+    double dampening = 0.0;
+    double trust_coefficient = 1e-3;
+    bool nesterov = false;
+    bool maximize = false;
+    bool trust = true;
+};
+
 // One tensor of a multi-tensor Lion update.
 template <class T>
 struct LionTensor {
@@ -490,6 +508,21 @@ inline std::string validate(const LambConfig& c) {
     std::string e = detail::validate_adam_like(c);
     if (!e.empty()) return e;
     if (!(c.clamp > 0.0)) return "clamp must be a number > 0, got " + detail::num(c.clamp);
+    return {};
+}
+
+inline std::string validate(const LarsConfig& c) {
+    using detail::bad_nonneg;
+    using detail::num;
+    if (bad_nonneg(c.lr)) return "lr must be a finite number >= 0, got " + num(c.lr);
+    if (bad_nonneg(c.weight_decay))
+        return "weight_decay must be a finite number >= 0, got " + num(c.weight_decay);
+    if (!(c.momentum >= 0.0 && c.momentum <= 1.0))
+        return "momentum must be in [0, 1], got " + num(c.momentum);
+    if (!(c.dampening >= 0.0 && c.dampening <= 1.0))
+        return "dampening must be in [0, 1], got " + num(c.dampening);
+    if (bad_nonneg(c.trust_coefficient))
+        return "trust_coefficient must be a finite number >= 0, got " + num(c.trust_coefficient);
     return {};
 }
 

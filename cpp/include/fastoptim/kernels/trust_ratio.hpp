@@ -1,12 +1,14 @@
-// Trust-ratio optimizers: LAMB (You et al. 2020), as pytorch-optimizer 4.1.0's Lamb.
+// Trust-ratio optimizers: LAMB (You et al. 2020) and LARS (You et al. 2017), as
+// pytorch-optimizer 4.1.0's Lamb and LARS.
 //
 // A trust ratio needs two norms per tensor before any element of it can be updated, so a
 // step is two native passes over each tensor, both multi-tensor and in parallel:
-//   1. the norm pass: updates the moments in place and accumulates, per tensor, the squared
-//      norms of the (decayed) parameter and of the Adam update;
-//   2. the update pass: recomputes the Adam update from the new moments and applies it
-//      scaled by the tensor's trust ratio.
-// With adam=True (trust ratio 1) the step is one fused pass.
+//   1. the norm pass: LAMB updates the moments in place and accumulates, per tensor, the
+//      squared norms of the (decayed) parameter and of the Adam update; LARS only reads
+//      the parameter and the gradient;
+//   2. the update pass: LAMB recomputes the Adam update from the new moments and applies
+//      it scaled by the tensor's trust ratio; LARS scales the gradient, then SGD momentum.
+// With adam=True (LAMB) or trust=False (LARS) the step is one fused pass.
 //
 // Determinism: the norm pass cuts every tensor into fixed chunks of kNormChunk elements,
 // independent of the thread count; each chunk's sums go to their own slot (accumulated in
@@ -186,6 +188,90 @@ void lamb_multi(const MomentsTensor<T>* ts, std::size_t count, const LambConfig&
         case Decay::l2: run(std::integral_constant<Decay, Decay::l2>{}); break;
         case Decay::decoupled: run(std::integral_constant<Decay, Decay::decoupled>{}); break;
     }
+}
+
+// LARS norm pass on p, g: [n]: out[0] += |p|^2, out[1] += |g|^2 (g after maximize's sign,
+// which does not change the norm).
+template <class T>
+void lars_norm_range(const T* __restrict p, const T* __restrict g, std::size_t n, double* out) {
+    double pp = 0.0, gg = 0.0;
+#pragma omp simd reduction(+ : pp, gg)
+    for (std::size_t i = 0; i < n; ++i) {
+        const double pi = static_cast<double>(p[i]), gi = static_cast<double>(g[i]);
+        pp += pi * pi;
+        gg += gi * gi;
+    }
+    out[0] += pp;
+    out[1] += gg;
+}
+
+// Scalars of one LARS step, in the tensors' precision.
+template <class T>
+struct LarsScalars {
+    T sign, weight_decay, momentum, one_minus_dampening, neg_lr;
+};
+
+// LARS update on p, g, buf: [n] with the tensor's trust ratio r. W: trust scaling with decay
+// (g = (g + wd p) r); S: trust scaling without decay (g = g r); M: momentum; N: Nesterov.
+template <class T, bool W, bool S, bool M, bool N>
+void lars_update_range(T* __restrict p, const T* __restrict g, T* __restrict buf,
+                       std::size_t n, const LarsScalars<T>& s, T r) {
+    const T sign = s.sign, wd = s.weight_decay, mom = s.momentum;
+    const T damp = s.one_minus_dampening, neg_lr = s.neg_lr;
+#pragma omp simd
+    for (std::size_t i = 0; i < n; ++i) {
+        const T pi = p[i];
+        T gi = sign * g[i];
+        if constexpr (W) gi = (gi + wd * pi) * r;          // grad.add_(p, wd).mul_(r)
+        if constexpr (S) gi = gi * r;
+        if constexpr (M) {
+            const T b = buf[i] * mom + damp * gi;          // mb.mul_(m).add_(g, 1 - d)
+            buf[i] = b;
+            gi = N ? gi + mom * b : b;
+        }
+        p[i] = pi + neg_lr * gi;                           // p.add_(g, alpha=-lr)
+    }
+}
+
+// One LARS step over `count` tensors, all with the same `trust` (the front ends call it
+// once for a group's matrices and once for its vectors). The config must satisfy validate(c).
+template <class T>
+void lars_multi(const SGDTensor<T>* ts, std::size_t count, const LarsConfig& c, int nthreads) {
+    const LarsScalars<T> s{T(c.maximize ? -1 : 1), T(c.weight_decay), T(c.momentum),
+                           T(1.0 - c.dampening), T(-c.lr)};
+    auto size_of = [ts](std::size_t i) { return ts[i].n; };
+    std::vector<T> ratio(count, T(1));
+    if (c.trust) {
+        const std::vector<double> norms = per_tensor_sums<2>(
+            count, size_of, nthreads,
+            [ts](std::size_t i, std::size_t off, std::size_t n, double* out) {
+                lars_norm_range<T>(ts[i].param + off, ts[i].grad + off, n, out);
+            });
+        for (std::size_t i = 0; i < count; ++i) {
+            const double pn = std::sqrt(norms[2 * i]), gn = std::sqrt(norms[2 * i + 1]);
+            const double den = gn + c.weight_decay * pn;
+            ratio[i] = T(pn > 0.0 && den > 0.0 ? c.trust_coefficient * pn / den : 1.0);
+        }
+    }
+    auto run = [&](auto wc, auto sc, auto mc, auto nc) {
+        constexpr bool W = decltype(wc)::value, S = decltype(sc)::value;
+        constexpr bool M = decltype(mc)::value, N = decltype(nc)::value;
+        for_each_range(count, size_of, nthreads, kMinPerThreadLamb,
+                       [ts, &s, &ratio](std::size_t i, std::size_t b, std::size_t e) {
+                           const SGDTensor<T>& t = ts[i];
+                           lars_update_range<T, W, S, M, N>(
+                               t.param + b, t.grad + b, M ? t.momentum_buffer + b : nullptr,
+                               e - b, s, ratio[i]);
+                       });
+    };
+    auto with_momentum = [&](auto wc, auto sc) {
+        if (c.momentum == 0.0) run(wc, sc, std::false_type{}, std::false_type{});
+        else if (c.nesterov) run(wc, sc, std::true_type{}, std::true_type{});
+        else run(wc, sc, std::true_type{}, std::false_type{});
+    };
+    if (!c.trust) with_momentum(std::false_type{}, std::false_type{});
+    else if (c.weight_decay != 0.0) with_momentum(std::true_type{}, std::false_type{});
+    else with_momentum(std::false_type{}, std::true_type{});
 }
 
 }  // namespace FASTOPTIM_KERNEL_NS
