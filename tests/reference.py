@@ -210,6 +210,73 @@ def ademamix(p, g, m1, v, m2, *, step, lr=1e-3, beta1=0.9, beta2=0.999, beta3=0.
     return p - lr * (m1 / (1 - beta1**step) + alpha * m2) / denom, m1, v, m2
 
 
+def lerp(a, b, w):
+    """torch.lerp(a, b, w) in float64: a + w (b - a)."""
+    a = np.asarray(a, np.float64)
+    return a + w * (np.asarray(b, np.float64) - a)
+
+
+def schedulefree_adamw(p, g, z, v, *, lr=0.0025, beta1=0.9, beta2=0.999, eps=1e-8,
+                       weight_decay=0.0, ckp1, bias_correction2):
+    """One step of schedulefree's AdamWScheduleFree on y (the parameter), with the step's
+    scheduled lr, averaging weight ckp1 and bias correction. Returns (param, z,
+    exp_avg_sq)."""
+    y = np.asarray(p, np.float64)
+    g = np.asarray(g, np.float64)
+    z = np.asarray(z, np.float64)
+    v = beta2 * np.asarray(v, np.float64) + (1 - beta2) * g * g
+    u = g / (np.sqrt(v / bias_correction2) + eps) + weight_decay * y
+    y = lerp(y, z, ckp1) + lr * (beta1 * (1 - ckp1) - 1) * u
+    return y, z - lr * u, v
+
+
+def schedulefree_sgd(p, g, z, *, lr=1.0, momentum=0.9, weight_decay=0.0, ckp1):
+    """One step of schedulefree's SGDScheduleFree on y. Returns (param, z)."""
+    y = np.asarray(p, np.float64)
+    z = np.asarray(z, np.float64)
+    u = np.asarray(g, np.float64) + weight_decay * y
+    y = lerp(y, z, ckp1) + lr * (momentum * (1 - ckp1) - 1) * u
+    return y, z - lr * u
+
+
+def lamb(p, g, m, v, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-6, weight_decay=0.0,
+         weight_decouple=True, fixed_decay=False, grad_averaging=True, adam=False,
+         maximize=False):
+    """One step of pytorch-optimizer's Lamb on one tensor (rectify and pre_norm off).
+    Returns (param, exp_avg, exp_avg_sq)."""
+    p = np.asarray(p, np.float64).copy()
+    d = -np.asarray(g, np.float64) if maximize else np.asarray(g, np.float64)
+    m = beta1 * np.asarray(m, np.float64) + ((1 - beta1) if grad_averaging else 1.0) * d
+    v = beta2 * np.asarray(v, np.float64) + (1 - beta2) * d * d
+    if weight_decay and weight_decouple:
+        p = p * (1 - weight_decay * (1.0 if fixed_decay else lr))
+    u = m / (np.sqrt(v) + eps)
+    if weight_decay and not weight_decouple:
+        u = u + weight_decay * p
+    wn, un = min(float(np.linalg.norm(p)), 10.0), float(np.linalg.norm(u))
+    trust = 1.0 if adam or wn == 0 or un == 0 else wn / (un + eps)
+    return p - lr / (1 - beta1**step) * trust * u, m, v
+
+
+def lars(p, g, buf, *, lr=1e-3, weight_decay=0.0, momentum=0.9, dampening=0.0,
+         trust_coefficient=1e-3, nesterov=False, maximize=False, trust=True):
+    """One step of pytorch-optimizer's LARS on one tensor; ``trust``: the tensor has more
+    than one dimension. Returns (param, momentum_buffer) (the buffer unchanged when
+    momentum == 0)."""
+    p = np.asarray(p, np.float64)
+    d = -np.asarray(g, np.float64) if maximize else np.asarray(g, np.float64)
+    if trust:
+        pn, gn = float(np.linalg.norm(p)), float(np.linalg.norm(d))
+        den = gn + weight_decay * pn
+        r = trust_coefficient * pn / den if pn > 0 and den > 0 else 1.0
+        d = (d + weight_decay * p) * r
+    buf = np.asarray(buf, np.float64)
+    if momentum > 0:
+        buf = momentum * buf + (1 - dampening) * d
+        d = d + momentum * buf if nesterov else buf
+    return p - lr * d, buf
+
+
 # --- model toolkit: losses, activations, penalties (float64) ---------------------------
 
 def point_loss(kind, x, t, *, reduction="mean", delta=1.0):

@@ -11,6 +11,7 @@ An optimizer added to the spec gets a FLAGS row, a KERNEL row and an ARRAYS row 
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import fastoptim
 import numpy as np
@@ -59,6 +60,14 @@ FLAGS = {
                            dict(weight_decay=0.1), dict(weight_decay=0.1, weight_decouple=True),
                            dict(weight_decay=0.1, weight_decouple=True, fixed_decay=True,
                                 maximize=True, t_alpha_beta3=15.0)]],
+    "Lamb": [dict(lr=1e-2, betas=(0.8, 0.95), eps=1e-6, **f) for f in _grid(
+        weight_decay=[0.0, 0.1], weight_decouple=[True, False], grad_averaging=[True, False],
+        adam=[False, True], maximize=[False, True])] + [
+        dict(lr=1e-2, weight_decay=0.1, fixed_decay=True, maximize=True)],
+    # the (7, 9) parameter takes the trust ratio, the vectors plain SGD momentum
+    "LARS": [dict(lr=0.1, trust_coefficient=0.02, **f) for f in _grid(
+        weight_decay=[0.0, 0.1], momentum=[0.0, 0.9], nesterov=[False, True],
+        dampening=[0.0, 0.3], maximize=[False, True])],
     # t0=8: averaging starts within the 20 steps (mu < 1 from step 10)
     "ASGD": [dict(lr=0.05, lambd=1e-3, alpha=0.6, t0=t0, **f)
              for t0 in (8.0, 1e6) for f in _grid(weight_decay=[0.0, 0.1],
@@ -89,6 +98,23 @@ KERNEL = {
                        dict(t_alpha_beta3=12.0)]),
     "lion_step": (ref.lion, dict(lr=0.01, beta1=0.8, beta2=0.95),
                   [dict(), dict(weight_decay=0.1), dict(maximize=True)]),
+    # large parameters: the weight norm's clamp at 10 is reached for the long arrays
+    "lamb_step": (ref.lamb, dict(step=5, lr=0.01, beta1=0.8, beta2=0.95, eps=1e-6),
+                  [dict(), dict(weight_decay=0.1), dict(weight_decay=0.1, weight_decouple=False),
+                   dict(grad_averaging=False, maximize=True), dict(adam=True, weight_decay=0.1),
+                   dict(weight_decay=0.1, fixed_decay=True)]),
+    "lars_step": (ref.lars, dict(lr=0.1, trust_coefficient=0.02),
+                  [dict(), dict(weight_decay=0.1), dict(trust=False, weight_decay=0.1),
+                   dict(momentum=0.0, weight_decay=0.1), dict(nesterov=True, dampening=0.3),
+                   dict(maximize=True, weight_decay=0.1)]),
+    # ckp1 < 0.5 and >= 0.5 take torch.lerp's two branches
+    "schedulefree_adamw_step": (
+        ref.schedulefree_adamw, dict(lr=0.01, beta1=0.8, beta2=0.95, eps=1e-6, ckp1=0.2,
+                                     bias_correction2=0.3),
+        [dict(), dict(weight_decay=0.1), dict(ckp1=1.0), dict(ckp1=0.6, weight_decay=0.1)]),
+    "schedulefree_sgd_step": (
+        ref.schedulefree_sgd, dict(lr=0.05, momentum=0.8, ckp1=0.2),
+        [dict(), dict(weight_decay=0.1), dict(ckp1=1.0), dict(ckp1=0.6, weight_decay=0.1)]),
     "adadelta_step": (ref.adadelta, dict(lr=0.5, rho=0.8, eps=1e-5),
                       [dict(), dict(weight_decay=0.1), dict(maximize=True),
                        dict(weight_decay=0.1, maximize=True)]),
@@ -99,14 +125,16 @@ def reference_class(name):
     """The reference implementation: torch.optim's, else the package the spec names."""
     if name == "Lion":
         return pytest.importorskip("lion_pytorch").Lion
-    if name == "AdEMAMix":
-        return pytest.importorskip("pytorch_optimizer").AdEMAMix
+    if name in ("AdEMAMix", "Lamb", "LARS"):
+        return getattr(pytest.importorskip("pytorch_optimizer"), name)
     return getattr(torch.optim, name)
 
 
 # Reference optimizers whose state_dict layout differs from torch.optim's (pytorch-optimizer
 # keeps the step count in the parameter group, not per parameter): no interchange.
-NO_INTERCHANGE = {"AdEMAMix"}
+NO_INTERCHANGE = {"AdEMAMix", "Lamb", "LARS"}
+# State entries only the reference keeps (pytorch-optimizer's per-step diagnostics of Lamb)
+REFERENCE_ONLY = {"Lamb": {"weight_norm", "adam_norm", "trust_ratio"}}
 
 
 def _cases():
@@ -207,7 +235,8 @@ def test_lockstep_with_torch(case, dtype):
             want = t.detach().numpy()
             np.testing.assert_allclose(params[i], want, **TOL[dtype])
             np.testing.assert_allclose(u.detach().numpy(), want, **TOL[dtype])
-            st = theirs.state[t]
+            st = {k: v for k, v in theirs.state[t].items()
+                  if k not in REFERENCE_ONLY.get(name, ())}
             extra = {"step"} if name in NO_INTERCHANGE else set()  # theirs: group['step']
             assert set(ours_np.state[i]) - extra == set(st) == set(ours_t.state[u]) - extra
             for key, v in st.items():
@@ -322,8 +351,9 @@ def _generic_entry(kernel):
     """The standard bad inputs of every further kernel: its arrays, and the invalid values
     of the hyperparameters it has (each must be rejected naming it, nothing touched)."""
     base, hypers = KERNEL[kernel][1], {h[0] for h in fastoptim._core.kernel_specs[kernel]["hypers"]}
-    bad = [({"maximize": 1}, TypeError, "maximize must be a bool"),
-           ({"nonexistent": 1.0}, TypeError, "unexpected keyword argument 'nonexistent'")]
+    bad = [({"nonexistent": 1.0}, TypeError, "unexpected keyword argument 'nonexistent'")]
+    if "maximize" in hypers:
+        bad += [({"maximize": 1}, TypeError, "maximize must be a bool")]
     if "lr" in hypers:
         bad += [({"lr": -1e-3}, ValueError, "lr"), ({"lr": NAN}, ValueError, "lr"),
                 ({"lr": "0.1"}, TypeError, "lr must be a real number")]
@@ -352,6 +382,21 @@ def _generic_entry(kernel):
         bad += [({"eta": -1.0}, ValueError, "eta"), ({"mu": 0.0}, ValueError, "mu"),
                 ({"mu": 1.5}, ValueError, "mu"), ({"eta": MISSING}, TypeError, "'eta'"),
                 ({"lambd": NAN}, ValueError, "lambd")]
+    if "ckp1" in hypers:  # schedule-free
+        bad += [({"ckp1": 1.5}, ValueError, "ckp1"), ({"ckp1": NAN}, ValueError, "ckp1"),
+                ({"ckp1": MISSING}, TypeError, "'ckp1'")]
+    if "bias_correction2" in hypers:
+        bad += [({"bias_correction2": 0.0}, ValueError, "bias_correction2"),
+                ({"bias_correction2": MISSING}, TypeError, "'bias_correction2'"),
+                ({"beta1": 0.0}, ValueError, "betas[0]")]
+    if "momentum" in hypers and "ckp1" in hypers:
+        bad += [({"momentum": 0.0}, ValueError, "momentum"),
+                ({"momentum": 1.0}, ValueError, "momentum")]
+    if "trust_coefficient" in hypers:  # LARS
+        bad += [({"trust_coefficient": -1.0}, ValueError, "trust_coefficient"),
+                ({"momentum": 1.5}, ValueError, "momentum"),
+                ({"dampening": -0.1}, ValueError, "dampening"),
+                ({"trust": 1}, TypeError, "trust must be a bool")]
     if "mu_product" in hypers:
         bad += [({"mu_product": 1.0}, ValueError, "mu_product"),
                 ({"mu_product": MISSING}, TypeError, "'mu_product'")]
@@ -399,6 +444,11 @@ def test_torch_adapter_rejects_bad_hyperparameters_unchanged(name):
 def test_every_declared_optimizer_is_tested_here():
     declared = {n for n in fspec.names() if fspec.get(n).elementwise} - {
         "SGD", "Adam", "AdamW", "RMSprop", "Adagrad"}  # the others: test_special_optimizers
+    # optimizers with train()/eval() have their lockstep tests in test_schedulefree.py
+    modal = {n for n in declared if fspec.get(n).modes is not None}
+    lockstep = (Path(__file__).parent / "test_schedulefree.py").read_text()
+    assert all(f'"{n}": [' in lockstep for n in modal), "add a FLAGS row in test_schedulefree"
+    declared -= modal
     assert declared <= set(FLAGS), "add a FLAGS row for each new optimizer"
     kernels = {fspec.get(n).kernel for n in declared}
     assert kernels <= set(KERNEL), "add a KERNEL row for each new kernel"
@@ -407,3 +457,30 @@ def test_every_declared_optimizer_is_tested_here():
 def test_bad_cases_cover_the_state_buffers():
     args = {c.arg for c in BAD if c.entry.name == "adamax_step"}
     assert {"params", "grads", "exp_avgs", "exp_infs"} <= args
+
+
+@pytest.mark.parametrize("foreach", [False, True], ids=["for-loop", "foreach"])
+@pytest.mark.parametrize("name,kw", [(n, kw) for n in ("Lamb", "LARS") for kw in FLAGS[n][::7]],
+                         ids=lambda x: str(x) if isinstance(x, str) else str(sorted(x.items())))
+def test_trust_ratio_optimizers_match_both_reference_modes(name, kw, foreach):
+    """pytorch-optimizer computes Lamb's and LARS's updates in two ways (per tensor, and
+    batched); fastoptim.torch follows both for 20 steps."""
+    ref_cls = reference_class(name)
+    rng = np.random.default_rng(9)
+    shapes = [(40, 30), (30,), (5,)]
+    init = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    a = [torch.tensor(x.copy(), requires_grad=True) for x in init]
+    b = [torch.tensor(x.copy(), requires_grad=True) for x in init]
+    theirs, ours = ref_cls(a, **kw, foreach=foreach), getattr(ft, name)(b, **kw)
+    for _ in range(STEPS):
+        for t, u in zip(a, b, strict=True):
+            g = torch.from_numpy(rng.standard_normal(t.shape).astype(np.float32))
+            t.grad, u.grad = g.clone(), g.clone()
+        theirs.step()
+        ours.step()
+        for t, u in zip(a, b, strict=True):
+            torch.testing.assert_close(u, t, **TOL[np.float32])
+            for key in ("exp_avg", "exp_avg_sq", "momentum_buffer"):
+                if key in theirs.state[t]:
+                    torch.testing.assert_close(ours.state[u][key], theirs.state[t][key],
+                                               **TOL[np.float32])

@@ -12,6 +12,8 @@ void bind_losses(pybind11::module_& m);
 void bind_nn(pybind11::module_& m);
 void bind_formats(pybind11::module_& m);
 void bind_pointers(pybind11::module_& m);
+void bind_schedulefree(pybind11::module_& m);
+void bind_trust_ratio(pybind11::module_& m);
 }  // namespace fastoptim::bind
 
 PYBIND11_MODULE(_core, m) {
@@ -28,4 +30,6 @@ PYBIND11_MODULE(_core, m) {
     fastoptim::bind::bind_nn(m);
     fastoptim::bind::bind_formats(m);
     fastoptim::bind::bind_pointers(m);
+    fastoptim::bind::bind_schedulefree(m);
+    fastoptim::bind::bind_trust_ratio(m);
 }

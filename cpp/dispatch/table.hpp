@@ -36,6 +36,15 @@ struct Ops {
     void (*muon_update)(const MuonUpdateTensor<T>*, std::size_t, const MuonConfig&, int);
     void (*sparse_adam)(T*, T*, T*, const std::int64_t*, const T*, std::size_t, std::size_t,
                         const SparseAdamConfig&, int);
+    // Schedule-Free (kernels/schedulefree.hpp): the steps and the y <-> x lerp
+    void (*schedulefree_adamw)(const ScheduleFreeAdamWTensor<T>*, std::size_t,
+                               const ScheduleFreeAdamWConfig&, int);
+    void (*schedulefree_sgd)(const ScheduleFreeSGDTensor<T>*, std::size_t,
+                             const ScheduleFreeSGDConfig&, int);
+    void (*lerp)(T* const*, const T* const*, const std::size_t*, std::size_t, double, int);
+    // trust-ratio optimizers (kernels/trust_ratio.hpp)
+    void (*lamb)(const MomentsTensor<T>*, std::size_t, const LambConfig&, int);
+    void (*lars)(const SGDTensor<T>*, std::size_t, const LarsConfig&, int);
     // model toolkit (kernels/losses.hpp, activations.hpp, regularizers.hpp)
     double (*point_loss)(T*, const T*, const T*, std::size_t, const PointLossConfig&, int);
     double (*softmax_xent)(T*, const T*, const std::int64_t*, const T*, const T*, std::size_t,

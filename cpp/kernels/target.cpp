@@ -33,6 +33,11 @@ Ops<T> make_ops() {
     o.muon_momentum = &k::muon_momentum_multi<T>;
     o.muon_update = &k::muon_update_multi<T>;
     o.sparse_adam = &k::sparse_adam_rows<T>;
+    o.schedulefree_adamw = &k::schedulefree_adamw_multi<T>;
+    o.schedulefree_sgd = &k::schedulefree_sgd_multi<T>;
+    o.lerp = &k::lerp_multi<T>;
+    o.lamb = &k::lamb_multi<T>;
+    o.lars = &k::lars_multi<T>;
     o.sumsq = &k::sumsq_multi<T>;
     o.scale = &k::scale_multi<T>;
     o.stream = &k::stream_update<T>;

@@ -34,6 +34,9 @@ from fastoptim._core import (
     get_num_threads,
     global_norm,
     have_openmp,
+    lamb_step,
+    lars_step,
+    lerp_,
     lion_step,
     muon_momentum,
     muon_update,
@@ -41,6 +44,8 @@ from fastoptim._core import (
     radam_step,
     rmsprop_step,
     rprop_step,
+    schedulefree_adamw_step,
+    schedulefree_sgd_step,
     set_num_threads,
     set_simd_target,
     sgd_step,
@@ -89,3 +94,4 @@ __all__ = [
     "muon_update",
     "sparse_adam_step",
 ]
+__all__ += ["lamb_step", "lars_step", "lerp_", "schedulefree_adamw_step", "schedulefree_sgd_step"]

@@ -180,6 +180,38 @@ def asgd_step(
     maximize: bool = False,
     grad_scale: float = 1.0,
 ) -> None: ...
+def lamb_step(
+    params: _Arrays,
+    grads: _Arrays,
+    exp_avgs: _Arrays,
+    exp_avg_sqs: _Arrays,
+    *,
+    step: int,
+    lr: float = 0.001,
+    beta1: float = 0.9,
+    beta2: float = 0.999,
+    eps: float = 1e-06,
+    weight_decay: float = 0.0,
+    weight_decouple: bool = True,
+    fixed_decay: bool = False,
+    grad_averaging: bool = True,
+    adam: bool = False,
+    maximize: bool = False,
+) -> None: ...
+def lars_step(
+    params: _Arrays,
+    grads: _Arrays,
+    momentum_buffers: _Arrays | None = None,
+    *,
+    lr: float = 0.001,
+    weight_decay: float = 0.0,
+    momentum: float = 0.9,
+    dampening: float = 0.0,
+    trust_coefficient: float = 0.001,
+    nesterov: bool = False,
+    maximize: bool = False,
+    trust: bool = True,
+) -> None: ...
 def lion_step(
     params: _Arrays,
     grads: _Arrays,
@@ -255,6 +287,30 @@ def rprop_step(
     maximize: bool = False,
     grad_scale: float = 1.0,
 ) -> None: ...
+def schedulefree_adamw_step(
+    params: _Arrays,
+    grads: _Arrays,
+    zs: _Arrays,
+    exp_avg_sqs: _Arrays,
+    *,
+    lr: float = 0.0025,
+    beta1: float = 0.9,
+    beta2: float = 0.999,
+    eps: float = 1e-08,
+    weight_decay: float = 0.0,
+    ckp1: float,
+    bias_correction2: float,
+) -> None: ...
+def schedulefree_sgd_step(
+    params: _Arrays,
+    grads: _Arrays,
+    zs: _Arrays,
+    *,
+    lr: float = 1.0,
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    ckp1: float,
+) -> None: ...
 def sgd_step(
     params: _Arrays,
     grads: _Arrays,
@@ -269,3 +325,4 @@ def sgd_step(
     first_step: bool = False,
     grad_scale: float = 1.0,
 ) -> None: ...
+def lerp_(arrays: _Arrays, ends: _Arrays, *, weight: float) -> None: ...

@@ -116,6 +116,10 @@ class Optimizer:
     def _validate(self, group: dict[str, Any]) -> None:
         raise NotImplementedError
 
+    def _partition_key(self, p: np.ndarray) -> Any:
+        """Beyond dtype and step, what puts p in a separate native call (None: nothing)."""
+        return None
+
     def _new_state(self, p: np.ndarray, group: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
 
@@ -134,10 +138,11 @@ class Optimizer:
             parts: dict[tuple, list[int]] = {}
             for j, p in enumerate(group["params"]):
                 st = self.state.get(offset + j)
-                key = (p.dtype.str, st["step"] if st and self._has_step else 0, st is None)
+                key = (p.dtype.str, st["step"] if st and self._has_step else 0, st is None,
+                       self._partition_key(p))
                 parts.setdefault(key, []).append(j)
             plan = []
-            for (_, _, fresh), idx in parts.items():
+            for (_, _, fresh, _), idx in parts.items():
                 whole = idx == list(range(len(group["params"])))
                 plan.append(_Partition([offset + j for j in idx],
                                        [group["params"][j] for j in idx], whole, fresh))
@@ -294,6 +299,7 @@ class _SpecOptimizer(Optimizer):
         kinds = {h.name: h.kind for h in self._spec.hyperparameters}
         defaults = {n: tuple(a[n]) if kinds[n] == "pair" else a[n]
                     for n in self._spec.numpy_signature()}
+        defaults.update(self._spec.group_state)  # schedule-free's k, weight_sum, ...
         super().__init__(params, defaults, skip_nonfinite=a["skip_nonfinite"])
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -308,11 +314,53 @@ class _SpecOptimizer(Optimizer):
         self._spec.validate(group, self.defaults)
 
     def _new_state(self, p: np.ndarray, group: dict[str, Any]) -> dict[str, Any]:
-        return self._spec.new_state(p, group, np.full_like, _scalar)
+        return self._spec.new_state(p, group, np.full_like, _scalar, np.copy)
+
+    def step(self, grads: Sequence[np.ndarray]) -> bool:
+        s = self._spec
+        s.check_mode(self.param_groups)
+        done = super().step(grads)
+        if done:
+            s.finish_step(self.param_groups)
+        return done
+
+    def _partition_key(self, p: np.ndarray) -> Any:
+        return self._spec.partition_key(p)
 
     def _run(self, group: dict[str, Any], params: list, grads: list, state: list[list],
              step: int, first: bool) -> None:
-        self._spec.run(group, params, grads, state, step, first, self.defaults)
+        key = self._spec.partition_key(params[0]) if self._spec.split else None
+        self._spec.run(group, params, grads, state, step, first, self.defaults, part_key=key)
+
+
+class _Modes:
+    """train() / eval() of an optimizer whose spec declares Modes (schedule-free)."""
+
+    _spec: _spec.OptimizerSpec
+    param_groups: list[dict[str, Any]]
+    state: dict[int, dict[str, Any]]
+
+    def train(self) -> None:
+        """Puts the training point (y) into the parameters; call before training steps."""
+        self._switch(True)
+
+    def eval(self) -> None:
+        """Puts the averaged point (x) into the parameters; call before evaluating,
+        predicting or saving."""
+        self._switch(False)
+
+    def _switch(self, train: bool) -> None:
+        m = self._spec.modes
+        assert m is not None
+        offset = 0
+        for group in self.param_groups:
+            pairs = []
+            for i, p in enumerate(group["params"], offset):
+                st = self.state.get(i)
+                if st and m.state in st:
+                    pairs.append((p, st[m.state]))
+            offset += len(group["params"])
+            self._spec.switch_mode(group, train, pairs)
 
 
 # One class statement per optimizer: everything else is in its declaration (fastoptim/spec.py).
@@ -831,3 +879,17 @@ class LBFGS(_Special, spec="LBFGS"):
             raise TypeError("LBFGS.step needs a closure returning (loss, grads)")
         state = self.state.setdefault(0, {})
         return lbfgs_step(self._problem(closure), state, self.param_groups[0])
+class AdamWScheduleFree(_Modes, _SpecOptimizer, spec="AdamWScheduleFree"):
+    pass
+
+
+class SGDScheduleFree(_Modes, _SpecOptimizer, spec="SGDScheduleFree"):
+    pass
+
+
+class Lamb(_SpecOptimizer, spec="Lamb"):
+    pass
+
+
+class LARS(_SpecOptimizer, spec="LARS"):
+    pass

@@ -68,6 +68,17 @@ _DOCS = {
     "weight_decouple": "decoupled weight decay (p *= 1 - lr * weight_decay)",
     "fixed_decay": "decoupled decay not scaled by lr (p *= 1 - weight_decay)",
     "t_alpha_beta3": "warm-up steps of alpha and beta3 (None: none)",
+    "warmup_steps": "linear warm-up of the learning rate over this many steps",
+    "r": "polynomial weighting of the average: step k weighs k^r",
+    "weight_lr_power": "the average weighs each step by lr_max^weight_lr_power",
+    "grad_averaging": "m += (1 - beta1) * g (else m += g)",
+    "adam": "trust ratio 1 (plain Adam without bias correction of v)",
+    "rectify": "RAdam-style rectification (not supported: must stay False)",
+    "pre_norm": "scale gradients by their global norm first (not supported: must stay False)",
+    "degenerated_to_sgd": "with rectify only (accepted, unused)",
+    "n_sma_threshold": "with rectify only (accepted, unused)",
+    "max_grad_norm": "with pre_norm only (accepted, unused)",
+    "trust_coefficient": "the trust ratio is trust_coefficient * |p| / (|g| + weight_decay |p|)",
 }
 
 
@@ -82,6 +93,61 @@ def _lion_decay(kw: dict[str, Any], group: dict[str, Any], defaults: dict[str, A
     # wd is divided by the constructor's lr
     if defaults.get("decoupled_weight_decay"):
         kw["weight_decay"] = group["weight_decay"] / defaults["lr"]
+
+
+def _schedulefree_schedule(group: dict[str, Any]) -> tuple[float, float, float, float]:
+    """This step's (scheduled lr, lr_max, weight_sum, ckp1) from the group's state before
+    the step, with schedulefree 1.4.1's Python-float arithmetic."""
+    k = group["k"]
+    warmup = group["warmup_steps"]
+    sched = (k + 1) / warmup if k < warmup else 1.0
+    lr = float(group["lr"]) * sched
+    lr_max = max(lr, group["lr_max"])
+    weight = ((k + 1) ** group["r"]) * (lr_max ** group["weight_lr_power"])
+    weight_sum = group["weight_sum"] + weight
+    try:
+        ckp1 = weight / weight_sum
+    except ZeroDivisionError:  # lr_max == 0 with weight_lr_power > 0
+        ckp1 = 0.0
+    return lr, lr_max, weight_sum, float(ckp1)
+
+
+def _schedulefree_sgd_kernel(kw: dict[str, Any], group: dict[str, Any],
+                             defaults: dict[str, Any]) -> None:
+    # the kernel takes this step's scheduled lr and averaging weight
+    kw["lr"], _, _, kw["ckp1"] = _schedulefree_schedule(group)
+
+
+def _schedulefree_adamw_kernel(kw: dict[str, Any], group: dict[str, Any],
+                               defaults: dict[str, Any]) -> None:
+    _schedulefree_sgd_kernel(kw, group, defaults)
+    kw["bias_correction2"] = 1 - group["betas"][1] ** (group["k"] + 1)
+
+
+def _schedulefree_advance(group: dict[str, Any]) -> None:
+    lr, lr_max, weight_sum, _ = _schedulefree_schedule(group)
+    group["scheduled_lr"] = lr  # schedulefree keeps it for logging
+    group["lr_max"] = lr_max
+    group["weight_sum"] = weight_sum
+    group["k"] = group["k"] + 1
+
+
+# schedulefree's per-group schedule state, with its initial values
+_SCHEDULEFREE_GROUP_STATE = {"k": 0, "train_mode": False, "weight_sum": 0.0, "lr_max": -1.0,
+                             "scheduled_lr": 0.0}
+
+
+def _count(name: str) -> Callable[[Any], str | None]:
+    def check(v: Any) -> str | None:
+        ok = isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 0
+        return None if ok else f"{name} must be an integer >= 0, got {v!r}"
+    return check
+
+
+def _unsupported(name: str) -> Callable[[Any], str | None]:
+    def check(v: Any) -> str | None:
+        return None if v is False else f"{name}={v!r} is not supported by fastoptim (use False)"
+    return check
 
 
 def _finite_nonneg(name: str) -> Callable[[Any], str | None]:
@@ -117,6 +183,23 @@ class StateBuffer:
     when: str | None
     init: float | str
     formats: tuple[str, ...]
+
+
+# A StateBuffer's init that copies the parameter (schedule-free's z starts at p).
+PARAM = "<param>"
+
+
+@dataclass(frozen=True, slots=True)
+class Modes:
+    """A train/eval switch (schedule-free): the front ends' ``train()`` / ``eval()`` move
+    each parameter that has state ``state`` with ``lerp(p, state, weight)``, the weight
+    ``to_train(group)`` or ``to_eval(group)``, and flip the group flag ``key``; ``step``
+    refuses to run while a group is not in train mode."""
+
+    key: str
+    state: str
+    to_train: Callable[[dict[str, Any]], float]
+    to_eval: Callable[[dict[str, Any]], float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +253,21 @@ class OptimizerSpec:
     # (kernel kwargs, group, the optimizer's constructor defaults) -> None: a rule that is
     # not a plain copy of group values (Lion's decoupled decay divides by the initial lr)
     adjust: Callable[[dict[str, Any], dict[str, Any], dict[str, Any]], None] | None = None
+    # Entries kept in each parameter group (not constructor arguments), with their initial
+    # values, as the reference keeps them there (schedule-free's k, weight_sum, lr_max):
+    # saved and loaded with the group, checked by validate().
+    group_state: dict[str, Any] = field(default_factory=dict)
+    # group -> None: advances the group state once per step, after the kernel calls
+    advance: Callable[[dict[str, Any]], None] | None = None
+    modes: Modes | None = None
+    # torch-flag defaults that differ from TORCH_FLAGS' (schedulefree's foreach=True)
+    flag_defaults: dict[str, Any] = field(default_factory=dict)
+    # `fastoptim train` values of CLI options left at the CLI's default (see
+    # build_from_options): schedule-free SGD's momentum 0.9 where the CLI says 0
+    cli_defaults: dict[str, Any] = field(default_factory=dict)
+    # (kernel flag, parameter -> bool): the front ends call the kernel once per value of
+    # the flag in a group (LARS: trust=True for parameters of more than one dimension)
+    split: tuple[str, Callable[[Any], bool]] | None = None
     # False: not an elementwise multi-tensor kernel (Adafactor, Muon, SparseAdam, LBFGS):
     # its front-end classes are written out in optim.py / torch.py, and take their
     # signature, defaults, docs and checks from here (``declare_special``).
@@ -212,6 +310,20 @@ class OptimizerSpec:
                 message = h.check(v)
                 if message:
                     raise ValueError(message)
+        for key, init in self.group_state.items():
+            v = group.get(key)
+            if isinstance(init, bool):
+                ok = isinstance(v, bool)
+            elif isinstance(init, int):
+                ok = isinstance(v, (int, np.integer)) and not isinstance(v, bool) and bool(v >= 0)
+            else:
+                ok = isinstance(v, (int, float, np.floating)) and not isinstance(v, bool) \
+                    and math.isfinite(v)
+            if not ok:
+                raise ValueError(f"param group entry {key!r} must be "
+                                 + ("a bool" if isinstance(init, bool) else
+                                    "an integer >= 0" if isinstance(init, int) else
+                                    "a finite number") + f", got {v!r}")
         if not self.elementwise:  # checks declared with the hyperparameters
             return
         extra: dict[str, Any] = {"step": 1} if self.kernel_step else {}
@@ -225,12 +337,20 @@ class OptimizerSpec:
         return buf.when is None or bool(group[buf.when])
 
     def new_state(self, p: Any, group: dict[str, Any], full_like: Callable[[Any, float], Any],
-                  scalar: Callable[[float], Any] | None = None) -> dict[str, Any]:
+                  scalar: Callable[[float], Any] | None = None,
+                  clone: Callable[[Any], Any] | None = None) -> dict[str, Any]:
         """Fresh state for parameter p: step 0 (if counted), each buffer in use
-        (``full_like(p, value)``) and each scalar (``scalar(value)``, a 0-d array/tensor)."""
+        (``full_like(p, value)``, or ``clone(p)`` for a buffer that starts as a copy of the
+        parameter) and each scalar (``scalar(value)``, a 0-d array/tensor)."""
         s: dict[str, Any] = {"step": 0} if self.has_step else {}
         for b in self.state:
-            if self.used(b, group):
+            if not self.used(b, group):
+                continue
+            if b.init == PARAM:
+                if clone is None:
+                    raise TypeError(f"{self.name} copies the parameter into {b.key}: pass clone=")
+                s[b.key] = clone(p)
+            else:
                 s[b.key] = full_like(p, group[b.init] if isinstance(b.init, str) else b.init)
         for sc in self.scalars:
             if scalar is None:
@@ -238,18 +358,25 @@ class OptimizerSpec:
             s[sc.key] = scalar(float(group[sc.init]) if isinstance(sc.init, str) else sc.init)
         return s
 
+    def partition_key(self, p: Any) -> Any:
+        """What, beyond dtype and step, puts p in a separate kernel call (``split``)."""
+        return None if self.split is None else bool(self.split[1](p))
+
     def run(self, group: dict[str, Any], params: list, grads: list, states: list,
             step: int, first: bool, defaults: dict[str, Any] | None = None,
-            grad_scale: float = 1.0) -> None:
+            grad_scale: float = 1.0, part_key: Any = None) -> None:
         """One native multi-tensor call; ``states`` holds one list per buffer, in
         ``state`` order (None entries for buffers never created), then one per scalar;
-        the kernel reads every gradient times ``grad_scale``.
+        the kernel reads every gradient times ``grad_scale``; ``part_key``: the
+        parameters' ``partition_key`` (the ``split`` flag's value).
         This runs every step: it reads the group and calls the kernel once."""
         kw = self._kw(group)
         if grad_scale != 1.0:
             kw["grad_scale"] = grad_scale
         if self.adjust is not None:
             self.adjust(kw, group, group if defaults is None else defaults)
+        if self.split is not None:
+            kw[self.split[0]] = bool(part_key)
         if self.kernel_step:
             kw["step"] = step
         if self._first_step:
@@ -289,6 +416,39 @@ class OptimizerSpec:
         """Buffers in kernel order, then scalars: the order of ``run``'s state lists."""
         return tuple(b.key for b in self.state) + tuple(sc.key for sc in self.scalars)
 
+    def finish_step(self, groups: Sequence[dict[str, Any]]) -> None:
+        """After a step's kernel calls: advance every group's state (once per step)."""
+        if self.advance is not None:
+            for g in groups:
+                self.advance(g)
+
+    def check_mode(self, groups: Sequence[dict[str, Any]]) -> None:
+        """RuntimeError unless every group is in train mode (an optimizer with Modes)."""
+        if self.modes is not None and not all(g[self.modes.key] for g in groups):
+            raise RuntimeError(f"{self.name}.step() was called in eval mode: call "
+                               f"optimizer.train() before training steps (and "
+                               f"optimizer.eval() before evaluating or saving)")
+
+    def switch_mode(self, group: dict[str, Any], train: bool,
+                    pairs: Sequence[tuple[Any, Any]]) -> None:
+        """train()/eval() for one group: ``pairs`` holds (parameter view, state view) for
+        each parameter that has the mode's state; they are moved with the native lerp (one
+        call per dtype) unless the group is already in that mode."""
+        m = self.modes
+        if m is None:
+            raise TypeError(f"{self.name} has no train/eval modes")
+        if bool(group[m.key]) == train:
+            return
+        w = float(m.to_train(group) if train else m.to_eval(group))
+        by_dtype: dict[Any, tuple[list, list]] = {}
+        for p, z in pairs:
+            ps, zs = by_dtype.setdefault(p.dtype, ([], []))
+            ps.append(p)
+            zs.append(z)
+        for ps, zs in by_dtype.values():
+            _core.lerp_(ps, zs, weight=w)
+        group[m.key] = train
+
     # -- docs --------------------------------------------------------------------------
     def docstring(self, front_end: str) -> str:
         """The class docstring: summary, update rule, arguments with defaults, state."""
@@ -309,8 +469,17 @@ class OptimizerSpec:
         keys = (["step"] if self.has_step else []) + [
             b.key + (f" (when {b.when})" if b.when else "") for b in self.state] + [
             f"{sc.key} (a 0-d scalar)" for sc in self.scalars]
-        lines += ["", "State per parameter: " + (", ".join(keys) or "none") + ".", "",
-                  f"Reference: {self.reference}."]
+        lines += ["", "State per parameter: " + (", ".join(keys) or "none") + "."]
+        if self.group_state:
+            lines += ["", "State per parameter group (saved with the group): "
+                      + ", ".join(self.group_state) + "."]
+        if self.modes is not None:
+            lines += ["", "Call ``optimizer.train()`` before training steps and "
+                      "``optimizer.eval()`` before evaluating, predicting or saving: they move "
+                      "the parameters between the training point and the averaged one "
+                      "(``step`` raises RuntimeError in eval mode; the optimizer starts in "
+                      "eval mode). ``fastoptim.fit`` calls them itself."]
+        lines += ["", f"Reference: {self.reference}."]
         return "\n".join(lines)
 
     def numpy_signature(self) -> tuple[str, ...]:
@@ -346,7 +515,11 @@ def declare(name: str, kernel: str, *, torch: str, summary: str, rule: str, refe
             has_step: bool = True, scalars: tuple[ScalarState, ...] = (),
             pairs: dict[str, tuple[str, ...]] | None = None,
             adjust: Callable[[dict[str, Any], dict[str, Any], dict[str, Any]], None]
-            | None = None) -> OptimizerSpec:
+            | None = None, group_state: dict[str, Any] | None = None,
+            advance: Callable[[dict[str, Any]], None] | None = None,
+            modes: Modes | None = None, flag_defaults: dict[str, Any] | None = None,
+            cli_defaults: dict[str, Any] | None = None,
+            split: tuple[str, Callable[[Any], bool]] | None = None) -> OptimizerSpec:
     """Builds one OptimizerSpec. ``torch`` is torch's constructor signature after
     ``params`` ("*" marks keyword-only); its names are the kernel's hyperparameters
     (``betas`` stands for beta1, beta2), torch's switches, or names declared in ``extra``
@@ -355,7 +528,9 @@ def declare(name: str, kernel: str, *, torch: str, summary: str, rule: str, refe
     expose; ``init`` names the hyperparameter that initializes a state buffer;
     ``has_step=False`` for an optimizer without a step counter in its state (torch's SGD);
     ``scalars`` declares per-parameter scalar state; ``pairs`` maps a tuple argument to two
-    kernel arguments (default: betas -> beta1, beta2)."""
+    kernel arguments (default: betas -> beta1, beta2); ``group_state``, ``advance`` and
+    ``modes``: state kept in the parameter groups and the train/eval switch
+    (OptimizerSpec's fields)."""
     defaults, fixed, extra, init = defaults or {}, fixed or {}, extra or {}, init or {}
     doc = {**_DOCS, **(docs or {})}
     pair_map = pairs if pairs is not None else {"betas": ("beta1", "beta2")}
@@ -387,7 +562,9 @@ def declare(name: str, kernel: str, *, torch: str, summary: str, rule: str, refe
                          dict(fixed), state, tuple(scalars), has_step, "step" in kh,
                          eager_state, train_lr, tuple(args), _compile_kwargs(args, fixed),
                          tuple((j, b.when) for j, b in enumerate(state) if b.when is not None),
-                         "first_step" in kh, getattr(_core, kernel), adjust)
+                         "first_step" in kh, getattr(_core, kernel), adjust,
+                         dict(group_state or {}), advance, modes, dict(flag_defaults or {}),
+                         dict(cli_defaults or {}), split)
 
 
 def _check(test: Callable[[Any], Any], message: str) -> Callable[[Any], str | None]:
@@ -669,6 +846,99 @@ p = p - lr * (m1 / (1 - beta1^step) + alpha_t * m2) / (sqrt(v) / sqrt(1 - beta2^
         defaults={"t_alpha_beta3": None},
         docs={"alpha": "weight of the slow momentum"},
         adjust=_none_is_zero),
+    declare(
+        "AdamWScheduleFree", "schedulefree_adamw_step",
+        torch="lr betas eps weight_decay warmup_steps r weight_lr_power foreach",
+        summary="Schedule-Free AdamW (schedulefree's AdamWScheduleFree): no learning-rate "
+                "schedule; train()/eval() switch the parameters.",
+        rule="""
+The parameters hold y = (1 - beta1) z + beta1 x; x (the averaged point) is what eval()
+puts in the parameters, z is state. Per step, k counting from 0:
+lr_k = lr * min(1, (k + 1) / warmup_steps);  lr_max = max(lr_max, lr_k)
+weight = (k + 1)^r * lr_max^weight_lr_power;  weight_sum += weight;  c = weight / weight_sum
+v = beta2 * v + (1 - beta2) * grad^2
+u = grad / (sqrt(v / (1 - beta2^(k+1))) + eps) + weight_decay * y
+y = lerp(y, z, c) + lr_k * (beta1 * (1 - c) - 1) * u
+z = z - lr_k * u
+train(): y = lerp(x, z, 1 - beta1);  eval(): x = lerp(y, z, 1 - 1 / beta1)
+""",
+        reference="Defazio et al., The Road Less Scheduled (2024); schedulefree 1.4.1",
+        extra={"warmup_steps": ("int", 0, _count("warmup_steps")),
+               "r": ("float", 0.0, _finite_nonneg("r")),
+               "weight_lr_power": ("float", 2.0, _finite_nonneg("weight_lr_power"))},
+        docs={"weight_decay": "L2 penalty at y, added to the normalized gradient"},
+        init={"z": PARAM}, has_step=False, adjust=_schedulefree_adamw_kernel,
+        group_state=dict(_SCHEDULEFREE_GROUP_STATE), advance=_schedulefree_advance,
+        modes=Modes("train_mode", "z", lambda g: 1 - g["betas"][0],
+                    lambda g: 1 - 1 / g["betas"][0]),
+        flag_defaults={"foreach": True}),
+    declare(
+        "SGDScheduleFree", "schedulefree_sgd_step",
+        torch="lr momentum weight_decay warmup_steps r weight_lr_power foreach",
+        summary="Schedule-Free SGD (schedulefree's SGDScheduleFree): no learning-rate "
+                "schedule; train()/eval() switch the parameters.",
+        rule="""
+As AdamWScheduleFree with momentum for beta1 and no second moment:
+lr_k, c as there
+u = grad + weight_decay * y
+y = lerp(y, z, c) + lr_k * (momentum * (1 - c) - 1) * u
+z = z - lr_k * u
+train(): y = lerp(x, z, 1 - momentum);  eval(): x = lerp(y, z, 1 - 1 / momentum)
+""",
+        reference="Defazio et al., The Road Less Scheduled (2024); schedulefree 1.4.1",
+        extra={"warmup_steps": ("int", 0, _count("warmup_steps")),
+               "r": ("float", 0.0, _finite_nonneg("r")),
+               "weight_lr_power": ("float", 2.0, _finite_nonneg("weight_lr_power"))},
+        docs={"momentum": "interpolation between the averaged point and z, in (0, 1)"},
+        init={"z": PARAM}, has_step=False, adjust=_schedulefree_sgd_kernel,
+        group_state=dict(_SCHEDULEFREE_GROUP_STATE), advance=_schedulefree_advance,
+        modes=Modes("train_mode", "z", lambda g: 1 - g["momentum"],
+                    lambda g: 1 - 1 / g["momentum"]),
+        flag_defaults={"foreach": True}, train_lr=0.1, cli_defaults={"momentum": 0.9}),
+    declare(
+        "Lamb", "lamb_step",
+        torch="lr betas weight_decay weight_decouple fixed_decay rectify degenerated_to_sgd "
+              "n_sma_threshold grad_averaging max_grad_norm adam pre_norm eps foreach maximize",
+        summary="LAMB (pytorch-optimizer's Lamb): Adam scaled by a per-tensor trust ratio.",
+        rule="""
+g = -grad if maximize else grad
+m = beta1 * m + (1 - beta1 if grad_averaging else 1) * g
+v = beta2 * v + (1 - beta2) * g^2
+if weight_decouple: p = p * (1 - weight_decay * (1 if fixed_decay else lr))
+u = m / (sqrt(v) + eps) + (0 if weight_decouple else weight_decay) * p
+trust = min(|p|, 10) / (|u| + eps)  per tensor (1 if a norm is 0, or adam)
+p = p - lr / (1 - beta1^step) * trust * u
+(two native passes per tensor: moments and norms, then the update)
+""",
+        reference="You et al., Large Batch Optimization for Deep Learning: Training BERT in "
+                  "76 minutes (2020); pytorch-optimizer 4.1.0",
+        extra={"rectify": ("bool", False, _unsupported("rectify")),
+               "degenerated_to_sgd": ("bool", False, None),
+               "n_sma_threshold": ("int", 5, None),
+               "max_grad_norm": ("float", 1.0, _finite_nonneg("max_grad_norm")),
+               "pre_norm": ("bool", False, _unsupported("pre_norm"))},
+        docs={"weight_decouple": "decoupled weight decay (p *= 1 - lr * weight_decay), "
+                                 "else L2 added to the update"},
+        train_lr=1e-2),
+    declare(
+        "LARS", "lars_step",
+        torch="lr weight_decay momentum dampening trust_coefficient nesterov foreach maximize",
+        summary="LARS (pytorch-optimizer's LARS): SGD with a per-tensor trust ratio for "
+                "parameters of more than one dimension.",
+        rule="""
+g = -grad if maximize else grad
+if p.ndim > 1:
+    r = trust_coefficient * |p| / (|g| + weight_decay * |p|)  per tensor (1 if |p| or the
+                                                             denominator is 0)
+    g = (g + weight_decay * p) * r
+if momentum > 0: buf = momentum * buf + (1 - dampening) * g   (buf starts at 0)
+                 g = g + momentum * buf if nesterov else buf
+p = p - lr * g
+(two native passes over the matrices: norms, then the update; one over the vectors)
+""",
+        reference="You et al., Large Batch Training of Convolutional Networks (2017); "
+                  "pytorch-optimizer 4.1.0",
+        split=("trust", lambda p: p.ndim > 1), train_lr=0.5),
     declare_special(
         "Adafactor", "adafactor_step",
         torch="lr beta2_decay eps d weight_decay * foreach maximize",
@@ -900,7 +1170,9 @@ def build_from_options(name: str, params: Sequence[Any], options: dict[str, Any]
                        lr: float) -> Any:
     """A ``fastoptim.optim`` optimizer from `fastoptim train` options: every CLI
     hyperparameter the optimizer has is passed, the others are ignored; a group option it
-    does not have (weight_decay for Rprop) is dropped when zero, else a ValueError."""
+    does not have (weight_decay for Rprop) is dropped when zero, else a ValueError. An
+    option at the CLI's default that the optimizer declares a ``cli_defaults`` value for
+    takes that value (SGDScheduleFree: --momentum 0, the CLI's default, means 0.9)."""
     from fastoptim import optim
 
     s = get(name)
@@ -921,7 +1193,13 @@ def build_from_options(name: str, params: Sequence[Any], options: dict[str, Any]
         kw[h.name] = (tuple(options.get(k, d) for k, d in zip(h.kernel, h.default,
                                                                    strict=True))
                       if h.kind == "pair" else options[h.name])
+        if h.name in s.cli_defaults and kw[h.name] == _cli_default(h.name):
+            kw[h.name] = s.cli_defaults[h.name]
     return getattr(optim, s.name)(params, **kw)
+
+
+def _cli_default(dest: str) -> Any:
+    return next(o.default for o in cli_options() if o.dest == dest)
 
 
 # ---------------------------------------------------------------------------------------
@@ -936,6 +1214,8 @@ def markdown_table() -> str:
         hyper = ", ".join(f"`{h.name}={h.default!r}`" for h in s.hyperparameters)
         keys = (["step"] if s.has_step else []) + [b.key for b in s.state]
         kernel = f"`{s.kernel}`" if s.kernel else "numpy / BLAS vector ops"
+        if s.group_state:
+            keys.append("per group: " + ", ".join(s.group_state))
         rows.append(f"| {s.summary} | `{s.name}` | {hyper} | {', '.join(keys)} "
                     f"| {kernel} |")
     return "\n".join(rows) + "\n"
@@ -962,7 +1242,10 @@ if __name__ == "__main__":  # python -m fastoptim.spec > docs/optimizers.md
     print("# Optimizers\n\nGenerated from `fastoptim/spec.py` by `python -m fastoptim.spec`; "
           "every optimizer is native (one fused pass per tensor, float32 and float64, every "
           "SIMD target) and steps in lockstep with its reference (torch.optim 2.13, "
-          "lion-pytorch 0.2.5, pytorch-optimizer 4.1.0), tested over every flag combination.\n")
+          "lion-pytorch 0.2.5, pytorch-optimizer 4.1.0, schedulefree 1.4.1), tested over every "
+          "flag combination. Schedule-Free optimizers need `optimizer.train()` before training "
+          "steps and `optimizer.eval()` before evaluating or saving (`fastoptim.fit` calls "
+          "them).\n")
     print(markdown_table(), end="")
     print("\nNot elementwise (declared with `declare_special`; their front-end classes are "
           "written out in optim.py and torch.py): " + "; ".join(

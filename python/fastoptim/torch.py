@@ -135,10 +135,6 @@ def _flat_over(ts) -> torch.Tensor:
     return ts[0].detach().as_strided((sum(t.numel() for t in ts),), (1,))
 
 
-def _clips(group) -> bool:
-    return group.get("max_grad_norm") is not None
-
-
 def _clip_coef(max_norm: float, norm: float, f32: bool) -> float:
     """min(1, max_norm / (norm + 1e-6)) as torch.nn.utils.clip_grad_norm_ computes it: in
     the norm's dtype, as reciprocal times max_norm, NaN kept (a NaN norm gives NaN)."""
@@ -368,6 +364,12 @@ class _Native(torch.optim.Optimizer):
     _scalar_keys: tuple[str, ...] = ()  # 0-d state entries (not buffers), passed as lists
     _dtypes: tuple = (torch.float32, torch.float64)
     _kernel_scales = False  # _run passes grad_scale to the kernel (else scaled copies are read)
+    # the group option of fused clipping; None where the optimizer's own signature already
+    # has a max_grad_norm with another meaning (pytorch-optimizer's Lamb)
+    _clip_key: str | None = "max_grad_norm"
+
+    def _clips(self, group) -> bool:
+        return self._clip_key is not None and group.get(self._clip_key) is not None
     last_grad_norm: torch.Tensor | None = None  # the global norm of the last clipped step
 
     def __init__(self, params, defaults):
@@ -396,6 +398,10 @@ class _Native(torch.optim.Optimizer):
     def _run(self, group, ps, gs, states, step: int, first: bool, scale: float = 1.0) -> None:
         raise NotImplementedError
 
+    def _partition_key(self, p) -> Any:
+        """Beyond dtype, step and layout, what puts p in a separate native call."""
+        return None
+
     # -- validation ------------------------------------------------------------------
 
     def _check_hypers(self, group) -> None:
@@ -420,7 +426,7 @@ class _Native(torch.optim.Optimizer):
                         raise ValueError(f"Tensor betas[{i}] must be 1-element")
         if not isinstance(group.get("arena", False), bool):
             raise ValueError(f"arena must be True or False, got {group['arena']!r}")
-        clip = group.get("max_grad_norm")
+        clip = group.get("max_grad_norm") if self._clip_key else None
         if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float))
                                  or not clip >= 0):
             raise ValueError(f"max_grad_norm must be None or a number >= 0, got {clip!r}")
@@ -665,14 +671,15 @@ class _Native(torch.optim.Optimizer):
                 mode = 1
             else:
                 mode = 2
-            key = (p.dtype, step, fresh, mode != 0, tuple(t is not None for t in ts))
+            key = (p.dtype, step, fresh, mode != 0, tuple(t is not None for t in ts),
+                   self._partition_key(p))
             groups.setdefault(key, []).append((j, p, where, st, ts, mode))
         parts = []
         n_with_grad = sum(1 for g in gs if g is not None)
         arena = self._arena_items(group, groups, n_with_grad, len(params))
         if arena is not None:
             self._place(arena, gs)
-        for (_, step, fresh, slow, present), items in groups.items():
+        for (_, step, fresh, slow, present, _), items in groups.items():
             js = [it[0] for it in items]
             pick: Any
             if len(items) == n_with_grad and js == list(range(len(params))):
@@ -945,6 +952,13 @@ class _Native(torch.optim.Optimizer):
     def _step_group(self, gi: int, group, scale: float = 1.0) -> None:
         for part, grads, gp in self._prepare(gi, group):
             self._run_part(group, part, grads, gp, scale)
+        self._group_done(group)
+
+    def _begin_step(self) -> None:
+        """Before a step's updates (schedule-free: refuses a step in eval mode)."""
+
+    def _group_done(self, group) -> None:
+        """After a group's update (schedule-free: advances the group's own state)."""
 
     # torch.amp.GradScaler("cpu") hands this optimizer the scale and the inf flag (as it
     # does torch's fused Adam) instead of unscaling the gradients itself.
@@ -969,10 +983,11 @@ class _Native(torch.optim.Optimizer):
                 loss = closure()
         attrs = self.__dict__
         groups = self.param_groups
+        self._begin_step()
         found_inf = attrs.get("found_inf")
         grad_scale = attrs.get("grad_scale")
         if found_inf is None and grad_scale is None and not any(
-                map(_clips, groups)):
+                map(self._clips, groups)):
             for gi, group in enumerate(groups):
                 self._step_group(gi, group)
             return loss
@@ -983,7 +998,7 @@ class _Native(torch.optim.Optimizer):
         """A step under GradScaler and/or with clipping (see ``step``)."""
         inv = 1.0 if grad_scale is None else 1.0 / float(grad_scale)
         skip = found_inf is not None and float(found_inf) != 0.0
-        clipped = [g for g in groups if _clips(g)]
+        clipped = [g for g in groups if self._clips(g)]
         if not clipped:
             if not skip:
                 for gi, group in enumerate(groups):
@@ -996,17 +1011,18 @@ class _Native(torch.optim.Optimizer):
         prepared = [self._prepare(gi, group) for gi, group in enumerate(groups)]
         lists, f32 = [], True
         for group, calls in zip(groups, prepared, strict=True):
-            if _clips(group):
+            if self._clips(group):
                 for part, grads, gp in calls:
                     lists.append(gp if gp is not None else _grad_list(grads))
                     f32 = f32 and part.dtype == torch.float32
         norm = self._set_norm(_core._sumsq(lists), inv, f32)
         for group, calls in zip(groups, prepared, strict=True):
             scale = inv
-            if _clips(group):
+            if self._clips(group):
                 scale = inv * _clip_coef(float(group["max_grad_norm"]), norm, f32)
             for part, grads, gp in calls:
                 self._run_part(group, part, grads, gp, scale)
+            self._group_done(group)
 
     def _set_norm(self, sumsq: float, inv: float, f32: bool) -> float:
         norm = math.sqrt(sumsq) * inv
@@ -1055,10 +1071,14 @@ class _SpecNative(_Native):
             if n == "*":
                 kind = P.KEYWORD_ONLY
                 continue
-            default = _spec.TORCH_FLAGS[n] if n in _spec.TORCH_FLAGS else s.defaults[n]
+            default = (s.flag_defaults.get(n, _spec.TORCH_FLAGS[n]) if n in _spec.TORCH_FLAGS
+                       else s.defaults[n])
             params.append(P(n, kind, default=default))
-        # fastoptim's own options, after torch's signature
-        params.append(P("max_grad_norm", P.KEYWORD_ONLY, default=None))
+        # fastoptim's own options, after torch's signature (Lamb's signature has its own
+        # max_grad_norm, so fused clipping is not offered there)
+        cls._clip_key = None if "max_grad_norm" in s.torch_signature else "max_grad_norm"
+        if cls._clip_key:
+            params.append(P("max_grad_norm", P.KEYWORD_ONLY, default=None))
         params.append(P("arena", P.KEYWORD_ONLY, default=False))
         cls._signature = inspect.Signature(params)
         cls.__signature__ = cls._signature.replace(  # type: ignore[attr-defined]
@@ -1077,6 +1097,7 @@ class _SpecNative(_Native):
         defaults["max_grad_norm"] = a["max_grad_norm"]
         defaults["arena"] = a["arena"]
         defaults.update(s.fixed)  # as torch's AdamW records decoupled_weight_decay=True
+        defaults.update(s.group_state)  # schedule-free's k, weight_sum, ... (as its reference)
         super().__init__(params, defaults)
         if s.eager_state:  # torch's Adagrad creates its state with the parameters
             for group in self.param_groups:
@@ -1093,10 +1114,72 @@ class _SpecNative(_Native):
         self._spec.validate(group, self.__dict__.get("defaults", group))
 
     def _new_state(self, p, group) -> dict:
-        return self._spec.new_state(p, group, _full_like, _scalar)
+        return self._spec.new_state(p, group, _full_like, _scalar, _clone)
 
     def _run(self, group, ps, gs, states, step: int, first: bool, scale: float = 1.0) -> None:
-        self._spec.run(group, ps, gs, states, step, first, self.defaults, scale)
+        self._spec.run(group, ps, gs, states, step, first, self.defaults, scale,
+                       self.__dict__.get("_fo_part_key"))
+
+    def _partition_key(self, p) -> Any:
+        return self._spec.partition_key(p)
+
+    def _run_part(self, group, part, grads, gp, scale: float = 1.0) -> None:
+        if self._spec.split is not None:  # the kernel flag of this part's parameters
+            self.__dict__["_fo_part_key"] = self._spec.partition_key(part.params[0])
+        super()._run_part(group, part, grads, gp, scale)
+
+    def _begin_step(self) -> None:
+        self._spec.check_mode(self.param_groups)
+
+    def _group_done(self, group) -> None:
+        if self._spec.advance is not None:
+            self._spec.advance(group)
+
+
+def _clone(p: torch.Tensor) -> torch.Tensor:
+    """A copy of p in its own memory format (schedule-free's z)."""
+    return torch.clone(p.detach(), memory_format=torch.preserve_format)
+
+
+class _Modes:
+    """train() / eval() of an optimizer whose spec declares Modes (schedule-free), with
+    the reference's parameter move: p.lerp_(state, weight), here natively."""
+
+    _spec: _spec.OptimizerSpec
+    param_groups: list
+    state: Any
+
+    @torch.no_grad()
+    def train(self) -> None:
+        """Puts the training point (y) into the parameters; call before training steps."""
+        self._switch(True)
+
+    @torch.no_grad()
+    def eval(self) -> None:
+        """Puts the averaged point (x) into the parameters; call before evaluating,
+        predicting or saving."""
+        self._switch(False)
+
+    def _switch(self, train: bool) -> None:
+        m = self._spec.modes
+        assert m is not None
+        for group in self.param_groups:
+            if bool(group[m.key]) == train:
+                continue
+            pairs = []
+            for p in group["params"]:
+                z = self.state[p].get(m.state) if p in self.state else None
+                if z is None:
+                    continue
+                z = z.to(p.device)
+                if p.is_contiguous() and z.is_contiguous():
+                    pairs.append((_view(p, False), _view(z, False)))
+                elif _dense(p) and z.stride() == p.stride():
+                    pairs.append((_view(p, True), _view(z, True)))
+                else:  # a strided view with gaps: torch's own lerp, the same formula
+                    w = m.to_train(group) if train else m.to_eval(group)
+                    p.detach().lerp_(z, w)
+            self._spec.switch_mode(group, train, pairs)
 
 
 # One class statement per optimizer: everything else is in its declaration (fastoptim/spec.py).
@@ -1465,3 +1548,17 @@ class LBFGS(_Special, spec="LBFGS"):
         st.clear()
         st.update(_lbfgs_to_torch(work, params[0].dtype))
         return loss
+class AdamWScheduleFree(_Modes, _SpecNative, spec="AdamWScheduleFree"):
+    pass
+
+
+class SGDScheduleFree(_Modes, _SpecNative, spec="SGDScheduleFree"):
+    pass
+
+
+class Lamb(_SpecNative, spec="Lamb"):
+    pass
+
+
+class LARS(_SpecNative, spec="LARS"):
+    pass

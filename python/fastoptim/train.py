@@ -12,6 +12,10 @@ fit() drives any model with this small protocol (fastoptim.nn.Sequential has it)
 and any optimizer with ``step(grads)``, ``param_groups`` and ``state_dict()`` /
 ``load_state_dict()`` (fastoptim.optim). Batches are views of X (in order) or one reused
 buffer filled by np.take (shuffled): the data set is never copied per epoch.
+
+An optimizer that also has ``train()`` and ``eval()`` (Schedule-Free AdamW / SGD) gets
+``train()`` before each epoch's steps and ``eval()`` right after them, so validation,
+epoch-end callbacks, checkpoints and the fitted model all use its averaged point.
 """
 
 from __future__ import annotations
@@ -547,6 +551,15 @@ def _blas_aware_threads() -> int | None:
     return 1 if any(p.get("num_threads", 1) > 1 for p in blas) else None
 
 
+def _optimizer_mode(optimizer, *, train: bool) -> None:
+    """An optimizer with train()/eval() (schedule-free) moves the parameters between its
+    training point and its averaged point: train() before an epoch's steps, eval() after
+    them, so validation, callbacks, checkpoints and the fitted model use the average."""
+    fn = getattr(optimizer, "train" if train else "eval", None)
+    if callable(fn) and callable(getattr(optimizer, "eval" if train else "train", None)):
+        fn()
+
+
 def _loop(trainer, model, optimizer, X, y, spans, xbuf, ybuf, *, order_seed, initial_epoch,
           epochs, callbacks, metric_fns, validation_data, bs, n, penalties) -> None:
     seed = order_seed
@@ -559,6 +572,7 @@ def _loop(trainer, model, optimizer, X, y, spans, xbuf, ybuf, *, order_seed, ini
     for epoch in range(initial_epoch, epochs):
         for cb in callbacks:
             cb.on_epoch_begin(trainer, epoch)
+        _optimizer_mode(optimizer, train=True)
         t0 = time.perf_counter()
         order = None
         if xbuf is not None:
@@ -606,6 +620,8 @@ def _loop(trainer, model, optimizer, X, y, spans, xbuf, ybuf, *, order_seed, ini
                 preds.append((_predictions(out), yb.copy() if order is not None else yb))
             for cb in callbacks:
                 cb.on_batch_end(trainer, b, {"loss": float(value)})
+        # schedule-free: evaluation, callbacks and checkpoints see the averaged point
+        _optimizer_mode(optimizer, train=False)
         if dist is not None:
             total_loss = dist.allreduce_sum(total_loss)
         logs = {"loss": total_loss / n}

@@ -229,6 +229,90 @@ struct AdEMAMixTensor {
     std::size_t n;
 };
 
+// Schedule-Free AdamW and SGD (Defazio et al. 2024, "The Road Less Scheduled"), as
+// schedulefree 1.4.1's AdamWScheduleFree / SGDScheduleFree compute one step. The
+// parameters hold the gradient point y; z is the base sequence, x (the averaged point used
+// for evaluation) is never stored: y = (1 - beta1) z + beta1 x. The caller computes the
+// step's scalars from the group's schedule state (k, lr_max, weight_sum), as schedulefree
+// does in Python floats: `lr` is the scheduled (warmed-up) learning rate, `ckp1` the
+// averaging weight of this step, `bias_correction2` = 1 - beta2^(k+1).
+struct ScheduleFreeAdamWConfig {
+    double lr = 0.0025;
+    double beta1 = 0.9;
+    double beta2 = 0.999;
+    double eps = 1e-8;
+    double weight_decay = 0.0;  // L2 at y, added to the normalized gradient
+    double ckp1 = 1.0;
+    double bias_correction2 = 1.0;
+};
+
+// Schedule-Free SGD: as above without the second moment (momentum plays beta1's part).
+struct ScheduleFreeSGDConfig {
+    double lr = 1.0;
+    double momentum = 0.9;
+    double weight_decay = 0.0;
+    double ckp1 = 1.0;
+};
+
+// One tensor of a multi-tensor Schedule-Free AdamW update (schedulefree's state names).
+template <class T>
+struct ScheduleFreeAdamWTensor {
+    T* param;
+    const T* grad;
+    T* z;
+    T* exp_avg_sq;
+    std::size_t n;
+};
+
+// One tensor of a multi-tensor Schedule-Free SGD update.
+template <class T>
+struct ScheduleFreeSGDTensor {
+    T* param;
+    const T* grad;
+    T* z;
+    std::size_t n;
+};
+
+// LAMB (You et al. 2020, "Large Batch Optimization for Deep Learning"), as
+// pytorch-optimizer 4.1.0's Lamb computes it (rectify=False, pre_norm=False): Adam moments
+// (grad_averaging: m += (1 - beta1) g, else m += g), no bias correction of v, the update
+// u = m / (sqrt(v) + eps) (+ weight_decay * p for L2 decay) scaled per tensor by the trust
+// ratio min(|p|, clamp) / (|u| + eps) (1 if either norm is 0, or with adam=True) and by
+// lr / (1 - beta1^step). Decoupled decay (weight_decouple) first: p *= 1 - wd * lr (1 - wd
+// with fixed_decay). Tensors: MomentsTensor (exp_avg, exp_avg_sq).
+struct LambConfig {
+    double lr = 1e-3;
+    double beta1 = 0.9;
+    double beta2 = 0.999;
+    double eps = 1e-6;
+    double weight_decay = 0.0;
+    double clamp = 10.0;  // upper clamp of the weight norm (pytorch-optimizer's Lamb.clamp)
+    std::int64_t step = 1;
+    bool weight_decouple = true;
+    bool fixed_decay = false;
+    bool grad_averaging = true;
+    bool adam = false;
+    bool maximize = false;
+};
+
+// LARS (You et al. 2017, "Large Batch Training of Convolutional Networks"), as
+// pytorch-optimizer 4.1.0's LARS computes it. With `trust` (the front ends pass it for
+// parameters of more than one dimension, as pytorch-optimizer decides): per tensor,
+// r = trust_coefficient |p| / (|g| + weight_decay |p|) (1 if |p| or the denominator is 0),
+// g = (g + weight_decay p) r; without it g is used as it is (no decay). Then SGD momentum
+// (m = momentum m + (1 - dampening) g, the buffer starting at zero; Nesterov: g + momentum m)
+// and p -= lr g. Tensors: SGDTensor (momentum_buffer may be null when momentum == 0).
+struct LarsConfig {
+    double lr = 1e-3;
+    double weight_decay = 0.0;
+    double momentum = 0.9;
+    double dampening = 0.0;
+    double trust_coefficient = 1e-3;
+    bool nesterov = false;
+    bool maximize = false;
+    bool trust = true;
+};
+
 // One tensor of a multi-tensor Lion update.
 template <class T>
 struct LionTensor {
@@ -470,6 +554,58 @@ inline std::string validate(const AdEMAMixConfig& c) {
     if (detail::bad_nonneg(c.t_alpha_beta3))
         return "t_alpha_beta3 must be a finite number >= 0 (0: no warm-up), got " +
                detail::num(c.t_alpha_beta3);
+    return {};
+}
+
+inline std::string validate(const ScheduleFreeAdamWConfig& c) {
+    using detail::bad_nonneg;
+    using detail::num;
+    if (bad_nonneg(c.lr)) return "lr must be a finite number >= 0, got " + num(c.lr);
+    // 0 < beta1: eval() moves to x with weight 1 - 1/beta1
+    if (!(c.beta1 > 0.0 && c.beta1 < 1.0))
+        return "betas[0] must be in (0, 1), got " + num(c.beta1);
+    if (!(c.beta2 >= 0.0 && c.beta2 < 1.0))
+        return "betas[1] must be in [0, 1), got " + num(c.beta2);
+    if (bad_nonneg(c.eps)) return "eps must be a finite number >= 0, got " + num(c.eps);
+    if (bad_nonneg(c.weight_decay))
+        return "weight_decay must be a finite number >= 0, got " + num(c.weight_decay);
+    if (!(c.ckp1 >= 0.0 && c.ckp1 <= 1.0)) return "ckp1 must be in [0, 1], got " + num(c.ckp1);
+    if (!(c.bias_correction2 > 0.0 && c.bias_correction2 <= 1.0))
+        return "bias_correction2 must be in (0, 1], got " + num(c.bias_correction2);
+    return {};
+}
+
+inline std::string validate(const ScheduleFreeSGDConfig& c) {
+    using detail::bad_nonneg;
+    using detail::num;
+    if (bad_nonneg(c.lr)) return "lr must be a finite number >= 0, got " + num(c.lr);
+    if (!(c.momentum > 0.0 && c.momentum < 1.0))
+        return "momentum must be in (0, 1), got " + num(c.momentum);
+    if (bad_nonneg(c.weight_decay))
+        return "weight_decay must be a finite number >= 0, got " + num(c.weight_decay);
+    if (!(c.ckp1 >= 0.0 && c.ckp1 <= 1.0)) return "ckp1 must be in [0, 1], got " + num(c.ckp1);
+    return {};
+}
+
+inline std::string validate(const LambConfig& c) {
+    std::string e = detail::validate_adam_like(c);
+    if (!e.empty()) return e;
+    if (!(c.clamp > 0.0)) return "clamp must be a number > 0, got " + detail::num(c.clamp);
+    return {};
+}
+
+inline std::string validate(const LarsConfig& c) {
+    using detail::bad_nonneg;
+    using detail::num;
+    if (bad_nonneg(c.lr)) return "lr must be a finite number >= 0, got " + num(c.lr);
+    if (bad_nonneg(c.weight_decay))
+        return "weight_decay must be a finite number >= 0, got " + num(c.weight_decay);
+    if (!(c.momentum >= 0.0 && c.momentum <= 1.0))
+        return "momentum must be in [0, 1], got " + num(c.momentum);
+    if (!(c.dampening >= 0.0 && c.dampening <= 1.0))
+        return "dampening must be in [0, 1], got " + num(c.dampening);
+    if (bad_nonneg(c.trust_coefficient))
+        return "trust_coefficient must be a finite number >= 0, got " + num(c.trust_coefficient);
     return {};
 }
 

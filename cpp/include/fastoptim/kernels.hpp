@@ -25,6 +25,8 @@
 #include "fastoptim/kernels/reductions.hpp"
 #include "fastoptim/kernels/regularizers.hpp"
 #include "fastoptim/kernels/roofline.hpp"
+#include "fastoptim/kernels/schedulefree.hpp"
+#include "fastoptim/kernels/trust_ratio.hpp"
 
 #ifdef FASTOPTIM_KERNEL_NS_IS_DEFAULT
 namespace fastoptim {
