@@ -37,6 +37,10 @@ def test_torch_front_end_has_torchs_signature(name):
     theirs = [p for p in inspect.signature(ref).parameters.values()
               if p.kind != p.VAR_KEYWORD]  # pytorch-optimizer's **kwargs
     ours = list(inspect.signature(getattr(ft, name)).parameters.values())
+    if len(fspec.get(name).state_dtypes) > 1:  # fastoptim's one addition, keyword-only, last
+        assert ours[-1].name == "state_dtype" and ours[-1].kind == ours[-1].KEYWORD_ONLY
+        assert ours[-1].default == "fp32"
+        ours = ours[:-1]
     assert [p.name for p in ours] == [p.name for p in theirs]
     for a, b in zip(ours, theirs, strict=True):
         assert a.kind == b.kind, a.name
@@ -49,7 +53,7 @@ def test_numpy_front_end_signature_and_defaults(name):
     s = fspec.get(name)
     sig = inspect.signature(getattr(optim, name))
     names = list(sig.parameters)
-    assert names == ["params", *s.numpy_signature(), "skip_nonfinite"]
+    assert names == ["params", *s.numpy_signature(), "skip_nonfinite", "state_dtype"]
     opt = getattr(optim, name)([np.zeros(3)])
     for h in s.hyperparameters:
         assert opt.defaults[h.name] == sig.parameters[h.name].default == h.default
@@ -105,7 +109,16 @@ def test_state_buffers_declare_formats_and_init():
     assert [(b.key, b.init) for b in ada.state] == [("sum", "initial_accumulator_value")]
     for s in fspec.OPTIMIZERS:
         for b in s.state:
-            assert b.formats == ("param",)
+            # reduced formats only where a format kernel steps them
+            want = ("param",) if s.format_kernel is None else ("param", "bf16", "int8")
+            assert b.formats == want, (s.name, b.key)
+        if s.format_kernel is not None:
+            assert callable(getattr(_core, s.format_kernel))
+            assert s.state_dtypes == ("fp32", "bf16", "int8")
+        else:
+            assert s.state_dtypes == ("fp32",)
+    # signed buffers use the signed 8-bit map, non-negative ones the unsigned map
+    assert [b.signed for b in fspec.get("Adam").state] == [True, False, False]
     assert [b.when for b in fspec.get("Adam").state] == [None, None, "amsgrad"]
 
 

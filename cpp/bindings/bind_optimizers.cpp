@@ -47,9 +47,11 @@ struct AdamStep {
         "drives the bias corrections. decoupled_weight_decay=True gives AdamW\n"
         "(p *= 1 - lr * weight_decay); otherwise weight_decay is L2 added to the gradient.\n"
         "max_exp_avg_sqs is required when amsgrad=True.";
-    static constexpr State states[] = {{"exp_avgs", "exp_avg"},
-                                       {"exp_avg_sqs", "exp_avg_sq"},
-                                       {"max_exp_avg_sqs", "max_exp_avg_sq", "amsgrad"}};
+    // bf16 / int8 state: adam_format_step (bind_formats.cpp)
+    static constexpr State states[] = {
+        {"exp_avgs", "exp_avg", nullptr, kFormatsReduced},
+        {"exp_avg_sqs", "exp_avg_sq", nullptr, kFormatsReduced, true},
+        {"max_exp_avg_sqs", "max_exp_avg_sq", "amsgrad", kFormatsReduced, true}};
     static constexpr Hyper<Config> hypers[] = {
         {"step", &Config::step, true},
         {"lr", &Config::lr},

@@ -59,7 +59,7 @@ from typing import Any
 import torch
 from torch.optim import optimizer as _torch_optimizer
 
-from fastoptim import _core
+from fastoptim import _core, _torch_formats
 from fastoptim import spec as _spec
 
 __all__ = list(_spec.names())
@@ -671,6 +671,10 @@ class _Native(torch.optim.Optimizer):
                 for part, gp in zip(plan.parts, gps, strict=True):
                     self._run_part(group, part, gs if part.pick is None else part.pick(gs), gp)
                 return
+        if _torch_formats.handles(group):  # bf16/fp16 parameters or reduced-precision state
+            plans.pop(gi, None)
+            _torch_formats.step_group(self, gi, group)
+            return
         plan = plans[gi] = self._build(gi, group, params, gs, mask)
         for part in plan.parts:
             self._run_part(group, part, gs if part.pick is None else part.pick(gs), None)
@@ -713,7 +717,9 @@ class _Native(torch.optim.Optimizer):
                 torch._foreach_mul_(gs, 1.0 / scale)
 
     def load_state_dict(self, state_dict):
+        quantized = _torch_formats.check_state_dict(self, state_dict)  # before any change
         super().load_state_dict(state_dict)
+        _torch_formats.restore(self, state_dict, quantized)
         self.__dict__.pop("_fo_plans", None)
 
 
@@ -754,6 +760,9 @@ class _SpecNative(_Native):
                 continue
             default = _spec.TORCH_FLAGS[n] if n in _spec.TORCH_FLAGS else s.defaults[n]
             params.append(P(n, kind, default=default))
+        if len(s.state_dtypes) > 1:  # bf16/fp16 parameters and state_dtype: _torch_formats
+            params.append(P("state_dtype", P.KEYWORD_ONLY, default="fp32"))
+            cls._dtypes = (torch.float32, torch.float64, *_torch_formats.REDUCED_PARAM_DTYPES)
         cls._signature = inspect.Signature(params)
         cls.__signature__ = cls._signature.replace(  # type: ignore[attr-defined]
             parameters=params[1:])
@@ -769,6 +778,8 @@ class _SpecNative(_Native):
         defaults = {n: (_spec.TORCH_FLAGS[n] if n in _spec.TORCH_FLAGS and n != "foreach"
                         else a[n]) for n in s.torch_signature if n != "*"}
         defaults.update(s.fixed)  # as torch's AdamW records decoupled_weight_decay=True
+        if "state_dtype" in a:
+            defaults["state_dtype"] = a["state_dtype"]
         super().__init__(params, defaults)
         if s.eager_state:  # torch's Adagrad creates its state with the parameters
             for group in self.param_groups:
@@ -783,6 +794,7 @@ class _SpecNative(_Native):
     def _validate(self, group) -> None:
         # the base class validates the defaults before torch's __init__ sets self.defaults
         self._spec.validate(group, self.__dict__.get("defaults", group))
+        _torch_formats.validate(self._spec, group)  # state_dtype, param_rounding
 
     def _new_state(self, p, group) -> dict:
         return self._spec.new_state(p, group, _full_like, _scalar)

@@ -105,7 +105,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
             kw.update(type=_batch_size)
         elif f.name in ("epochs", "early_stopping", "threads", "seed"):
             kw.update(type=int)
-        elif f.name not in ("dataset", "activation", "dtype", "optimizer", "schedule"):
+        elif f.name not in ("dataset", "activation", "dtype", "optimizer", "schedule",
+                            "state_dtype"):
             kw.update(type=float)
         g.add_argument(option_name(f.name), dest=f.name, **kw)
     groups["run"].add_argument("--config", type=Path, default=None, metavar="JSON",
