@@ -23,7 +23,9 @@ struct SGDStep {
         "One SGD step in place, with torch.optim.SGD's math, on one array or a list.\n\n"
         "momentum_buffers is required when momentum != 0; pass first_step=True on the first\n"
         "step to initialise them with the gradient (as torch does).";
-    static constexpr State states[] = {{"momentum_buffers", "momentum_buffer", "momentum"}};
+    // bf16 / int8 state: sgd_format_step (bind_formats.cpp)
+    static constexpr State states[] = {
+        {"momentum_buffers", "momentum_buffer", "momentum", kFormatsReduced}};
     static constexpr Hyper<Config> hypers[] = {
         {"lr", &Config::lr, true},          {"momentum", &Config::momentum},
         {"dampening", &Config::dampening},  {"weight_decay", &Config::weight_decay},

@@ -49,7 +49,7 @@ def handles(group: Mapping[str, Any]) -> bool:
 def validate(spec: Any, group: Mapping[str, Any]) -> None:
     """ValueError for a bad ``state_dtype`` or ``param_rounding`` group entry."""
     if "state_dtype" in group:
-        spec.check_state_dtype(group["state_dtype"])
+        spec.check_state_dtype(group["state_dtype"], dict(group))
     rounding = group.get("param_rounding", "stochastic")
     if rounding not in ROUNDINGS:
         raise ValueError(f"param_rounding must be one of {ROUNDINGS}, got {rounding!r}")

@@ -111,7 +111,9 @@ class TrainConfig:
         "Adam/RMSprop/Adagrad eps", group="optimization"))
     state_dtype: str = field(default="fp32", metadata=_help(
         "storage of the optimizer state: fp32, bf16, or int8 (8-bit blockwise; tensors under "
-        "4096 elements stay fp32); adam and adamw (float32 parameters)",
+        "4096 elements stay fp32); " + "/".join(
+            n for n in OPTIMIZERS if len(_spec.get(n).state_dtypes) > 1)
+        + " (float32 parameters)",
         group="optimization", choices=STATE_DTYPES))
     weight_decay: float = field(default=0.0, metadata=_help(
         "L2 weight decay on weights, not biases (decoupled for adamw)", group="optimization",

@@ -341,6 +341,7 @@ class _SpecOptimizer(Optimizer):
 
     def _validate(self, group: dict[str, Any]) -> None:
         self._spec.validate(group, self.defaults)
+        self._spec.check_state_dtype(self.state_dtype, group)
 
     def _new_state(self, p: np.ndarray, group: dict[str, Any]) -> dict[str, Any]:
         if self.state_dtype != "fp32":

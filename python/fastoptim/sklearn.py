@@ -262,7 +262,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         dtype: float32 or float64 parameters; random_state: seeds init, split, shuffling;
         n_threads: threads during fit/predict (None: leave the process setting).
         state_dtype: storage of the optimizer state, "fp32", "bf16" or "int8" (8-bit
-            blockwise; adam/adamw with float32 parameters; see fastoptim.formats).
+            blockwise; adam, adamw, sgd, rmsprop, adagrad with float32 parameters; see
+            fastoptim.formats).
 
     Attributes: classes_, n_features_in_, n_iter_ (epochs run), loss_curve_.
     """

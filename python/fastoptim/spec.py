@@ -176,6 +176,7 @@ class OptimizerSpec:
     # arguments: params, grads, the buffers in `state` order, their absmax lists, the
     # parameter copies; then the kernel's hyperparameters, seed and state_rounding)
     format_kernel: str | None = None
+    fp32_only: tuple[str, ...] = ()  # flags that need fp32 state (RMSprop's centered)
 
     # -- what the front ends call ------------------------------------------------------
     @property
@@ -285,9 +286,14 @@ class OptimizerSpec:
         common = [f for f in ("bf16", "int8") if all(f in b.formats for b in self.state)]
         return ("fp32", *common)
 
-    def check_state_dtype(self, value: Any) -> str:
-        """``value`` if this optimizer keeps state in it, else a ValueError naming
-        ``state_dtype`` and the allowed values."""
+    def check_state_dtype(self, value: Any, group: dict[str, Any] | None = None) -> str:
+        """``value`` if this optimizer keeps state in it (with ``group``'s flags), else a
+        ValueError naming ``state_dtype`` and the allowed values."""
+        if group is not None and value != "fp32":
+            for flag in self.fp32_only:
+                if group.get(flag):
+                    raise ValueError(f"state_dtype must be 'fp32' with {flag}=True, got "
+                                     f"{value!r}: {self.name}'s {flag} state needs float32")
         allowed = self.state_dtypes
         if not isinstance(value, str) or value not in allowed:
             if len(allowed) == 1:
@@ -326,8 +332,7 @@ class OptimizerSpec:
         float32 (a master) or bf16 (rounded by ``param_rounding``); ``param_copies``: None
         or per parameter None / a bf16 or fp16 copy of a float32 master."""
         kw = self.kernel_kwargs(group, defaults)
-        if self.kernel_step:
-            kw["step"] = step
+        kw["step"] = step  # format kernels all take it: it keys the stochastic rounding
         if self._first_step:
             kw["first_step"] = first
         k = len(self.state)
@@ -408,7 +413,7 @@ def declare(name: str, kernel: str, *, torch: str, summary: str, rule: str, refe
             | None = None, init: dict[str, str] | None = None, eager_state: bool = False,
             train_lr: float | None = None, docs: dict[str, str] | None = None,
             has_step: bool = True, scalars: tuple[ScalarState, ...] = (),
-            format_kernel: str | None = None,
+            format_kernel: str | None = None, fp32_only: tuple[str, ...] = (),
             pairs: dict[str, tuple[str, ...]] | None = None,
             adjust: Callable[[dict[str, Any], dict[str, Any], dict[str, Any]], None]
             | None = None) -> OptimizerSpec:
@@ -455,7 +460,8 @@ def declare(name: str, kernel: str, *, torch: str, summary: str, rule: str, refe
                          dict(fixed), state, tuple(scalars), has_step, "step" in kh,
                          eager_state, train_lr, tuple(args), _compile_kwargs(args, fixed),
                          tuple((j, b.when) for j, b in enumerate(state) if b.when is not None),
-                         "first_step" in kh, getattr(_core, kernel), adjust, format_kernel)
+                         "first_step" in kh, getattr(_core, kernel), adjust, format_kernel,
+                         tuple(fp32_only))
 
 
 # ---------------------------------------------------------------------------------------
@@ -480,7 +486,7 @@ p = p - lr * g
 """,
         reference="Sutskever et al., On the importance of initialization and momentum in "
                   "deep learning (2013); torch.optim.SGD",
-        train_lr=0.05, has_step=False),
+        train_lr=0.05, has_step=False, format_kernel="sgd_format_step"),
     declare(
         "Adam", "adam_step",
         torch="lr betas eps weight_decay amsgrad * foreach maximize capturable differentiable "
@@ -531,7 +537,7 @@ else:            p = p - lr * g / d
 """,
         reference="Hinton, Neural Networks for Machine Learning, lecture 6e (2012); "
                   "Graves, Generating Sequences With Recurrent Neural Networks (2013)",
-        train_lr=1e-3),
+        train_lr=1e-3, format_kernel="rmsprop_format_step", fp32_only=("centered",)),
     declare(
         "Adagrad", "adagrad_step",
         torch="lr lr_decay weight_decay initial_accumulator_value eps foreach * maximize "
@@ -548,7 +554,8 @@ p = p - clr * g / (sqrt(sum) + eps)
                   "Stochastic Optimization (2011)",
         extra={"initial_accumulator_value": (
             "float", 0.0, _finite_nonneg("initial_accumulator_value"))},
-        init={"sum": "initial_accumulator_value"}, eager_state=True),
+        init={"sum": "initial_accumulator_value"}, eager_state=True,
+        format_kernel="adagrad_format_step"),
     declare(
         "Adamax", "adamax_step",
         torch="lr betas eps weight_decay foreach * maximize differentiable capturable",

@@ -782,7 +782,7 @@ class _SpecNative(_Native):
             defaults["state_dtype"] = a["state_dtype"]
         super().__init__(params, defaults)
         if s.eager_state:  # torch's Adagrad creates its state with the parameters
-            for group in self.param_groups:
+            for group in (g for g in self.param_groups if not _torch_formats.handles(g)):
                 for p in group["params"]:
                     self.state[p].update(self._new_state(p, group))
 
