@@ -231,6 +231,7 @@ def test_cli_state_dtype_resume_continues_bitwise(tmp_path):
 
 def test_cli_state_dtype_errors_are_one_line(tmp_path, capsys):
     for argv in (["--state-dtype", "int8", "--optimizer", "adamax"],
+                 ["--state-dtype", "int8", "--shard-optimizer"],
                  ["--state-dtype", "int8", "--dtype", "float64"],
                  ["--state-dtype", "int4"]):
         try:

@@ -101,6 +101,11 @@ inline float float_at_or_above(double m) {
     return f;
 }
 
+// Built once per map. Kept out of line and unspecialised (no constant-propagated local
+// clone): its code stays under its own exported per-target symbol.
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((noinline, noclone))
+#endif
 inline QCoder make_qcoder(bool is_signed) {
     QCoder qc{};
     dynamic_map(is_signed, qc.code);
