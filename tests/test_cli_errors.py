@@ -136,7 +136,7 @@ def test_every_option_the_validator_rejects_is_one_line_on_the_command_line(tmp_
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     # the rest are choices (argparse), a flag, or free text
     assert names - set(bad) == {"dataset", "activation", "dtype", "optimizer", "schedule",
-                                "nesterov"}
+                                "nesterov", "state_dtype"}
     for name, value in bad.items():
         option = "--" + name.replace("_", "-")
         proc = _run(["train", "--quiet", "--output", "o", f"{option}={value}"], tmp_path)

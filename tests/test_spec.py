@@ -41,12 +41,15 @@ def test_torch_front_end_has_torchs_signature(name):
               if p.kind != p.VAR_KEYWORD]  # pytorch-optimizer's **kwargs
     ours = list(inspect.signature(getattr(ft, name)).parameters.values())
     # fastoptim's own keyword-only options follow torch's signature (the elementwise
-    # optimizers': clipping and arenas live in their shared plan machinery)
+    # optimizers': clipping and arenas live in their shared plan machinery; state_dtype
+    # where the state has reduced-precision formats)
     own = ours[len(theirs):]
     want = [("max_grad_norm", inspect.Parameter.KEYWORD_ONLY, None),
             ("arena", inspect.Parameter.KEYWORD_ONLY, False)]
     if "max_grad_norm" in fspec.get(name).torch_signature:  # Lamb's own, another meaning
         want = want[1:]
+    if len(fspec.get(name).state_dtypes) > 1:
+        want.append(("state_dtype", inspect.Parameter.KEYWORD_ONLY, "fp32"))
     assert [(p.name, p.kind, p.default) for p in own] == (
         want if fspec.get(name).elementwise else [])
     ours = ours[:len(theirs)]
@@ -62,7 +65,7 @@ def test_numpy_front_end_signature_and_defaults(name):
     s = fspec.get(name)
     sig = inspect.signature(getattr(optim, name))
     names = list(sig.parameters)
-    assert names == ["params", *s.numpy_signature(), "skip_nonfinite"]
+    assert names == ["params", *s.numpy_signature(), "skip_nonfinite", "state_dtype"]
     opt = getattr(optim, name)([np.zeros((3, 2))])  # 2-D: Muon takes matrices only
     resolved = dict(s.defaults)
     if s.resolve is not None:  # LBFGS fills in max_eval as torch does
@@ -125,7 +128,16 @@ def test_state_buffers_declare_formats_and_init():
     assert [(b.key, b.init) for b in ada.state] == [("sum", "initial_accumulator_value")]
     for s in fspec.OPTIMIZERS:
         for b in s.state:
-            assert b.formats == ("param",)
+            # reduced formats only where a format kernel steps them
+            want = ("param",) if s.format_kernel is None else ("param", "bf16", "int8")
+            assert b.formats == want, (s.name, b.key)
+        if s.format_kernel is not None:
+            assert callable(getattr(_core, s.format_kernel))
+            assert s.state_dtypes == ("fp32", "bf16", "int8")
+        else:
+            assert s.state_dtypes == ("fp32",)
+    # signed buffers use the signed 8-bit map, non-negative ones the unsigned map
+    assert [b.signed for b in fspec.get("Adam").state] == [True, False, False]
     assert [b.when for b in fspec.get("Adam").state] == [None, None, "amsgrad"]
 
 

@@ -291,3 +291,27 @@ def test_invalid_max_grad_norm_is_refused_before_params_are_read(bad):
     with pytest.raises(ValueError, match="max_grad_norm"):
         o.add_param_group({"params": [torch.nn.Parameter(torch.zeros(2))],
                            "max_grad_norm": bad})
+
+
+@pytest.mark.parametrize("dtype,state_dtype", [(torch.bfloat16, "fp32"), (torch.float32, "int8"),
+                                               (torch.float32, "bf16")])
+def test_amp_scale_on_reduced_precision_groups(dtype, state_dtype):
+    # bf16 parameters and reduced-precision state take the format kernels, which read the
+    # gradients as they are: the adapter unscales them in place first, as unscale_ does
+    torch.manual_seed(0)
+    w = torch.randn(64, 80).to(dtype)
+    a, b = w.clone().requires_grad_(), w.clone().requires_grad_()
+    oa = ft.AdamW([a], lr=1e-2, state_dtype=state_dtype)
+    ob = ft.AdamW([b], lr=1e-2, state_dtype=state_dtype)
+    for _ in range(3):
+        g = torch.randn(64, 80).to(dtype)
+        a.grad, b.grad = g * 8, g.clone()
+        oa.grad_scale, oa.found_inf = torch.tensor(8.0), torch.tensor(0.0)
+        oa.step()
+        ob.step()
+        assert torch.equal(a.detach(), b.detach())
+        assert torch.equal(a.grad, b.grad)  # unscaled in place
+    with pytest.raises(ValueError, match="max_grad_norm is not supported"):
+        ft.AdamW([w.clone().requires_grad_()], state_dtype=state_dtype, max_grad_norm=1.0) \
+            if state_dtype != "fp32" else ft.AdamW([w.clone().requires_grad_()],
+                                                   max_grad_norm=1.0)

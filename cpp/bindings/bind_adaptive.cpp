@@ -17,9 +17,11 @@ struct RMSpropStep {
         "One RMSprop step in place, with torch.optim.RMSprop's math.\n\n"
         "square_avgs (and momentum_buffers when momentum > 0, grad_avgs when centered) start\n"
         "at zero.";
-    static constexpr State states[] = {{"square_avgs", "square_avg"},
-                                       {"momentum_buffers", "momentum_buffer", "momentum"},
-                                       {"grad_avgs", "grad_avg", "centered"}};
+    // bf16 / int8 state: rmsprop_format_step (bind_formats.cpp)
+    static constexpr State states[] = {
+        {"square_avgs", "square_avg", nullptr, kFormatsReduced, true},
+        {"momentum_buffers", "momentum_buffer", "momentum", kFormatsReduced},
+        {"grad_avgs", "grad_avg", "centered", kFormatsReduced}};
     static constexpr Hyper<Config> hypers[] = {
         {"lr", &Config::lr},           {"alpha", &Config::alpha},
         {"eps", &Config::eps},         {"weight_decay", &Config::weight_decay},
@@ -43,7 +45,8 @@ struct AdagradStep {
         "step is the number of the step being taken (1 on the first call); the step size is\n"
         "lr / (1 + (step - 1) * lr_decay). sums (torch's state 'sum', initialised to\n"
         "initial_accumulator_value) are updated in place.";
-    static constexpr State states[] = {{"sums", "sum"}};
+    // bf16 / int8 state: adagrad_format_step (bind_formats.cpp)
+    static constexpr State states[] = {{"sums", "sum", nullptr, kFormatsReduced, true}};
     static constexpr Hyper<Config> hypers[] = {
         {"step", &Config::step, true}, {"lr", &Config::lr},
         {"lr_decay", &Config::lr_decay}, {"weight_decay", &Config::weight_decay},

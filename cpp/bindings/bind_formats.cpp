@@ -360,6 +360,198 @@ void adam_format_step(py::handle params, py::handle grads, py::handle exp_avgs,
     kernel(ts.data(), ts.size(), c, nt);
 }
 
+// The buffers of one SGD / RMSprop / Adagrad format step: per tensor a FormatStateTensor,
+// every array checked (dtype, shape, absmax, overlap) before any kernel runs.
+struct StateCall {
+    FormatGate gate;
+    std::vector<Arr> keep;
+    std::vector<FormatStateTensor> ts;
+};
+
+// lists[j] / absmax[j]: state buffer j's list and its absmax list (either may be None);
+// used[j]: whether the configuration uses buffer j (a used one is required).
+void parse_state_call(StateCall& call, py::handle params, py::handle grads,
+                      const std::vector<py::handle>& lists, const std::vector<py::handle>& absmax,
+                      const std::vector<std::string>& names, const std::vector<bool>& used,
+                      const std::vector<std::string>& why, py::handle param_copies,
+                      std::uint64_t seed, Rounding pr, Rounding sr) {
+    const std::vector<py::handle> P = as_list(params, "params");
+    const std::size_t count = P.size();
+    const std::vector<py::handle> G = optional_list(grads, "grads", count);
+    if (grads.is_none()) throw py::type_error("grads must be a list of arrays or tensors, got None");
+    const std::size_t K = lists.size();
+    std::vector<std::vector<py::handle>> S(K), A(K);
+    for (std::size_t j = 0; j < K; ++j) {
+        if (used[j] && lists[j].is_none())
+            throw py::value_error(names[j] + " are required " + why[j]);
+        S[j] = optional_list(used[j] ? lists[j] : py::none(), names[j].c_str(), count);
+        A[j] = optional_list(used[j] ? absmax[j] : py::none(), ("absmax_" + names[j]).c_str(), count);
+    }
+    const std::vector<py::handle> C = optional_list(param_copies, "param_copies", count);
+    call.keep.reserve((3 + 2 * K) * count);
+    call.ts.resize(count);
+    for (std::size_t i = 0; i < count; ++i) {
+        FormatStateTensor& t = call.ts[i];
+        const std::string pn = item("params", i);
+        Arr p = call.gate.parse(P[i], pn, true);
+        if (p.kind == Kind::f16)
+            throw py::type_error(pn + " is float16: float16 parameters need a float32 master; pass "
+                                      "the float32 master in params and the float16 tensor in "
+                                      "param_copies (written in the same pass)");
+        if (p.kind == Kind::u8) throw py::type_error(pn + " must be float32 or bfloat16, got uint8");
+        Arr g = call.gate.parse(G[i], item("grads", i), false);
+        if (g.kind == Kind::u8) throw py::type_error(item("grads", i) + " must be float32, bfloat16 or float16, got uint8");
+        same_shape(g, item("grads", i), p, pn);
+        bool have_kind = false;
+        Kind kind = Kind::f32;
+        std::string first_name;
+        for (std::size_t j = 0; j < kMaxStateBuffers; ++j) {
+            t.state[j] = nullptr;
+            t.absmax[j] = nullptr;
+        }
+        for (std::size_t j = 0; j < K; ++j) {
+            if (!used[j]) continue;
+            const std::string sn = item(names[j].c_str(), i);
+            if (S[j][i].is_none()) throw py::value_error(sn + " is required " + why[j]);
+            Arr b = call.gate.parse(S[j][i], sn, true);
+            same_shape(b, sn, p, pn);
+            if (b.kind == Kind::f16)
+                throw py::type_error(sn + " is float16; state is float32, bfloat16 or uint8 codes");
+            if (have_kind && b.kind != kind)
+                throw py::type_error(sn + " is " + kind_name(b.kind) + " but " + first_name + " is " +
+                                     kind_name(kind) + "; the state buffers of one tensor share one format");
+            if (!have_kind) {
+                have_kind = true;
+                kind = b.kind;
+                first_name = sn;
+            }
+            t.state[j] = b.data;
+            call.keep.push_back(std::move(b));
+        }
+        t.state_format = state_format_of(kind);
+        for (std::size_t j = 0; j < K; ++j) {
+            if (!used[j]) continue;
+            const std::string an = item(("absmax_" + names[j]).c_str(), i);
+            if (t.state_format == Format::q8) t.absmax[j] = absmax_of(call.gate, A[j][i], an, p.n, true);
+            else if (!A[j][i].is_none())
+                throw py::value_error(an + " was given but the state of params[" + std::to_string(i) +
+                                      "] is " + kind_name(kind) + ", not 8-bit codes (uint8)");
+        }
+        t.param_copy = nullptr;
+        t.copy_format = Format::f32;
+        if (!C[i].is_none()) {
+            Arr cp = call.gate.parse(C[i], item("param_copies", i), true);
+            same_shape(cp, item("param_copies", i), p, pn);
+            if (p.kind != Kind::f32)
+                throw py::type_error(item("param_copies", i) + " is given but " + pn + " is not a float32 master");
+            if (cp.kind != Kind::bf16 && cp.kind != Kind::f16)
+                throw py::type_error(item("param_copies", i) + " must be bfloat16 or float16, got " + kind_name(cp.kind));
+            t.param_copy = cp.data;
+            t.copy_format = cp.kind == Kind::bf16 ? Format::bf16 : Format::f16;
+            call.keep.push_back(std::move(cp));
+        }
+        t.param = p.data;
+        t.param_format = p.kind == Kind::bf16 ? Format::bf16 : Format::f32;
+        t.grad = g.data;
+        t.grad_format = g.kind == Kind::f32 ? Format::f32 : (g.kind == Kind::bf16 ? Format::bf16 : Format::f16);
+        t.param_rounding = pr;
+        t.state_rounding = sr;
+        t.n = p.n;
+        t.seed = seed ^ (0x9E3779B97F4A7C15ull * (static_cast<std::uint64_t>(i) + 1));
+        call.keep.push_back(std::move(p));
+        call.keep.push_back(std::move(g));
+    }
+    call.gate.check_no_overlap();
+}
+
+void sgd_format_step(py::handle params, py::handle grads, py::handle momentum_buffers,
+                     py::handle absmax_momentum_buffers, py::handle param_copies, double lr,
+                     double momentum, double dampening, double weight_decay, bool nesterov,
+                     bool maximize, bool first_step, std::int64_t step, std::uint64_t seed,
+                     const std::string& param_rounding, const std::string& state_rounding) {
+    SGDConfig c;
+    c.lr = lr;
+    c.momentum = momentum;
+    c.dampening = dampening;
+    c.weight_decay = weight_decay;
+    c.nesterov = nesterov;
+    c.maximize = maximize;
+    c.first_step = first_step;
+    const std::string err = validate(c);
+    if (!err.empty()) throw py::value_error(err);
+    StateCall call;
+    parse_state_call(call, params, grads, {momentum_buffers}, {absmax_momentum_buffers},
+                     {"momentum_buffers"}, {momentum != 0.0}, {"when momentum != 0"}, param_copies,
+                     seed, parse_rounding(param_rounding, "param_rounding"),
+                     parse_rounding(state_rounding, "state_rounding"));
+    const int nt = dispatch::num_threads();
+    const auto kernel = dispatch::format_active().sgd;
+    // Safe without the GIL: `call.keep` holds every buffer, and no Python object is touched.
+    py::gil_scoped_release nogil;
+    kernel(call.ts.data(), call.ts.size(), c, step, nt);
+}
+
+void rmsprop_format_step(py::handle params, py::handle grads, py::handle square_avgs,
+                         py::handle momentum_buffers, py::handle grad_avgs,
+                         py::handle absmax_square_avgs, py::handle absmax_momentum_buffers,
+                         py::handle absmax_grad_avgs, py::handle param_copies, double lr,
+                         double alpha, double eps, double weight_decay, double momentum,
+                         bool centered, bool maximize, std::int64_t step, std::uint64_t seed,
+                         const std::string& param_rounding, const std::string& state_rounding) {
+    RMSpropConfig c;
+    c.lr = lr;
+    c.alpha = alpha;
+    c.eps = eps;
+    c.weight_decay = weight_decay;
+    c.momentum = momentum;
+    c.centered = centered;
+    c.maximize = maximize;
+    const std::string err = validate(c);
+    if (!err.empty()) throw py::value_error(err);
+    StateCall call;
+    parse_state_call(call, params, grads, {square_avgs, momentum_buffers, grad_avgs},
+                     {absmax_square_avgs, absmax_momentum_buffers, absmax_grad_avgs},
+                     {"square_avgs", "momentum_buffers", "grad_avgs"},
+                     {true, momentum > 0.0, centered},
+                     {"", "when momentum > 0", "when centered=True"}, param_copies, seed,
+                     parse_rounding(param_rounding, "param_rounding"),
+                     parse_rounding(state_rounding, "state_rounding"));
+    if (centered)
+        for (const FormatStateTensor& t : call.ts)
+            if (t.state_format != Format::f32)
+                throw py::value_error(
+                    "centered=True needs float32 state: square_avg - grad_avg^2 of rounded "
+                    "(bf16 or 8-bit) values can be negative");
+    const int nt = dispatch::num_threads();
+    const auto kernel = dispatch::format_active().rmsprop;
+    py::gil_scoped_release nogil;  // call.keep holds every buffer
+    kernel(call.ts.data(), call.ts.size(), c, step, nt);
+}
+
+void adagrad_format_step(py::handle params, py::handle grads, py::handle sums,
+                         py::handle absmax_sums, py::handle param_copies, std::int64_t step,
+                         double lr, double lr_decay, double weight_decay, double eps,
+                         bool maximize, std::uint64_t seed, const std::string& param_rounding,
+                         const std::string& state_rounding) {
+    AdagradConfig c;
+    c.step = step;
+    c.lr = lr;
+    c.lr_decay = lr_decay;
+    c.weight_decay = weight_decay;
+    c.eps = eps;
+    c.maximize = maximize;
+    const std::string err = validate(c);
+    if (!err.empty()) throw py::value_error(err);
+    StateCall call;
+    parse_state_call(call, params, grads, {sums}, {absmax_sums}, {"sums"}, {true}, {""},
+                     param_copies, seed, parse_rounding(param_rounding, "param_rounding"),
+                     parse_rounding(state_rounding, "state_rounding"));
+    const int nt = dispatch::num_threads();
+    const auto kernel = dispatch::format_active().adagrad;
+    py::gil_scoped_release nogil;  // call.keep holds every buffer
+    kernel(call.ts.data(), call.ts.size(), c, nt);
+}
+
 Format format_of_out(const Arr& a, const std::string& name) {
     switch (a.kind) {
         case Kind::bf16: return Format::bf16;
@@ -434,6 +626,41 @@ param_copies: None or per tensor None / a bf16 or float16 copy of a float32 mast
 written (rounded to nearest) in the same pass. param_rounding / state_rounding apply to
 bf16 buffers: 'stochastic' draws bits from (seed, position in the list, step, element).
 Math as adam_step (torch.optim.Adam), computed in float32.)doc");
+    const SGDConfig sgd{};
+    const RMSpropConfig rms{};
+    const AdagradConfig ada{};
+    const char* common =
+        "\n\nBuffers as adam_format_step: params float32 (master) or bf16, grads float32, bf16\n"
+        "or float16, state float32, bf16 or uint8 codes (all of one tensor in one format; uint8\n"
+        "needs absmax_* float32 (ceil(n / 256),)), param_copies None or bf16/float16 copies of\n"
+        "float32 masters. step keys the stochastic rounding (seed, position, step, element).\n"
+        "Math as the float32 kernel, computed in float32; one pass, in place.";
+    m.def("sgd_format_step", &sgd_format_step, "params"_a, "grads"_a, "momentum_buffers"_a = py::none(),
+          "absmax_momentum_buffers"_a = py::none(), "param_copies"_a = py::none(), py::kw_only(),
+          "lr"_a = sgd.lr, "momentum"_a = sgd.momentum, "dampening"_a = sgd.dampening,
+          "weight_decay"_a = sgd.weight_decay, "nesterov"_a = sgd.nesterov,
+          "maximize"_a = sgd.maximize, "first_step"_a = sgd.first_step, "step"_a = 1, "seed"_a = 0,
+          "param_rounding"_a = "stochastic", "state_rounding"_a = "nearest",
+          (std::string("One SGD step (sgd_step's math) on buffers in reduced formats; the\n"
+                       "momentum buffer uses the signed 8-bit map.") + common).c_str());
+    m.def("rmsprop_format_step", &rmsprop_format_step, "params"_a, "grads"_a, "square_avgs"_a,
+          "momentum_buffers"_a = py::none(), "grad_avgs"_a = py::none(),
+          "absmax_square_avgs"_a = py::none(), "absmax_momentum_buffers"_a = py::none(),
+          "absmax_grad_avgs"_a = py::none(), "param_copies"_a = py::none(), py::kw_only(),
+          "lr"_a = rms.lr, "alpha"_a = rms.alpha, "eps"_a = rms.eps,
+          "weight_decay"_a = rms.weight_decay, "momentum"_a = rms.momentum,
+          "centered"_a = rms.centered, "maximize"_a = rms.maximize, "step"_a = 1, "seed"_a = 0,
+          "param_rounding"_a = "stochastic", "state_rounding"_a = "nearest",
+          (std::string("One RMSprop step (rmsprop_step's math) on buffers in reduced formats;\n"
+                       "square_avg uses the unsigned 8-bit map, momentum_buffer and grad_avg the\n"
+                       "signed one.") + common).c_str());
+    m.def("adagrad_format_step", &adagrad_format_step, "params"_a, "grads"_a, "sums"_a,
+          "absmax_sums"_a = py::none(), "param_copies"_a = py::none(), py::kw_only(), "step"_a,
+          "lr"_a = ada.lr, "lr_decay"_a = ada.lr_decay, "weight_decay"_a = ada.weight_decay,
+          "eps"_a = ada.eps, "maximize"_a = ada.maximize, "seed"_a = 0,
+          "param_rounding"_a = "stochastic", "state_rounding"_a = "nearest",
+          (std::string("One Adagrad step (adagrad_step's math) on buffers in reduced formats;\n"
+                       "sum uses the unsigned 8-bit map.") + common).c_str());
     m.def("format_encode", &format_encode, "x"_a, "out"_a, "absmax"_a = py::none(), py::kw_only(),
           "signed"_a = true, "rounding"_a = "nearest", "seed"_a = 0, "step"_a = 1,
           "Store float32 x into out's format (uint16: bf16, float16, uint8: 8-bit codes + absmax).");

@@ -23,7 +23,9 @@ struct SGDStep {
         "One SGD step in place, with torch.optim.SGD's math, on one array or a list.\n\n"
         "momentum_buffers is required when momentum != 0; pass first_step=True on the first\n"
         "step to initialise them with the gradient (as torch does).";
-    static constexpr State states[] = {{"momentum_buffers", "momentum_buffer", "momentum"}};
+    // bf16 / int8 state: sgd_format_step (bind_formats.cpp)
+    static constexpr State states[] = {
+        {"momentum_buffers", "momentum_buffer", "momentum", kFormatsReduced}};
     static constexpr Hyper<Config> hypers[] = {
         {"lr", &Config::lr, true},          {"momentum", &Config::momentum},
         {"dampening", &Config::dampening},  {"weight_decay", &Config::weight_decay},
@@ -47,9 +49,11 @@ struct AdamStep {
         "drives the bias corrections. decoupled_weight_decay=True gives AdamW\n"
         "(p *= 1 - lr * weight_decay); otherwise weight_decay is L2 added to the gradient.\n"
         "max_exp_avg_sqs is required when amsgrad=True.";
-    static constexpr State states[] = {{"exp_avgs", "exp_avg"},
-                                       {"exp_avg_sqs", "exp_avg_sq"},
-                                       {"max_exp_avg_sqs", "max_exp_avg_sq", "amsgrad"}};
+    // bf16 / int8 state: adam_format_step (bind_formats.cpp)
+    static constexpr State states[] = {
+        {"exp_avgs", "exp_avg", nullptr, kFormatsReduced},
+        {"exp_avg_sqs", "exp_avg_sq", nullptr, kFormatsReduced, true},
+        {"max_exp_avg_sqs", "max_exp_avg_sq", "amsgrad", kFormatsReduced, true}};
     static constexpr Hyper<Config> hypers[] = {
         {"step", &Config::step, true},
         {"lr", &Config::lr},

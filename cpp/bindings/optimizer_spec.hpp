@@ -30,12 +30,17 @@ inline void raise_if_invalid(const std::string& message) {
 }
 
 // Storage formats a state buffer accepts (a bit set). `param` is the parameter's own dtype
-// (float32 or float64); reduced-precision formats add bits here as their kernels land.
-enum Format : unsigned { kFormatParam = 1u };
+// (float32 or float64), taken by the kernel itself; `bf16` and `int8` (8-bit blockwise
+// codes with a float32 absmax per 256 elements) are taken by the optimizer's format kernel
+// (bind_formats.cpp), which also takes float32 state.
+enum Format : unsigned { kFormatParam = 1u, kFormatBf16 = 2u, kFormatInt8 = 4u };
+constexpr unsigned kFormatsReduced = kFormatParam | kFormatBf16 | kFormatInt8;
 
 inline py::tuple format_names(unsigned formats) {
     py::list out;
     if (formats & kFormatParam) out.append("param");
+    if (formats & kFormatBf16) out.append("bf16");
+    if (formats & kFormatInt8) out.append("int8");
     return py::tuple(out);
 }
 
@@ -92,12 +97,14 @@ struct Hyper {
 
 // One state buffer: its argument name (a list, e.g. "exp_avgs"), torch's state key
 // ("exp_avg"), the hyperparameter that switches it on (nullptr: always used) and the
-// storage formats the kernel accepts for it.
+// storage formats accepted for it, and whether its values are never negative (its 8-bit
+// codes then use the unsigned dynamic map, else the signed one).
 struct State {
     const char* arg;
     const char* key;
     const char* when = nullptr;
     unsigned formats = kFormatParam;
+    bool nonnegative = false;
 };
 
 namespace detail {
@@ -232,9 +239,10 @@ void register_optimizer(py::module_& m) {
     using C = typename S::Config;
     const C defaults{};
     std::string sig = std::string(S::name) + "(params, grads";
-    py::list states, hypers;
+    py::list states, hypers, nonnegative;
     for (std::size_t j = 0; j < N::K; ++j) {
         const State& s = S::states[j];
+        if (s.nonnegative) nonnegative.append(s.key);
         sig += std::string(", ") + s.arg + (s.when ? "=None" : "");
         states.append(py::make_tuple(s.arg, s.key, s.when ? py::object(py::str(s.when)) : py::none(),
                                      format_names(s.formats)));
@@ -264,6 +272,7 @@ void register_optimizer(py::module_& m) {
     py::dict info;
     info["states"] = py::tuple(states);
     info["hypers"] = py::tuple(hypers);
+    info["nonnegative"] = py::tuple(nonnegative);  // state keys whose values are >= 0
     info["summary"] = S::summary;
     m.attr("kernel_specs")[S::name] = info;
 }

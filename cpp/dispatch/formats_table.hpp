@@ -1,4 +1,5 @@
-// The dispatch table of the reduced-precision format kernels (kernels/adam_formats.hpp).
+// The dispatch table of the reduced-precision format kernels (kernels/adam_formats.hpp,
+// kernels/state_formats.hpp).
 //
 // Compiled once per SIMD target like the main table, plus an AVX-512 variant that also
 // uses the AVX-512-BF16 conversion instruction (x86-64-v4 does not include it, so it is a
@@ -17,6 +18,10 @@ namespace fastoptim::dispatch {
 struct FormatOps {
     const char* name;
     void (*adam)(const FormatAdamTensor*, std::size_t, const AdamConfig&, int);
+    // (tensors, count, config, step keying the stochastic rounding, threads)
+    void (*sgd)(const FormatStateTensor*, std::size_t, const SGDConfig&, std::int64_t, int);
+    void (*rmsprop)(const FormatStateTensor*, std::size_t, const RMSpropConfig&, std::int64_t, int);
+    void (*adagrad)(const FormatStateTensor*, std::size_t, const AdagradConfig&, int);
     void (*encode)(void*, float*, const float*, std::size_t, Format, Rounding, bool, std::uint64_t,
                    std::int64_t);
     void (*decode)(float*, const void*, const float*, std::size_t, Format, bool);

@@ -2,6 +2,7 @@
 // scalar | avx2 | avx512 | avx512bf16) inside namespace fastoptim::<target>.
 #define FASTOPTIM_KERNEL_NS FASTOPTIM_TARGET
 #include "fastoptim/kernels/adam_formats.hpp"
+#include "fastoptim/kernels/state_formats.hpp"
 #include "dispatch/formats_table.hpp"
 
 #define FO_STR2(x) #x
@@ -13,8 +14,10 @@ namespace fastoptim::dispatch {
 
 const FormatOps* FO_CAT(format_table_, FASTOPTIM_TARGET)() {
     namespace k = fastoptim::FASTOPTIM_TARGET;
-    static const FormatOps table{FO_STR(FASTOPTIM_TARGET), &k::adam_format_multi, &k::format_encode,
-                                 &k::format_decode, &k::dynamic_map_values};
+    static const FormatOps table{FO_STR(FASTOPTIM_TARGET), &k::adam_format_multi,
+                                 &k::sgd_format_multi,  &k::rmsprop_format_multi,
+                                 &k::adagrad_format_multi, &k::format_encode,
+                                 &k::format_decode,     &k::dynamic_map_values};
     return &table;
 }
 

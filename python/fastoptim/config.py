@@ -35,6 +35,7 @@ __all__ = ["ACTIVATIONS", "DEFAULT_LR", "DTYPES", "OPTIMIZERS", "SCHEDULES", "Co
 SCHEDULES = ("constant", "cosine", "exponential", "step", "inverse-time", "one-cycle")
 ACTIVATIONS = ("relu", "leaky_relu", "gelu", "tanh", "sigmoid")
 DTYPES = ("float32", "float64")
+STATE_DTYPES = ("fp32", "bf16", "int8")  # fastoptim.formats
 
 
 class ConfigError(ValueError):
@@ -60,7 +61,8 @@ def make_optimizer(cfg: TrainConfig, groups: list[dict], lr: float):
     """The fastoptim.optim optimizer ``cfg.optimizer`` over ``groups`` at learning rate
     ``lr``, with the config's optimizer hyperparameters (those the optimizer has)."""
     options = {k: getattr(cfg, k) for k in _HYPER}
-    return _spec.build_from_options(cfg.optimizer, groups, options, lr=lr)
+    return _spec.build_from_options(cfg.optimizer, groups, options, lr=lr,
+                                    state_dtype=cfg.state_dtype)
 
 
 # ------------------------------------------------------------------------------------
@@ -107,6 +109,12 @@ class TrainConfig:
         "Adam beta2", group="optimization"))
     eps: float = field(default=_HYPER["eps"], metadata=_help(
         "Adam/RMSprop/Adagrad eps", group="optimization"))
+    state_dtype: str = field(default="fp32", metadata=_help(
+        "storage of the optimizer state: fp32, bf16, or int8 (8-bit blockwise; tensors under "
+        "4096 elements stay fp32); " + "/".join(
+            n for n in OPTIMIZERS if len(_spec.get(n).state_dtypes) > 1)
+        + " (float32 parameters)",
+        group="optimization", choices=STATE_DTYPES))
     weight_decay: float = field(default=0.0, metadata=_help(
         "L2 weight decay on weights, not biases (decoupled for adamw)", group="optimization",
         metavar="WD"))
@@ -245,7 +253,7 @@ _OPTIONAL_INT = {"batch_size", "threads"}
 _FLOAT_FIELDS = {"validation_split", "dropout", "momentum", "beta1", "beta2", "eps",
                  "weight_decay", "l1", "warmup_epochs"}
 _CHOICES = {"activation": ACTIVATIONS, "dtype": DTYPES, "optimizer": OPTIMIZERS,
-            "schedule": SCHEDULES}
+            "schedule": SCHEDULES, "state_dtype": STATE_DTYPES}
 
 
 def _is_int(v) -> bool:
@@ -349,6 +357,14 @@ def _check_ranges(c: TrainConfig) -> None:
     refusal = _spec.get(c.optimizer).cli_refusal
     if refusal is not None:  # Muon, SparseAdam: see their declarations in fastoptim.spec
         raise ConfigError("optimizer", f"{c.optimizer} cannot run here: it {refusal}")
+    if c.state_dtype != "fp32":
+        allowed = _spec.get(c.optimizer).state_dtypes
+        if c.state_dtype not in allowed:
+            raise ConfigError("state_dtype", f"must be fp32 for {c.optimizer} (its state has "
+                              f"no reduced-precision formats), got {c.state_dtype!r}")
+        if c.dtype != "float32":
+            raise ConfigError("state_dtype", f"{c.state_dtype!r} needs dtype float32, got "
+                              f"dtype {c.dtype!r}")
     if c.weight_decay and "weight_decay" not in _spec.get(c.optimizer).defaults:
         raise ConfigError("weight_decay", f"must be 0: {c.optimizer} has no weight decay, "
                           f"got {c.weight_decay!r}")

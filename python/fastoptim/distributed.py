@@ -319,6 +319,10 @@ class _Engine:
         """The optimizer over this rank's slice [lo, hi) of the arenas (same class and
         hyperparameters, each parameter cut to the part inside the slice)."""
         opt = self.optimizer
+        if getattr(opt, "state_dtype", "fp32") != "fp32":
+            raise ValueError(f"shard_optimizer=True needs an optimizer with fp32 state, got "
+                             f"state_dtype={opt.state_dtype!r}: 8-bit blocks and bf16 state are "
+                             f"not split across ranks")
         self.gshard = np.zeros(self.hi - self.lo, self.grads.dtype)
         self.pieces: list[tuple[int, int, int, int]] = []  # (param id, offset, a, b)
         groups, self.group_of, self.shard_grads = [], [], []

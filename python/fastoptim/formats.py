@@ -66,12 +66,14 @@ __all__ = [
     "FORMATS",
     "MIN_8BIT_SIZE",
     "Q8_BLOCK",
+    "absmax_key",
     "adam_step",
     "bf16_from_float",
     "bf16_to_float",
     "dequantize",
     "dynamic_map",
     "from_torch_state_dict",
+    "new_buffers",
     "new_state",
     "quantize",
     "state_bytes",
@@ -87,8 +89,12 @@ MIN_8BIT_SIZE = 4096
 _BUFFERS = (("exp_avg", True), ("exp_avg_sq", False), ("max_exp_avg_sq", False))
 
 
-def _absmax_key(key: str) -> str:
+def absmax_key(key: str) -> str:
+    """The state key of the float32 absmax array of the 8-bit buffer ``key``."""
     return key + "_absmax"
+
+
+_absmax_key = absmax_key
 
 
 def _is_torch(x: Any) -> bool:
@@ -188,28 +194,50 @@ def _zero_code(signed: bool) -> int:
     return int(np.flatnonzero(m == 0.0)[0])
 
 
-def new_state(p: Any, fmt: str = "fp32", *, amsgrad: bool = False,
-              min_8bit_size: int = MIN_8BIT_SIZE) -> dict[str, Any]:
-    """Zero Adam state for parameter ``p`` (numpy array or torch tensor) in format ``fmt``
-    ('fp32', 'bf16' or 'int8'; int8 falls back to fp32 below ``min_8bit_size`` elements).
-    The buffers are numpy arrays for a numpy ``p`` and CPU tensors for a tensor."""
+def new_buffers(p: Any, fmt: str, buffers: Sequence[tuple[str, bool, float]], *,
+                min_8bit_size: int = MIN_8BIT_SIZE) -> dict[str, Any]:
+    """State buffers for parameter ``p`` in format ``fmt`` (int8 falls back to fp32 below
+    ``min_8bit_size`` elements): ``{"state_format": f, key: buffer, [key_absmax: absmax]}``
+    for each ``(key, signed, initial value)`` of ``buffers``; numpy arrays for a numpy
+    ``p``, CPU tensors for a tensor. A non-zero initial value is stored through the format
+    (rounded to nearest)."""
     shape = tuple(p.shape)
     size = int(np.prod(shape, dtype=np.int64))
     f = state_format(fmt, size, min_8bit_size)
-    st: dict[str, Any] = {"step": 0, "state_format": f}
-    for key, signed in _BUFFERS:
-        if key == "max_exp_avg_sq" and not amsgrad:
-            continue
+    st: dict[str, Any] = {"state_format": f}
+    for key, signed, init in buffers:
         if f == "fp32":
-            st[key] = _zeros(p, shape, "f32")
+            buf = _zeros(p, shape, "f32")
+            if init:
+                buf[...] = init
+            st[key] = buf
         elif f == "bf16":
-            st[key] = _zeros(p, shape, "bf16")
+            st[key] = (_zeros(p, shape, "bf16") if not init
+                       else bf16_from_float(_full_f32(p, shape, init)))
+        elif init:
+            st[key], st[_absmax_key(key)] = quantize(_full_f32(p, shape, init), signed)
         else:
             codes = _zeros(p, shape, "u8")
             codes[...] = _zero_code(signed)  # the code of 0.0 (127 in the signed map)
             st[key] = codes
             st[_absmax_key(key)] = _zeros(p, (_blocks(size),), "f32")
     return st
+
+
+def _full_f32(like: Any, shape: tuple[int, ...], value: float) -> Any:
+    x = _zeros(like, shape, "f32")
+    x[...] = value
+    return x
+
+
+def new_state(p: Any, fmt: str = "fp32", *, amsgrad: bool = False,
+              min_8bit_size: int = MIN_8BIT_SIZE) -> dict[str, Any]:
+    """Zero Adam state for parameter ``p`` (numpy array or torch tensor) in format ``fmt``
+    ('fp32', 'bf16' or 'int8'; int8 falls back to fp32 below ``min_8bit_size`` elements).
+    The buffers are numpy arrays for a numpy ``p`` and CPU tensors for a tensor."""
+    bufs = [(key, signed, 0.0) for key, signed in _BUFFERS
+            if amsgrad or key != "max_exp_avg_sq"]
+    return {"step": 0, **new_buffers(p, fmt, bufs, min_8bit_size=min_8bit_size)}
 
 
 def _dtype_kind(x: Any) -> str:
@@ -335,7 +363,8 @@ def to_torch_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     ``state_dict`` is ``{"state": {index: state}, "param_groups": [...]}`` with each state in
     this module's layout (numpy arrays or tensors); the result has float32 tensors
     ``exp_avg``, ``exp_avg_sq`` (and ``max_exp_avg_sq``) and ``step`` as a float32 0-d
-    tensor, as torch saves it. Nothing in the input is modified.
+    tensor, as torch saves it, and param_groups without fastoptim's ``state_dtype``.
+    Nothing in the input is modified.
     """
     import torch
 
@@ -349,7 +378,9 @@ def to_torch_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Any]:
             if key in st:
                 new[key] = _to_float_tensor(st, key, signed, fmt)
         out_state[idx] = new
-    return {"state": out_state, "param_groups": [dict(g) for g in state_dict["param_groups"]]}
+    groups = [{k: v for k, v in g.items() if k != "state_dtype"}
+              for g in state_dict["param_groups"]]
+    return {"state": out_state, "param_groups": groups}
 
 
 def from_torch_state_dict(state_dict: Mapping[str, Any], fmt: str, *,
@@ -357,7 +388,9 @@ def from_torch_state_dict(state_dict: Mapping[str, Any], fmt: str, *,
     """torch.optim.Adam's state_dict -> this module's layout in format ``fmt`` (tensors).
 
     int8 state is quantized blockwise (exp_avg with the signed map), bf16 rounded to
-    nearest; tensors under ``min_8bit_size`` elements stay float32. The input is not modified.
+    nearest; tensors under ``min_8bit_size`` elements stay float32. Each parameter group
+    gets ``state_dtype=fmt`` (what ``fastoptim.torch.Adam(..., state_dtype=fmt)`` loads).
+    The input is not modified.
     """
     import torch
 
@@ -387,7 +420,8 @@ def from_torch_state_dict(state_dict: Mapping[str, Any], fmt: str, *,
             else:
                 new[key], new[_absmax_key(key)] = quantize(x, signed)
         out_state[idx] = new
-    return {"state": out_state, "param_groups": [dict(g) for g in state_dict["param_groups"]]}
+    groups = [{**g, "state_dtype": fmt} for g in state_dict["param_groups"]]
+    return {"state": out_state, "param_groups": groups}
 
 
 def _check_sd(sd: Any) -> None:

@@ -72,6 +72,7 @@ class Optimizer:
     _defaults: dict[str, Any] = {}
     _tensor_keys: tuple[str, ...] = ()  # state arrays, in the kernel's argument order
     _has_step = True
+    state_dtype = "fp32"  # storage format of the state buffers (fastoptim.formats)
 
     def __init__(self, params: Iterable[Any], defaults: dict[str, Any], *,
                  skip_nonfinite: bool = False) -> None:
@@ -230,25 +231,40 @@ class Optimizer:
             i = id_map[sid]
             p, group = self._params[i], group_of[i]
             want = self._new_state(p, group)
-            missing = set(want) - set(st)
+            if not isinstance(st, dict):
+                raise TypeError(f"state {sid} must be a dict, got {type(st).__name__}")
+            tag, want_tag = st.get("state_format", "fp32"), want.get("state_format", "fp32")
+            if tag != want_tag:
+                raise ValueError(
+                    f"state {sid} is tagged state_format={tag!r} but this optimizer keeps "
+                    f"{want_tag!r} state for it (state_dtype={self.state_dtype!r}); convert "
+                    f"it with fastoptim.formats or build the optimizer with the same "
+                    f"state_dtype")
+            missing = set(want) - set(st) - {"state_format"}
             if missing:
                 raise ValueError(f"state {sid}: missing key(s) {sorted(missing)}")
             loaded: dict[str, Any] = {}
             for k, _ref in want.items():
+                if k == "state_format":
+                    loaded[k] = want_tag
+                    continue
                 v = st[k]
                 if k == "step":
                     loaded[k] = _as_step(v, f"state {sid} 'step'")
                     continue
-                a = np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v)
+                a = _as_numpy(v)
                 scalar = np.ndim(_ref) == 0  # a per-parameter scalar (0-d), not a buffer
                 if a.shape != np.shape(_ref):
-                    raise ValueError(f"state {sid} '{k}' has shape {a.shape} but its "
-                                     + ("value is a scalar" if scalar else
-                                        f"parameter has shape {p.shape}"))
-                if a.dtype != p.dtype and not (scalar and a.dtype in (np.float32, np.float64)):
-                    raise TypeError(f"state {sid} '{k}' has dtype {a.dtype} but its "
-                                    f"parameter is {p.dtype}")
-                loaded[k] = np.array(a, dtype=a.dtype if scalar else p.dtype, order="C",
+                    raise ValueError(f"state {sid} '{k}' has shape {a.shape} but "
+                                     + ("its value is a scalar" if scalar else
+                                        f"{np.shape(_ref)} is expected (its parameter has "
+                                        f"shape {p.shape})"))
+                if a.dtype != _ref.dtype and not (scalar and a.dtype in (np.float32,
+                                                                         np.float64)):
+                    raise TypeError(f"state {sid} '{k}' has dtype {a.dtype} but "
+                                    f"{_ref.dtype} is expected (its parameter is {p.dtype}, "
+                                    f"state_format {want_tag!r})")
+                loaded[k] = np.array(a, dtype=a.dtype if scalar else _ref.dtype, order="C",
                                      copy=True)
             new_state[i] = loaded
         for group, new in zip(self.param_groups, new_groups, strict=False):
@@ -259,6 +275,18 @@ class Optimizer:
     def __repr__(self) -> str:
         hyper = ", ".join(f"{k}={v!r}" for k, v in self.defaults.items())
         return f"{type(self).__name__}({len(self._params)} arrays, {hyper})"
+
+
+def _as_numpy(v: Any) -> np.ndarray:
+    """A numpy view of a state value (a torch.bfloat16 tensor as its uint16 bits)."""
+    if hasattr(v, "detach"):
+        v = v.detach().cpu()
+        if str(v.dtype) == "torch.bfloat16":
+            import torch
+
+            v = v.view(torch.uint16)
+        return np.asarray(v.numpy())
+    return np.asarray(v)
 
 
 def _scalar(value: float) -> np.ndarray:
@@ -288,6 +316,7 @@ class _SpecOptimizer(Optimizer):
         params += [P(n, P.POSITIONAL_OR_KEYWORD, default=s.defaults[n])
                    for n in s.numpy_signature()]
         params.append(P("skip_nonfinite", P.KEYWORD_ONLY, default=False))
+        params.append(P("state_dtype", P.KEYWORD_ONLY, default="fp32"))
         cls._signature = inspect.Signature(params)
         cls.__signature__ = cls._signature.replace(  # type: ignore[attr-defined]
             parameters=params[1:])
@@ -300,10 +329,19 @@ class _SpecOptimizer(Optimizer):
         defaults = {n: tuple(a[n]) if kinds[n] == "pair" else a[n]
                     for n in self._spec.numpy_signature()}
         defaults.update(self._spec.group_state)  # schedule-free's k, weight_sum, ...
+        self.state_dtype = self._spec.check_state_dtype(a["state_dtype"])
+        if self.state_dtype != "fp32":  # the format kernel's lists: buffers, then absmax
+            self._tensor_keys = self._spec.state_keys + self._spec.absmax_keys
         super().__init__(params, defaults, skip_nonfinite=a["skip_nonfinite"])
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         first = len(self._params)
+        if self.state_dtype != "fp32" and isinstance(param_group, dict):
+            ps = param_group.get("params", ())
+            for i, p in enumerate([ps] if isinstance(ps, np.ndarray) else list(ps)):
+                if isinstance(p, np.ndarray) and p.dtype != np.float32:
+                    raise TypeError(f"params[{i}] is {p.dtype}; state_dtype="
+                                    f"{self.state_dtype!r} needs float32 parameters")
         super().add_param_group(param_group)
         if self._spec.eager_state:  # torch's Adagrad creates its state with the params
             group = self.param_groups[-1]
@@ -312,8 +350,11 @@ class _SpecOptimizer(Optimizer):
 
     def _validate(self, group: dict[str, Any]) -> None:
         self._spec.validate(group, self.defaults)
+        self._spec.check_state_dtype(self.state_dtype, group)
 
     def _new_state(self, p: np.ndarray, group: dict[str, Any]) -> dict[str, Any]:
+        if self.state_dtype != "fp32":
+            return self._spec.new_format_state(p, group, self.state_dtype)
         return self._spec.new_state(p, group, np.full_like, _scalar, np.copy)
 
     def step(self, grads: Sequence[np.ndarray]) -> bool:
@@ -329,6 +370,9 @@ class _SpecOptimizer(Optimizer):
 
     def _run(self, group: dict[str, Any], params: list, grads: list, state: list[list],
              step: int, first: bool) -> None:
+        if self.state_dtype != "fp32":
+            self._spec.run_formats(group, params, grads, state, step, first, self.defaults)
+            return
         key = self._spec.partition_key(params[0]) if self._spec.split else None
         self._spec.run(group, params, grads, state, step, first, self.defaults, part_key=key)
 

@@ -58,7 +58,8 @@ class _BaseMLP(BaseEstimator):
                  eps=_OPT["eps"], momentum=_OPT["momentum"], nesterov=_OPT["nesterov"],
                  weight_decay=0.0, l1=0.0, dropout=0.0, batch_size=32, epochs=100,
                  schedule="constant", early_stopping=False, validation_fraction=0.1,
-                 n_iter_no_change=10, dtype="float32", random_state=None, n_threads=None):
+                 n_iter_no_change=10, dtype="float32", random_state=None, n_threads=None,
+                 state_dtype="fp32"):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.optimizer = optimizer
@@ -79,6 +80,7 @@ class _BaseMLP(BaseEstimator):
         self.dtype = dtype
         self.random_state = random_state
         self.n_threads = n_threads
+        self.state_dtype = state_dtype
 
     # ---------------------------------------------------------------- options
     def _options(self, seed: int) -> TrainConfig:
@@ -104,7 +106,7 @@ class _BaseMLP(BaseEstimator):
                    "early_stopping": self.n_iter_no_change if self.early_stopping else 0,
                    "validation_split": self.validation_fraction if self.early_stopping
                    else 0.0,
-                   "threads": self.n_threads, "seed": seed}
+                   "threads": self.n_threads, "seed": seed, "state_dtype": self.state_dtype}
         try:
             return TrainConfig(**options)
         except ConfigError as e:
@@ -259,6 +261,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             n_iter_no_change epochs without val_loss improvement, keep the best weights.
         dtype: float32 or float64 parameters; random_state: seeds init, split, shuffling;
         n_threads: threads during fit/predict (None: leave the process setting).
+        state_dtype: storage of the optimizer state, "fp32", "bf16" or "int8" (8-bit
+            blockwise; adam, adamw, sgd, rmsprop, adagrad with float32 parameters; see
+            fastoptim.formats).
 
     Attributes: classes_, n_features_in_, n_iter_ (epochs run), loss_curve_.
     """

@@ -175,14 +175,16 @@ class Hyperparameter:
 class StateBuffer:
     """One per-parameter state array: torch's key, the kernel argument it is passed as, the
     hyperparameter that switches it on (None: always there), its initial value (a number,
-    or the name of the hyperparameter holding it) and the storage formats the kernel
-    accepts for it ("param": the parameter's own dtype)."""
+    or the name of the hyperparameter holding it) and the storage formats accepted for it
+    ("param": the parameter's own dtype, taken by the kernel; "bf16", "int8": taken by the
+    optimizer's format kernel, see ``OptimizerSpec.state_dtypes``)."""
 
     key: str
     arg: str
     when: str | None
     init: float | str
     formats: tuple[str, ...]
+    signed: bool = True  # False: never negative (8-bit codes on the unsigned dynamic map)
 
 
 # A StateBuffer's init that copies the parameter (schedule-free's z starts at p).
@@ -277,6 +279,11 @@ class OptimizerSpec:
     # Set up to ``__init__`` of an optimizer whose constructor fills in a default
     # (LBFGS: max_eval None -> max_iter * 5 // 4): group -> None, in place.
     resolve: Callable[[dict[str, Any]], None] | None = None
+    # the _core function stepping this optimizer on state in any of state_dtypes (its
+    # arguments: params, grads, the buffers in `state` order, their absmax lists, the
+    # parameter copies; then the kernel's hyperparameters, seed and state_rounding)
+    format_kernel: str | None = None
+    fp32_only: tuple[str, ...] = ()  # flags that need fp32 state (RMSprop's centered)
 
     # -- what the front ends call ------------------------------------------------------
     @property
@@ -411,6 +418,79 @@ class OptimizerSpec:
                 for a in values:
                     a[...] = v
 
+    # -- reduced-precision state (fastoptim.formats) -----------------------------------
+    @property
+    def state_dtypes(self) -> tuple[str, ...]:
+        """The ``state_dtype`` values the front ends accept: "fp32", then the reduced
+        formats every state buffer allows (none without a format kernel)."""
+        if self.format_kernel is None or not self.state:
+            return ("fp32",)
+        common = [f for f in ("bf16", "int8") if all(f in b.formats for b in self.state)]
+        return ("fp32", *common)
+
+    def check_state_dtype(self, value: Any, group: dict[str, Any] | None = None) -> str:
+        """``value`` if this optimizer keeps state in it (with ``group``'s flags), else a
+        ValueError naming ``state_dtype`` and the allowed values."""
+        if group is not None and value != "fp32":
+            for flag in self.fp32_only:
+                if group.get(flag):
+                    raise ValueError(f"state_dtype must be 'fp32' with {flag}=True, got "
+                                     f"{value!r}: {self.name}'s {flag} state needs float32")
+        allowed = self.state_dtypes
+        if not isinstance(value, str) or value not in allowed:
+            if len(allowed) == 1:
+                raise ValueError(f"state_dtype must be 'fp32' for {self.name}, got {value!r}: "
+                                 f"{self.name} has no reduced-precision state formats")
+            raise ValueError(f"state_dtype must be one of {allowed} for {self.name}, "
+                             f"got {value!r}")
+        return value
+
+    @property
+    def absmax_keys(self) -> tuple[str, ...]:
+        """The state keys of the float32 absmax arrays of 8-bit buffers, in ``state`` order."""
+        from fastoptim import formats
+
+        return tuple(formats.absmax_key(b.key) for b in self.state)
+
+    def new_format_state(self, p: Any, group: dict[str, Any], fmt: str) -> dict[str, Any]:
+        """Fresh state for float32 parameter p in format ``fmt`` (``state_format`` tag
+        included; int8 falls back to fp32 below ``formats.MIN_8BIT_SIZE`` elements): the
+        buffers are numpy arrays for a numpy p and CPU tensors for a tensor."""
+        from fastoptim import formats
+
+        bufs = [(b.key, b.signed, float(group[b.init]) if isinstance(b.init, str) else b.init)
+                for b in self.state if self.used(b, group)]
+        s: dict[str, Any] = {"step": 0} if self.has_step else {}
+        s.update(formats.new_buffers(p, fmt, bufs))
+        return s
+
+    def run_formats(self, group: dict[str, Any], params: list, grads: list, states: list,
+                    step: int, first: bool, defaults: dict[str, Any] | None = None, *,
+                    seed: int = 0, state_rounding: str = "nearest",
+                    param_rounding: str = "stochastic",
+                    param_copies: list | None = None) -> None:
+        """One call of the format kernel; ``states`` holds one list per buffer in ``state``
+        order, then one absmax list per buffer (None entries: not 8-bit). params are
+        float32 (a master) or bf16 (rounded by ``param_rounding``); ``param_copies``: None
+        or per parameter None / a bf16 or fp16 copy of a float32 master."""
+        kw = self.kernel_kwargs(group, defaults)
+        kw["step"] = step  # format kernels all take it: it keys the stochastic rounding
+        if self._first_step:
+            kw["first_step"] = first
+        k = len(self.state)
+        bufs, absmax = list(states[:k]), list(states[k:])
+        for j, when in self._optional:
+            if not group[when]:
+                bufs[j] = absmax[j] = None
+            elif any(x is None for x in bufs[j]):
+                raise ValueError(f"{when} was switched on after the first step; create a "
+                                 f"new optimizer instead")
+        assert self.format_kernel is not None
+        getattr(_core, self.format_kernel)(
+            params, grads, *bufs, *absmax, param_copies, **kw,
+            seed=int(seed) & 0xFFFFFFFFFFFFFFFF, state_rounding=state_rounding,
+            param_rounding=param_rounding)
+
     @property
     def state_keys(self) -> tuple[str, ...]:
         """Buffers in kernel order, then scalars: the order of ``run``'s state lists."""
@@ -462,6 +542,10 @@ class OptimizerSpec:
             lines.append(f"    {h.name}: {h.doc} (default {h.default!r})")
         if front_end == "numpy":
             lines.append("    skip_nonfinite: skip the whole step if a gradient is not finite")
+        if len(self.state_dtypes) > 1:
+            lines.append(f"    state_dtype: storage of the state buffers, one of "
+                         f"{', '.join(repr(f) for f in self.state_dtypes)} (default 'fp32'; "
+                         f"see fastoptim.formats)")
         else:
             flags = [n for n in self.torch_signature if n in TORCH_FLAGS]
             lines.append(f"    {', '.join(flags)}: accepted for torch compatibility "
@@ -513,6 +597,7 @@ def declare(name: str, kernel: str, *, torch: str, summary: str, rule: str, refe
             | None = None, init: dict[str, str] | None = None, eager_state: bool = False,
             train_lr: float | None = None, docs: dict[str, str] | None = None,
             has_step: bool = True, scalars: tuple[ScalarState, ...] = (),
+            format_kernel: str | None = None, fp32_only: tuple[str, ...] = (),
             pairs: dict[str, tuple[str, ...]] | None = None,
             adjust: Callable[[dict[str, Any], dict[str, Any], dict[str, Any]], None]
             | None = None, group_state: dict[str, Any] | None = None,
@@ -530,7 +615,8 @@ def declare(name: str, kernel: str, *, torch: str, summary: str, rule: str, refe
     ``scalars`` declares per-parameter scalar state; ``pairs`` maps a tuple argument to two
     kernel arguments (default: betas -> beta1, beta2); ``group_state``, ``advance`` and
     ``modes``: state kept in the parameter groups and the train/eval switch
-    (OptimizerSpec's fields)."""
+    (OptimizerSpec's fields); ``format_kernel`` names the _core function that steps the
+    state in the reduced formats its buffers allow."""
     defaults, fixed, extra, init = defaults or {}, fixed or {}, extra or {}, init or {}
     doc = {**_DOCS, **(docs or {})}
     pair_map = pairs if pairs is not None else {"betas": ("beta1", "beta2")}
@@ -556,7 +642,9 @@ def declare(name: str, kernel: str, *, torch: str, summary: str, rule: str, refe
         hypers.append(Hyperparameter(n, kind, default, parts, doc[n]))
         for i, k in enumerate(parts):
             args.append(_Arg(k, n, i if len(parts) > 1 else -1))
-    state = tuple(StateBuffer(key, arg, when, init.get(key, 0.0), tuple(formats))
+    nonnegative = set(_KERNEL_SPECS[kernel].get("nonnegative", ()))
+    state = tuple(StateBuffer(key, arg, when, init.get(key, 0.0), tuple(formats),
+                              key not in nonnegative)
                   for arg, key, when, formats in _KERNEL_SPECS[kernel]["states"])
     return OptimizerSpec(name, kernel, summary, rule, reference, tuple(hypers), sig,
                          dict(fixed), state, tuple(scalars), has_step, "step" in kh,
@@ -564,7 +652,8 @@ def declare(name: str, kernel: str, *, torch: str, summary: str, rule: str, refe
                          tuple((j, b.when) for j, b in enumerate(state) if b.when is not None),
                          "first_step" in kh, getattr(_core, kernel), adjust,
                          dict(group_state or {}), advance, modes, dict(flag_defaults or {}),
-                         dict(cli_defaults or {}), split)
+                         dict(cli_defaults or {}), split, format_kernel=format_kernel,
+                         fp32_only=tuple(fp32_only))
 
 
 def _check(test: Callable[[Any], Any], message: str) -> Callable[[Any], str | None]:
@@ -635,7 +724,7 @@ p = p - lr * g
 """,
         reference="Sutskever et al., On the importance of initialization and momentum in "
                   "deep learning (2013); torch.optim.SGD",
-        train_lr=0.05, has_step=False),
+        train_lr=0.05, has_step=False, format_kernel="sgd_format_step"),
     declare(
         "Adam", "adam_step",
         torch="lr betas eps weight_decay amsgrad * foreach maximize capturable differentiable "
@@ -651,7 +740,8 @@ v_max = max(v_max, v) if amsgrad else v
 p = p - lr / (1 - beta1^step) * m / (sqrt(v_max) / sqrt(1 - beta2^step) + eps)
 """,
         reference="Kingma & Ba, Adam: A Method for Stochastic Optimization (2015); "
-                  "Reddi et al., On the Convergence of Adam and Beyond (2018)"),
+                  "Reddi et al., On the Convergence of Adam and Beyond (2018)",
+        format_kernel="adam_format_step"),
     declare(
         "AdamW", "adam_step",
         torch="lr betas eps weight_decay amsgrad * maximize foreach capturable differentiable "
@@ -667,7 +757,8 @@ p = p - lr / (1 - beta1^step) * m / (sqrt(v_max) / sqrt(1 - beta2^step) + eps)
 """,
         reference="Loshchilov & Hutter, Decoupled Weight Decay Regularization (2019)",
         defaults={"weight_decay": 1e-2}, fixed={"decoupled_weight_decay": True},
-        docs={"weight_decay": "decoupled weight decay: p *= 1 - lr * weight_decay"}),
+        docs={"weight_decay": "decoupled weight decay: p *= 1 - lr * weight_decay"},
+        format_kernel="adam_format_step"),
     declare(
         "RMSprop", "rmsprop_step",
         torch="lr alpha eps weight_decay momentum centered capturable foreach maximize "
@@ -684,7 +775,7 @@ else:            p = p - lr * g / d
 """,
         reference="Hinton, Neural Networks for Machine Learning, lecture 6e (2012); "
                   "Graves, Generating Sequences With Recurrent Neural Networks (2013)",
-        train_lr=1e-3),
+        train_lr=1e-3, format_kernel="rmsprop_format_step", fp32_only=("centered",)),
     declare(
         "Adagrad", "adagrad_step",
         torch="lr lr_decay weight_decay initial_accumulator_value eps foreach * maximize "
@@ -701,7 +792,8 @@ p = p - clr * g / (sqrt(sum) + eps)
                   "Stochastic Optimization (2011)",
         extra={"initial_accumulator_value": (
             "float", 0.0, _finite_nonneg("initial_accumulator_value"))},
-        init={"sum": "initial_accumulator_value"}, eager_state=True),
+        init={"sum": "initial_accumulator_value"}, eager_state=True,
+        format_kernel="adagrad_format_step"),
     declare(
         "Adamax", "adamax_step",
         torch="lr betas eps weight_decay foreach * maximize differentiable capturable",
@@ -1167,12 +1259,13 @@ def train_lr(name: str) -> float:
 
 
 def build_from_options(name: str, params: Sequence[Any], options: dict[str, Any], *,
-                       lr: float) -> Any:
+                       lr: float, state_dtype: str = "fp32") -> Any:
     """A ``fastoptim.optim`` optimizer from `fastoptim train` options: every CLI
     hyperparameter the optimizer has is passed, the others are ignored; a group option it
     does not have (weight_decay for Rprop) is dropped when zero, else a ValueError. An
     option at the CLI's default that the optimizer declares a ``cli_defaults`` value for
-    takes that value (SGDScheduleFree: --momentum 0, the CLI's default, means 0.9)."""
+    takes that value (SGDScheduleFree: --momentum 0, the CLI's default, means 0.9).
+    ``state_dtype`` other than "fp32" must be one of the optimizer's ``state_dtypes``."""
     from fastoptim import optim
 
     s = get(name)
@@ -1195,6 +1288,8 @@ def build_from_options(name: str, params: Sequence[Any], options: dict[str, Any]
                       if h.kind == "pair" else options[h.name])
         if h.name in s.cli_defaults and kw[h.name] == _cli_default(h.name):
             kw[h.name] = s.cli_defaults[h.name]
+    if state_dtype != "fp32":
+        kw["state_dtype"] = s.check_state_dtype(state_dtype)
     return getattr(optim, s.name)(params, **kw)
 
 

@@ -78,7 +78,7 @@ import numpy as np
 import torch
 from torch.optim import optimizer as _torch_optimizer
 
-from fastoptim import _core
+from fastoptim import _core, _torch_formats
 from fastoptim import spec as _spec
 
 __all__ = list(_spec.names())
@@ -452,14 +452,19 @@ class _Native(torch.optim.Optimizer):
             if isinstance(params, torch.Tensor):
                 params = [params]
             gi = len(getattr(self, "param_groups", ()))
+            tensors = []
             for j, p in enumerate(params or ()):
                 name = f" ({p[0]!r})" if isinstance(p, tuple) else ""
                 t = p[1] if isinstance(p, tuple) else p
                 if isinstance(t, torch.Tensor):
                     self._check_param(t, f"param_groups[{gi}]['params'][{j}]{name} of shape "
                                          f"{tuple(t.shape)}")
-            self._check_hypers({**self.defaults,
-                                **{k: v for k, v in param_group.items() if k != "params"}})
+                    tensors.append(t)
+            hypers = {**self.defaults, **{k: v for k, v in param_group.items() if k != "params"}}
+            self._check_hypers(hypers)
+            if self._clips(hypers) and _torch_formats.handles({**hypers, "params": tensors}):
+                raise ValueError("max_grad_norm is not supported with state_dtype or bf16/fp16 "
+                                 "parameters: call torch.nn.utils.clip_grad_norm_ before step()")
         super().add_param_group(param_group)
 
     @staticmethod
@@ -900,7 +905,7 @@ class _Native(torch.optim.Optimizer):
             part.steps.fill(step)
             part.step_bytes = part.steps.tobytes()
 
-    def _prepare(self, gi: int, group) -> list:
+    def _prepare(self, gi: int, group) -> list | None:
         """The native calls of one group this step: (part, its gradients, their pointer
         list or None). Every gradient is checked before any parameter changes.
 
@@ -946,13 +951,30 @@ class _Native(torch.optim.Optimizer):
             if gps is not None:
                 return [(part, gs if part.pick is None else part.pick(gs), gp)
                         for part, gp in zip(plan.parts, gps, strict=True)]
+        if _torch_formats.handles(group):  # bf16/fp16 parameters or reduced-precision state
+            plans.pop(gi, None)
+            return None  # stepped by _format_step
         plan = plans[gi] = self._build(gi, group, params, gs, mask)
         return [(part, gs if part.pick is None else part.pick(gs), None) for part in plan.parts]
 
     def _step_group(self, gi: int, group, scale: float = 1.0) -> None:
-        for part, grads, gp in self._prepare(gi, group):
-            self._run_part(group, part, grads, gp, scale)
+        calls = self._prepare(gi, group)
+        if calls is None:
+            self._format_step(gi, group, scale)
+        else:
+            for part, grads, gp in calls:
+                self._run_part(group, part, grads, gp, scale)
         self._group_done(group)
+
+    def _format_step(self, gi: int, group, scale: float) -> None:
+        """A group of bf16/fp16 parameters or reduced-precision state (_torch_formats).
+        Under GradScaler its gradients are unscaled in place first, as torch's unscale_
+        does (the format kernels take no gradient factor)."""
+        if scale != 1.0:
+            gs = [p.grad for p in group["params"] if p.grad is not None]
+            with torch.no_grad():
+                torch._foreach_mul_(gs, scale)
+        _torch_formats.step_group(self, gi, group)
 
     def _begin_step(self) -> None:
         """Before a step's updates (schedule-free: refuses a step in eval mode)."""
@@ -1011,17 +1033,20 @@ class _Native(torch.optim.Optimizer):
         prepared = [self._prepare(gi, group) for gi, group in enumerate(groups)]
         lists, f32 = [], True
         for group, calls in zip(groups, prepared, strict=True):
-            if self._clips(group):
+            if self._clips(group) and calls is not None:
                 for part, grads, gp in calls:
                     lists.append(gp if gp is not None else _grad_list(grads))
                     f32 = f32 and part.dtype == torch.float32
         norm = self._set_norm(_core._sumsq(lists), inv, f32)
-        for group, calls in zip(groups, prepared, strict=True):
+        for gi, (group, calls) in enumerate(zip(groups, prepared, strict=True)):
             scale = inv
             if self._clips(group):
                 scale = inv * _clip_coef(float(group["max_grad_norm"]), norm, f32)
-            for part, grads, gp in calls:
-                self._run_part(group, part, grads, gp, scale)
+            if calls is None:  # (never clipped: refused by _check_group)
+                self._format_step(gi, group, scale)
+            else:
+                for part, grads, gp in calls:
+                    self._run_part(group, part, grads, gp, scale)
             self._group_done(group)
 
     def _set_norm(self, sumsq: float, inv: float, f32: bool) -> float:
@@ -1030,7 +1055,9 @@ class _Native(torch.optim.Optimizer):
         return float(self.last_grad_norm) if f32 else norm
 
     def load_state_dict(self, state_dict):
+        quantized = _torch_formats.check_state_dict(self, state_dict)  # before any change
         super().load_state_dict(state_dict)
+        _torch_formats.restore(self, state_dict, quantized)
         self.__dict__.pop("_fo_plans", None)
 
 
@@ -1080,6 +1107,9 @@ class _SpecNative(_Native):
         if cls._clip_key:
             params.append(P("max_grad_norm", P.KEYWORD_ONLY, default=None))
         params.append(P("arena", P.KEYWORD_ONLY, default=False))
+        if len(s.state_dtypes) > 1:  # bf16/fp16 parameters and state_dtype: _torch_formats
+            params.append(P("state_dtype", P.KEYWORD_ONLY, default="fp32"))
+            cls._dtypes = (torch.float32, torch.float64, *_torch_formats.REDUCED_PARAM_DTYPES)
         cls._signature = inspect.Signature(params)
         cls.__signature__ = cls._signature.replace(  # type: ignore[attr-defined]
             parameters=params[1:])
@@ -1098,9 +1128,11 @@ class _SpecNative(_Native):
         defaults["arena"] = a["arena"]
         defaults.update(s.fixed)  # as torch's AdamW records decoupled_weight_decay=True
         defaults.update(s.group_state)  # schedule-free's k, weight_sum, ... (as its reference)
+        if "state_dtype" in a:
+            defaults["state_dtype"] = a["state_dtype"]
         super().__init__(params, defaults)
         if s.eager_state:  # torch's Adagrad creates its state with the parameters
-            for group in self.param_groups:
+            for group in (g for g in self.param_groups if not _torch_formats.handles(g)):
                 for p in group["params"]:
                     self.state[p].update(self._new_state(p, group))
 
@@ -1112,6 +1144,7 @@ class _SpecNative(_Native):
     def _validate(self, group) -> None:
         # the base class validates the defaults before torch's __init__ sets self.defaults
         self._spec.validate(group, self.__dict__.get("defaults", group))
+        _torch_formats.validate(self._spec, group)  # state_dtype, param_rounding
 
     def _new_state(self, p, group) -> dict:
         return self._spec.new_state(p, group, _full_like, _scalar, _clone)
@@ -1240,7 +1273,6 @@ class AdEMAMix(_SpecNative, spec="AdEMAMix"):
 # torch.optim.Optimizer subclasses with torch's signature, state layout and state_dict,
 # calling the native kernels on zero-copy numpy views of the parameters and state.
 
-import numpy as np  # noqa: E402
 
 from fastoptim import optim as _optim  # noqa: E402  (the numpy front end's helpers)
 

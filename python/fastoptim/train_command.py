@@ -105,7 +105,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
             kw.update(type=_batch_size)
         elif f.name in ("epochs", "early_stopping", "threads", "seed"):
             kw.update(type=int)
-        elif f.name not in ("dataset", "activation", "dtype", "optimizer", "schedule"):
+        elif f.name not in ("dataset", "activation", "dtype", "optimizer", "schedule",
+                            "state_dtype"):
             kw.update(type=float)
         g.add_argument(option_name(f.name), dest=f.name, **kw)
     groups["run"].add_argument("--config", type=Path, default=None, metavar="JSON",
@@ -384,6 +385,10 @@ def run(args: argparse.Namespace) -> int:
             if not resume_from.is_file():
                 raise CommandError(f"--resume {args.resume}: no checkpoint.npz there")
         cfg = config_from_args(args)
+        if args.shard_optimizer and cfg.state_dtype != "fp32":
+            raise CommandError(f"--shard-optimizer needs --state-dtype fp32, got "
+                               f"{cfg.state_dtype!r}: reduced-precision state is not split "
+                               f"across ranks")
         comm = None
         if distributed.launched_under_mpi() or args.shard_optimizer:
             comm = distributed.DataParallel(shard_optimizer=args.shard_optimizer,

@@ -73,10 +73,24 @@ struct QEncoder {
     std::int32_t top;     // rank of 1.0 on the non-negative side
 };
 
+// The vector encoder's tables (q8_encode_avx512), 16 lanes each, built once. Decades are a
+// factor 10 apart, so the binary octave [2^e, 2^(e+1)) holds at most one decade boundary:
+// octave_decade[e + 31] is the decade of 2^e (e clamped to [-31, 0]), and one comparison
+// with next_lo[decade] (the next decade's lower bound) finishes the search.
+struct QVectorTables {
+    alignas(64) float scale[16];
+    alignas(64) float offset[16];
+    alignas(64) std::int32_t first[16];
+    alignas(64) std::int32_t last[16];
+    alignas(64) std::int32_t octave_decade[32];
+    alignas(64) float next_lo[16];
+};
+
 // Everything the encoder and decoder of one map need, built once.
 struct QCoder {
     float code[256];  // decode: value of each code
     QEncoder enc;
+    QVectorTables vec;
     std::int32_t zero_code;
 };
 
@@ -87,6 +101,11 @@ inline float float_at_or_above(double m) {
     return f;
 }
 
+// Built once per map. Kept out of line and unspecialised (no constant-propagated local
+// clone): its code stays under its own exported per-target symbol.
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((noinline, noclone))
+#endif
 inline QCoder make_qcoder(bool is_signed) {
     QCoder qc{};
     dynamic_map(is_signed, qc.code);
@@ -110,6 +129,18 @@ inline QCoder make_qcoder(bool is_signed) {
     }
     q.zero_hi = float_at_or_above(mid(1));
     q.one_lo = float_at_or_above(mid(q.top));
+    QVectorTables& v = qc.vec;
+    for (int i = 0; i < 7; ++i) {
+        v.scale[i] = q.scale[i];
+        v.offset[i] = q.offset[i];
+        v.first[i] = q.first[i];
+        v.last[i] = q.last[i];
+        v.next_lo[i] = i + 1 < 7 ? q.decade_lo[i + 1] : 2.0f;  // 2: above every |y|
+    }
+    for (int e = 0; e < 32; ++e) {
+        const float x = std::ldexp(1.0f, e - 31);
+        for (int i = 1; i < 7; ++i) v.octave_decade[e] += x >= q.decade_lo[i] ? 1 : 0;
+    }
     return qc;
 }
 
@@ -162,19 +193,13 @@ inline std::uint8_t q8_encode(const QEncoder& q, float y) {
 // permutes (the auto-vectorized select chain costs twice as much); same results.
 template <bool SIGNED>
 inline void q8_encode_avx512(std::uint8_t* codes, const float* x, float inv, std::size_t n,
-                             const QEncoder& q) {
-    alignas(64) float sc[16] = {}, off[16] = {};
-    alignas(64) std::int32_t first[16] = {}, last[16] = {};
-    for (int i = 0; i < 7; ++i) {
-        sc[i] = q.scale[i];
-        off[i] = q.offset[i];
-        first[i] = q.first[i];
-        last[i] = q.last[i];
-    }
-    const __m512 vsc = _mm512_load_ps(sc), voff = _mm512_load_ps(off);
-    const __m512i vfirst = _mm512_load_si512(first), vlast = _mm512_load_si512(last);
-    __m512 lo[7];
-    for (int i = 1; i < 7; ++i) lo[i] = _mm512_set1_ps(q.decade_lo[i]);
+                             const QEncoder& q, const QVectorTables& v) {
+    const __m512 vsc = _mm512_load_ps(v.scale), voff = _mm512_load_ps(v.offset);
+    const __m512i vfirst = _mm512_load_si512(v.first), vlast = _mm512_load_si512(v.last);
+    const __m512i oct_lo = _mm512_load_si512(v.octave_decade);
+    const __m512i oct_hi = _mm512_load_si512(v.octave_decade + 16);
+    const __m512 vnext = _mm512_load_ps(v.next_lo);
+    const __m512i c96 = _mm512_set1_epi32(127 - 31);
     const __m512 vinv = _mm512_set1_ps(inv), one = _mm512_set1_ps(1.0f), zero = _mm512_setzero_ps();
     const __m512 zero_hi = _mm512_set1_ps(q.zero_hi), one_lo = _mm512_set1_ps(q.one_lo);
     const __m512i ione = _mm512_set1_epi32(1), top = _mm512_set1_epi32(q.top);
@@ -184,9 +209,13 @@ inline void q8_encode_avx512(std::uint8_t* codes, const float* x, float inv, std
                                         : static_cast<__mmask16>((1u << (n - i)) - 1u);
         const __m512 y = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, x + i), vinv);
         const __m512 a = _mm512_min_ps(_mm512_abs_ps(y), one);  // NaN -> 1, as q8_encode
-        __m512i d = izero;
-        for (int t = 1; t < 7; ++t)
-            d = _mm512_mask_add_epi32(d, _mm512_cmp_ps_mask(a, lo[t], _CMP_GE_OQ), d, ione);
+        // exponent + 31 from the bits (a in [0, 1]: biased exponent <= 127), clamped to
+        // [0, 31]: 0, subnormals and anything below 2^-31 give 0
+        const __m512i e = _mm512_max_epi32(
+            _mm512_sub_epi32(_mm512_srli_epi32(_mm512_castps_si512(a), 23), c96), izero);
+        __m512i d = _mm512_permutex2var_epi32(oct_lo, e, oct_hi);
+        d = _mm512_mask_add_epi32(
+            d, _mm512_cmp_ps_mask(a, _mm512_permutexvar_ps(d, vnext), _CMP_GE_OQ), d, ione);
         const __m512 jf = _mm512_max_ps(
             _mm512_fmsub_ps(a, _mm512_permutexvar_ps(d, vsc), _mm512_permutexvar_ps(d, voff)), zero);
         __m512i j = _mm512_min_epi32(_mm512_cvttps_epi32(jf), _mm512_permutexvar_epi32(d, vlast));
@@ -246,7 +275,7 @@ inline void q8_store_block(std::uint8_t* __restrict codes, float* absmax,
     *absmax = nan ? std::nanf("") : m;
     const float inv = m > 0.0f ? 1.0f / m : 0.0f;
 #ifdef FASTOPTIM_Q8_AVX512
-    q8_encode_avx512<SIGNED>(codes, x, inv, n, q.enc);
+    q8_encode_avx512<SIGNED>(codes, x, inv, n, q.enc, q.vec);
 #else
     const QEncoder e = q.enc;
 #pragma omp simd

@@ -57,4 +57,25 @@ struct FormatAdamTensor {
     Rounding state_rounding;
 };
 
+// One tensor of a multi-tensor SGD / RMSprop / Adagrad update in any supported formats:
+// as FormatAdamTensor, with up to kMaxStateBuffers state buffers in the optimizer's order
+// (null: not used), all in state_format, and their absmax arrays (q8 only).
+constexpr std::size_t kMaxStateBuffers = 3;
+
+struct FormatStateTensor {
+    void* param;
+    void* param_copy;
+    const void* grad;
+    void* state[kMaxStateBuffers];
+    float* absmax[kMaxStateBuffers];
+    std::uint64_t seed;
+    std::size_t n;
+    Format param_format;
+    Format copy_format;
+    Format grad_format;
+    Format state_format;
+    Rounding param_rounding;
+    Rounding state_rounding;
+};
+
 }  // namespace fastoptim
