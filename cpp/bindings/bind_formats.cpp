@@ -673,6 +673,11 @@ Math as adam_step (torch.optim.Adam), computed in float32.)doc");
     m.def("set_bf16_instructions", &dispatch::set_bf16_instructions, "allowed"_a,
           "Allow or forbid the AVX-512-BF16 variant of the format kernels; returns the previous setting.");
     m.def("cpu_has_avx512bf16", &dispatch::cpu_has_avx512bf16, "Whether this CPU has AVX-512-BF16.");
+    m.def("set_fused_formats", [](bool allowed) {
+              return fused_formats_enabled.exchange(allowed);
+          }, "allowed"_a,
+          "Allow or forbid the fused AVX-512 paths of the Adam format kernels (the general path\n"
+          "gives bitwise the same results; tests compare them); returns the previous setting.");
 }
 
 }  // namespace fastoptim::bind

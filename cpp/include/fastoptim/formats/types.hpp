@@ -14,6 +14,7 @@
 //         ones (exp_avg_sq, max_exp_avg_sq). See formats/qmap.hpp.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 
@@ -26,6 +27,11 @@ enum class Rounding : std::uint8_t { nearest = 0, stochastic = 1 };
 
 // Elements per absmax block of the q8 format (bitsandbytes' blocksize for optimizers).
 constexpr std::size_t kQ8Block = 256;
+
+// Whether the Adam format kernels may take their fused AVX-512 paths (kernels/adam_fused.hpp);
+// false sends every combination the general way. Tests compare the two; nothing else
+// changes it.
+inline std::atomic<bool> fused_formats_enabled{true};
 
 inline std::size_t q8_blocks(std::size_t n) { return (n + kQ8Block - 1) / kQ8Block; }
 

@@ -15,6 +15,7 @@
 
 #include "fastoptim/config.hpp"
 #include "fastoptim/formats/blocks.hpp"
+#include "fastoptim/kernels/adam_fused.hpp"
 #include "fastoptim/kernels/optimizers.hpp"
 #include "fastoptim/kernels/parallel.hpp"
 
@@ -38,6 +39,11 @@ inline Buffer state_buffer(const FormatAdamTensor& t, void* base, float* absmax,
 template <Decay D, bool AMSGRAD>
 void adam_format_range(const FormatAdamTensor& t, std::size_t b, std::size_t e,
                        const AdamScalars<float>& s, std::int64_t step) {
+#ifdef FASTOPTIM_ADAM_FUSED
+    if (fused_formats_enabled.load(std::memory_order_relaxed) &&
+        adam_fused_range<D, AMSGRAD>(t, b, e, s, rounding_key(t.seed, step, kStreamParam)))
+        return;
+#endif
     alignas(64) float sp[kFormatChunk], sg[kFormatChunk], sm[kFormatChunk], sv[kFormatChunk],
         svm[kFormatChunk];
     const Buffer P{t.param, nullptr, nullptr, t.param_format, t.param_rounding, false,
