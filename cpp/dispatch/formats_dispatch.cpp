@@ -14,7 +14,10 @@ std::atomic<bool> g_bf16_allowed{true};
 bool cpu_has_avx512bf16() {
 #if defined(__x86_64__) || defined(_M_X64)
     __builtin_cpu_init();
-    return cpu_supports("avx512") && __builtin_cpu_supports("avx512bf16");
+    // the variant also uses AVX-512-VBMI (8-bit decoding): every CPU with AVX-512-BF16
+    // but Cooper Lake has it; there the plain avx512 variant runs
+    return cpu_supports("avx512") && __builtin_cpu_supports("avx512bf16") &&
+           __builtin_cpu_supports("avx512vbmi");
 #else
     return false;
 #endif

@@ -19,12 +19,16 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #include "fastoptim/formats/types.hpp"
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
 #include <immintrin.h>
 #define FASTOPTIM_Q8_AVX512 1
+#if defined(__AVX512VBMI__)
+#define FASTOPTIM_Q8_VBMI 1
+#endif
 #endif
 
 namespace fastoptim {
@@ -89,6 +93,7 @@ struct QVectorTables {
 // Everything the encoder and decoder of one map need, built once.
 struct QCoder {
     float code[256];  // decode: value of each code
+    alignas(64) std::uint8_t planes[4][256];  // byte b of code[c] at planes[b][c] (q8_decode_vbmi)
     QEncoder enc;
     QVectorTables vec;
     std::int32_t zero_code;
@@ -109,6 +114,11 @@ __attribute__((noinline, noclone))
 inline QCoder make_qcoder(bool is_signed) {
     QCoder qc{};
     dynamic_map(is_signed, qc.code);
+    for (int c = 0; c < 256; ++c) {
+        std::uint32_t u;
+        std::memcpy(&u, &qc.code[c], 4);
+        for (int b = 0; b < 4; ++b) qc.planes[b][c] = static_cast<std::uint8_t>(u >> (8 * b));
+    }
     QEncoder& q = qc.enc;
     // The non-negative side: ranks 0 (zero) .. top (1.0).
     const int zero = is_signed ? 127 : 0;
@@ -256,6 +266,48 @@ inline void q8_decode_avx512(float* x, const std::uint8_t* codes, float absmax, 
         _mm512_mask_storeu_ps(x + i, k, _mm512_mul_ps(_mm512_mask_blend_ps(m7, u0, u1), s));
     }
 }
+#ifdef FASTOPTIM_Q8_VBMI
+// map[codes] * absmax for n <= kQ8Block codes, 64 at a time: the map is four byte planes
+// of 256 bytes in 16 registers; each plane is looked up for 64 codes by two byte permutes
+// (vpermi2b, 128 entries each) and a blend on the code's top bit, and four planes are
+// interleaved into 64 float32 values by byte and word unpacks. The codes are permuted
+// first so that the lane-wise unpacks come out in element order.
+inline void q8_decode_vbmi(float* x, const std::uint8_t* codes, float absmax, std::size_t n,
+                           const QCoder& q) {
+    __m512i t[4][4];
+    for (int b = 0; b < 4; ++b)
+        for (int j = 0; j < 4; ++j) t[b][j] = _mm512_load_si512(q.planes[b] + 64 * j);
+    // element 16k + 4L + j to byte 16L + 4k + j (L: 128-bit lane, k: output vector)
+    alignas(64) std::uint8_t order[64];
+    for (int L = 0; L < 4; ++L)
+        for (int k = 0; k < 4; ++k)
+            for (int j = 0; j < 4; ++j)
+                order[16 * L + 4 * k + j] = static_cast<std::uint8_t>(16 * k + 4 * L + j);
+    const __m512i perm = _mm512_load_si512(order);
+    const __m512 s = _mm512_set1_ps(absmax);
+    for (std::size_t i = 0; i < n; i += 64) {
+        const std::size_t left = n - i;
+        const __mmask64 k = left >= 64 ? ~__mmask64{0} : (__mmask64{1} << left) - 1;
+        const __m512i c = _mm512_permutexvar_epi8(perm, _mm512_maskz_loadu_epi8(k, codes + i));
+        const __mmask64 top = _mm512_movepi8_mask(c);
+        __m512i B[4];
+        for (int b = 0; b < 4; ++b)
+            B[b] = _mm512_mask_blend_epi8(top, _mm512_permutex2var_epi8(t[b][0], c, t[b][1]),
+                                          _mm512_permutex2var_epi8(t[b][2], c, t[b][3]));
+        const __m512i w0 = _mm512_unpacklo_epi8(B[0], B[1]), w1 = _mm512_unpackhi_epi8(B[0], B[1]);
+        const __m512i w2 = _mm512_unpacklo_epi8(B[2], B[3]), w3 = _mm512_unpackhi_epi8(B[2], B[3]);
+        const __m512i d[4] = {_mm512_unpacklo_epi16(w0, w2), _mm512_unpackhi_epi16(w0, w2),
+                              _mm512_unpacklo_epi16(w1, w3), _mm512_unpackhi_epi16(w1, w3)};
+        for (std::size_t v = 0; v < 4 && 16 * v < left; ++v) {
+            const std::size_t l = left - 16 * v;
+            const __mmask16 m = l >= 16 ? static_cast<__mmask16>(0xFFFF)
+                                        : static_cast<__mmask16>((1u << l) - 1u);
+            _mm512_mask_storeu_ps(x + i + 16 * v, m, _mm512_mul_ps(_mm512_castsi512_ps(d[v]), s));
+        }
+    }
+}
+#endif
+
 #pragma GCC diagnostic pop
 #endif
 
@@ -286,7 +338,9 @@ inline void q8_store_block(std::uint8_t* __restrict codes, float* absmax,
 // codes [n] with the absmax of their block -> x [n].
 inline void q8_load_block(float* __restrict x, const std::uint8_t* __restrict codes,
                           float absmax, std::size_t n, const QCoder& q) {
-#ifdef FASTOPTIM_Q8_AVX512
+#if defined(FASTOPTIM_Q8_VBMI)
+    q8_decode_vbmi(x, codes, absmax, n, q);
+#elif defined(FASTOPTIM_Q8_AVX512)
     q8_decode_avx512(x, codes, absmax, n, q.code);
 #else
     const float* table = q.code;

@@ -232,8 +232,10 @@ void adam_q8_state(const FormatAdamTensor& t, std::size_t b, std::size_t e,
     const AdamVec a(s);
     const QCoder& qs = signed_qcoder();
     const QCoder& qu = unsigned_qcoder();
+#ifndef FASTOPTIM_Q8_VBMI
     const SignedTable ts(qs);
     const UnsignedTable tu(qu);
+#endif
     std::uint8_t* M = static_cast<std::uint8_t*>(t.exp_avg);
     std::uint8_t* V = static_cast<std::uint8_t*>(t.exp_avg_sq);
     const __m512 abs_mask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7FFFFFFF));
@@ -244,13 +246,25 @@ void adam_q8_state(const FormatAdamTensor& t, std::size_t b, std::size_t e,
         const __m512 av = _mm512_set1_ps(t.absmax_exp_avg_sq[blk]);
         __m512 mxm = _mm512_setzero_ps(), mxv = _mm512_setzero_ps();
         __mmask16 nanm = 0, nanv = 0;
+#ifdef FASTOPTIM_Q8_VBMI
+        // byte-plane decoding works on 64 codes at once: the block's state is decoded
+        // into L1 first, in two passes with one map's planes in registers each
+        q8_decode_vbmi(sm, M + first, t.absmax_exp_avg[blk], len, qs);
+        q8_decode_vbmi(sv, V + first, t.absmax_exp_avg_sq[blk], len, qu);
+        (void)am;
+        (void)av;
+#endif
         for (std::size_t o = 0; o < len; o += 16) {
             const std::size_t i = first + o;
             const __mmask16 k = lanes(len - o);
             const __m512 g = load<GF>(t.grad, i, k);
             __m512 p = load<PF>(t.param, i, k);
+#ifdef FASTOPTIM_Q8_VBMI
+            __m512 m = _mm512_maskz_load_ps(k, sm + o), v = _mm512_maskz_load_ps(k, sv + o);
+#else
             __m512 m = _mm512_mul_ps(decode_signed(ts, load_codes(M + i, k)), am);
             __m512 v = _mm512_mul_ps(decode_unsigned(tu, load_codes(V + i, k)), av);
+#endif
             adam16<D>(a, g, p, m, v);
             store_param<PF, PSTOCH>(t.param, i, k, p, pkey);
             _mm512_store_ps(sm + o, m);
