@@ -315,3 +315,54 @@ def test_torch_bad_arguments_are_refused():
         opt.add_param_group({"params": [torch.nn.Parameter(torch.zeros(2))],
                              "param_rounding": "up"})
     assert len(opt.param_groups) == 1
+
+
+def _noncontiguous(kind, dtype, gen):
+    """A parameter stored non-contiguously and a contiguous one with the same values."""
+    if kind == "channels_last":
+        x = torch.randn(8, 16, 8, 8, generator=gen).to(dtype)  # 8,192 elements: 8-bit kept
+        return (torch.nn.Parameter(x.to(memory_format=torch.channels_last)),
+                torch.nn.Parameter(x.clone()))
+    if kind == "transposed":
+        x = torch.randn(96, 64, generator=gen).to(dtype)
+        return torch.nn.Parameter(x.t()), torch.nn.Parameter(x.t().contiguous())
+    base = torch.randn(70, 200, generator=gen).to(dtype)  # a strided view: every other column
+    return torch.nn.Parameter(base[:, ::2]), torch.nn.Parameter(base[:, ::2].contiguous())
+
+
+@pytest.mark.parametrize("kind", ["channels_last", "transposed", "strided"])
+@pytest.mark.parametrize("pdt,fmt", [("bf16", "int8"), ("bf16", "fp32"), ("fp16", "bf16"),
+                                     ("fp32", "int8")])
+def test_noncontiguous_reduced_params_equal_their_contiguous_twin(kind, pdt, fmt):
+    """Non-contiguous bf16/fp16 parameters (or any with reduced state) are updated in place,
+    keep their memory format, and follow exactly the steps of the same values stored
+    contiguously (stochastic rounding included: the state is in logical order)."""
+    gen = torch.Generator().manual_seed(4)
+    p, q = _noncontiguous(kind, PARAM_DTYPES[pdt], gen)
+    strides, ptr = p.stride(), p.data_ptr()
+    assert not p.is_contiguous() and q.is_contiguous()
+    op = ft.AdamW([p], lr=1e-2, state_dtype=fmt)
+    oq = ft.AdamW([q], lr=1e-2, state_dtype=fmt)
+    for _ in range(4):
+        g = torch.randn(p.shape, generator=gen).to(p.dtype)
+        p.grad = g.clone()
+        q.grad = g.clone()
+        op.step()
+        oq.step()
+    assert p.stride() == strides and p.data_ptr() == ptr
+    assert torch.equal(p.detach(), q.detach())
+    assert not torch.equal(p.detach(), _noncontiguous(kind, PARAM_DTYPES[pdt],
+                                                      torch.Generator().manual_seed(4))[1])
+    assert op.state[p].keys() == oq.state[q].keys()
+    for k, v in oq.state[q].items():
+        assert (torch.equal(op.state[p][k], v) if torch.is_tensor(v)
+                else op.state[p][k] == v), k
+
+
+def test_expanded_params_are_refused_and_nothing_changes():
+    p = torch.nn.Parameter(torch.ones(3, 1, dtype=torch.bfloat16).expand(3, 4))
+    opt = ft.Adam([p], lr=0.1)
+    p.grad = torch.ones(3, 4, dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match="sharing memory"):
+        opt.step()
+    assert torch.all(p == 1) and not opt.state.get(p)

@@ -20,7 +20,12 @@ float64 fast path. Per parameter the state is the layout of :mod:`fastoptim.form
 - gradients: float32, bf16 or fp16 (any of them with any parameter dtype); only read.
 
 One native call per group and step count: the parameters, gradients and state go to the
-kernel as they are (contiguous tensors, no copies). Stochastic rounding draws from
+kernel as they are (contiguous tensors, no copies). A non-contiguous parameter
+(channels_last, a transposed or strided view) is updated in a row-major copy that is
+written back after the call (one extra read and write of the parameter); its state is
+row-major, element i being the parameter's i-th element in logical order, so the results
+are those of the same parameter stored contiguously, bitwise. A non-contiguous gradient
+is read through a row-major copy. Stochastic rounding draws from
 (seed 0, the tensor's position in the call, the step, the element), so results are bitwise
 identical for any thread count and reproducible.
 """
@@ -128,9 +133,9 @@ def step_group(opt: Any, gi: int, group: dict[str, Any]) -> None:
             raise TypeError(f"{where} has dtype {p.dtype}; with bf16/fp16 parameters or "
                             f"state_dtype={group.get('state_dtype', 'fp32')!r} every parameter "
                             f"of the group must be float32, bfloat16 or float16")
-        if not p.is_contiguous():
-            raise ValueError(f"{where} is not contiguous; bf16/fp16 parameters and "
-                             f"reduced-precision state need contiguous parameters")
+        if not p.is_contiguous() and torch._debug_has_internal_overlap(p) == 1:
+            raise ValueError(f"{where} has elements sharing memory (an expanded view); "
+                             f"fastoptim.torch cannot update it in place")
         if g.layout != torch.strided:
             raise TypeError(f"the gradient of {where} is a {g.layout} tensor; "
                             f"fastoptim.torch does not support sparse gradients")
@@ -158,12 +163,18 @@ def step_group(opt: Any, gi: int, group: dict[str, Any]) -> None:
     absmax = [formats.absmax_key(k) for k in keys]
     for step, part in parts.items():
         params, grads, copies, states = [], [], [], []
+        back: list[tuple[torch.Tensor, torch.Tensor]] = []
         for p, g, st, _ in part:
+            t = p.detach()
+            if not t.is_contiguous():  # staged: updated in a row-major copy, written back
+                s = t.contiguous()
+                back.append((t, s))
+                t = s
             if p.dtype == torch.float16:
                 params.append(st["master"])
-                copies.append(p.detach())
+                copies.append(t)
             else:
-                params.append(p.detach())
+                params.append(t)
                 copies.append(None)
             grads.append(g.detach())
         states = [[st.get(k) for _, _, st, _ in part] for k in keys]
@@ -172,6 +183,8 @@ def step_group(opt: Any, gi: int, group: dict[str, Any]) -> None:
         spec.run_formats(group, params, grads, states, step + 1, first, opt.defaults,
                          param_copies=copies if any(c is not None for c in copies) else None,
                          param_rounding=rounding)
+        for dst, src in back:
+            dst.copy_(src)
         for _, _, st, _ in part:
             dict.__setitem__(st, "step", torch.tensor(step + 1, dtype=torch.int64))
 
