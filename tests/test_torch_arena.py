@@ -152,6 +152,9 @@ def test_user_replacing_grad_or_data_or_using_module_zero_grad_stays_correct():
         if i == 4:  # an in-place edit of the arena's gradient
             m1.a.bias.grad.mul_(3.0)
             m2.a.bias.grad.mul_(3.0)
+        if i == 6:  # new storage under the arena's gradient tensor itself
+            g = torch.randn(m1.b.bias.shape, generator=gen)
+            m1.b.bias.grad.data, m2.b.bias.grad.data = g.clone(), g.clone()
         o_ref.step()
         o.step()
         _same(o_ref, o, m1, m2)

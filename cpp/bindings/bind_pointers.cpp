@@ -13,6 +13,7 @@ PyObject* s_is_contiguous = nullptr;
 PyObject* s_data_ptr = nullptr;
 PyObject* s_nbytes = nullptr;
 PyObject* s_grad = nullptr;
+PyObject* s_version = nullptr;
 
 py::object call0(py::handle h, PyObject* name) {
     PyObject* o = PyObject_CallMethodNoArgs(h.ptr(), name);
@@ -123,6 +124,49 @@ py::object fast_grads(py::list params, py::list plan_params, const PointerList& 
     return py::cast(std::move(out));
 }
 
+// The steady-state check of an arena (torch.py's _prepare, arena=True), in one call:
+// params is group["params"] now, plan_params the list the arena was built from, agrads its
+// gradient views, ptrs / gptrs (lists of ints) the parameters' and gradients' data
+// pointers then, versions None or the gradients' _version when zero_grad cleared the arena.
+// True when every parameter is the same object on the same storage and its .grad is still
+// the arena's view, on the same storage, written since that zero_grad; False on anything
+// else (the caller then takes the full path). Three or four C-API calls per tensor.
+bool arena_fast(py::list params, py::list plan_params, py::list agrads, py::list ptrs,
+                py::list gptrs, py::object versions) {
+    const Py_ssize_t n = PyList_GET_SIZE(params.ptr());
+    if (n != PyList_GET_SIZE(plan_params.ptr()) || n != PyList_GET_SIZE(agrads.ptr()) ||
+        n != PyList_GET_SIZE(ptrs.ptr()) || n != PyList_GET_SIZE(gptrs.ptr()))
+        return false;
+    const bool check_versions = !versions.is_none();
+    if (check_versions && (!PyList_Check(versions.ptr()) || PyList_GET_SIZE(versions.ptr()) != n))
+        return false;
+    auto same_ptr = [](py::handle t, PyObject* want) {
+        py::object got = call0(t, s_data_ptr);
+        const int eq = PyObject_RichCompareBool(got.ptr(), want, Py_EQ);
+        if (eq < 0) throw py::error_already_set();
+        return eq == 1;
+    };
+    for (Py_ssize_t i = 0; i < n; ++i) {
+        PyObject* p = PyList_GET_ITEM(params.ptr(), i);
+        if (p != PyList_GET_ITEM(plan_params.ptr(), i)) return false;
+        PyObject* graw = PyObject_GetAttr(p, s_grad);
+        if (!graw) throw py::error_already_set();
+        py::object g = py::reinterpret_steal<py::object>(graw);
+        if (graw != PyList_GET_ITEM(agrads.ptr(), i)) return false;
+        if (!same_ptr(p, PyList_GET_ITEM(ptrs.ptr(), i))) return false;
+        if (!same_ptr(g, PyList_GET_ITEM(gptrs.ptr(), i))) return false;
+        if (check_versions) {
+            PyObject* v = PyObject_GetAttr(graw, s_version);
+            if (!v) throw py::error_already_set();
+            const int eq = PyObject_RichCompareBool(v, PyList_GET_ITEM(versions.ptr(), i), Py_EQ);
+            Py_DECREF(v);
+            if (eq < 0) throw py::error_already_set();
+            if (eq == 1) return false;  // cleared by zero_grad and not written since
+        }
+    }
+    return true;
+}
+
 // Sum of squares of every element of a list of PointerLists (float32 and float64 lists may
 // mix), accumulated in float64 with the kernels' fixed chunking: one pass, deterministic.
 template <class T>
@@ -174,6 +218,7 @@ void bind_pointers(py::module_& m) {
     s_data_ptr = PyUnicode_InternFromString("data_ptr");
     s_nbytes = PyUnicode_InternFromString("nbytes");
     s_grad = PyUnicode_InternFromString("grad");
+    s_version = PyUnicode_InternFromString("_version");
     py::class_<PointerList>(m, "_PointerList",
                             "Validated data pointers of a list of buffers (private).")
         .def("__len__", [](const PointerList& l) { return l.ptrs.size(); });
@@ -184,6 +229,9 @@ void bind_pointers(py::module_& m) {
     m.def("_fast_grads", &fast_grads, "params"_a, "plan_params"_a, "like"_a,
           "The gradients' _PointerList if a cached one-part plan still holds, else None "
           "(private).");
+    m.def("_arena_fast", &arena_fast, "params"_a, "plan_params"_a, "agrads"_a, "ptrs"_a,
+          "gptrs"_a, "versions"_a,
+          "Whether an arena's cached one-call step still holds (private).");
     m.def("_sumsq", &sumsq, "lists"_a,
           "Sum of squares of all elements of a list of _PointerLists, in float64 (private).");
 }

@@ -89,6 +89,7 @@ _get_grad = operator.attrgetter("grad")
 _nones = itertools.repeat(None)
 _grad_pointers = _core._grad_pointers
 _fast_grads = _core._fast_grads
+_arena_fast = _core._arena_fast
 
 # Constructor arguments and group options of every fastoptim.torch optimizer that torch's
 # optimizers do not have (a loaded state_dict without one keeps the optimizer's own value).
@@ -798,15 +799,6 @@ class _Native(torch.optim.Optimizer):
         return (all(map(_is, gs, part.agrads)) and list(map(_data_ptr, params)) == part.ptrs
                 and list(map(_data_ptr, gs)) == part.gptrs)
 
-    def _arena_grads_ok(self, gi: int, part: _Part, params, gs) -> bool:
-        """_arena_intact, and every gradient was written since zero_grad (one that
-        zero_grad cleared and backward did not reach counts as None)."""
-        if not self._arena_intact(part, params, gs):
-            return False
-        z = self.__dict__.get("_fo_zeroed", {}).get(gi)
-        return z is None or (z[0] is part.agrads
-                             and not any(map(operator.eq, map(_version, gs), z[1])))
-
     def zero_grad(self, set_to_none: bool = True) -> None:
         """torch's zero_grad; a group in an arena keeps its gradient tensors and clears the
         arena in one pass. With ``set_to_none`` a gradient cleared so and not written by
@@ -922,11 +914,15 @@ class _Native(torch.optim.Optimizer):
         if plan is not None and plan.fast is not None:
             part = plan.fast
             if part.flat_g is not None:  # an arena: one flat call
-                gs = list(map(_get_grad, params))
-                if (len(params) == len(plan.params) and all(map(_is, params, plan.params))
-                        and self._arena_grads_ok(gi, part, params, gs)
+                # the arena's tensors and storage unchanged, every gradient written since
+                # zero_grad (one it cleared and backward did not reach counts as None)
+                z = self.__dict__.get("_fo_zeroed", {}).get(gi)
+                if ((z is None or z[0] is part.agrads)
+                        and _arena_fast(params, plan.params, part.agrads, part.ptrs,
+                                        part.gptrs, None if z is None else z[1])
                         and self._plan_state_ok(plan, group)):
-                    return [(part, gs, part.flat_g)]
+                    return [(part, part.agrads, part.flat_g)]
+                gs = list(map(_get_grad, params))
             else:
                 # the common case in one native call: the same parameters, each with a
                 # dense gradient, each on the storage the plan was built on
