@@ -31,7 +31,8 @@ struct ScheduleFreeAdamWStep {
         {"eps", &Config::eps},
         {"weight_decay", &Config::weight_decay},
         {"ckp1", &Config::ckp1, true},
-        {"bias_correction2", &Config::bias_correction2, true}};
+        {"bias_correction2", &Config::bias_correction2, true},
+        {"grad_scale", &Config::grad_scale}};
     template <class T>
     static auto kernel(const dispatch::Ops<T>& o) { return o.schedulefree_adamw; }
     template <class T>
@@ -53,7 +54,8 @@ struct ScheduleFreeSGDStep {
         {"lr", &Config::lr},
         {"momentum", &Config::momentum},
         {"weight_decay", &Config::weight_decay},
-        {"ckp1", &Config::ckp1, true}};
+        {"ckp1", &Config::ckp1, true},
+        {"grad_scale", &Config::grad_scale}};
     template <class T>
     static auto kernel(const dispatch::Ops<T>& o) { return o.schedulefree_sgd; }
     template <class T>

@@ -244,6 +244,7 @@ struct ScheduleFreeAdamWConfig {
     double weight_decay = 0.0;  // L2 at y, added to the normalized gradient
     double ckp1 = 1.0;
     double bias_correction2 = 1.0;
+    double grad_scale = 1.0;  // gradients are read as grad * grad_scale (see SGDConfig)
 };
 
 // Schedule-Free SGD: as above without the second moment (momentum plays beta1's part).
@@ -252,6 +253,7 @@ struct ScheduleFreeSGDConfig {
     double momentum = 0.9;
     double weight_decay = 0.0;
     double ckp1 = 1.0;
+    double grad_scale = 1.0;  // gradients are read as grad * grad_scale (see SGDConfig)
 };
 
 // One tensor of a multi-tensor Schedule-Free AdamW update (schedulefree's state names).

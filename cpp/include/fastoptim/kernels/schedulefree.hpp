@@ -31,6 +31,7 @@ struct ScheduleFreeScalars {
     T coeff;   // lerp(y, z, ckp1) = base + coeff (z - y)
     T y_rate;  // lr (beta1 (1 - ckp1) - 1): y += y_rate * u
     T neg_lr;  // z -= lr * u
+    T grad_scale;  // every gradient is read as grad_scale * g
 };
 
 // torch.lerp's branch for weight w, decided and computed in the tensors' precision as
@@ -46,8 +47,9 @@ T lerp_coeff(double w) {
 
 template <class T>
 ScheduleFreeScalars<T> schedulefree_scalars(double lr, double beta1, double ckp1,
-                                            double weight_decay) {
+                                            double weight_decay, double grad_scale) {
     ScheduleFreeScalars<T> s{};
+    s.grad_scale = T(grad_scale);
     s.weight_decay = T(weight_decay);
     s.coeff = lerp_coeff<T>(ckp1);
     s.y_rate = T(lr * (beta1 * (1.0 - ckp1) - 1.0));
@@ -62,9 +64,10 @@ void schedulefree_adamw_range(T* __restrict p, const T* __restrict g, T* __restr
                               T* __restrict v, std::size_t n, const ScheduleFreeScalars<T>& s) {
     const T b2 = s.beta2, w2 = s.one_minus_beta2, bc2 = s.bias_correction2, eps = s.eps;
     const T wd = s.weight_decay, coeff = s.coeff, y_rate = s.y_rate, neg_lr = s.neg_lr;
+    const T gs = s.grad_scale;
 #pragma omp simd
     for (std::size_t i = 0; i < n; ++i) {
-        const T gi = g[i], yi = p[i], zi = z[i];
+        const T gi = gs * g[i], yi = p[i], zi = z[i];  // (x 1 is exact: unscaled bitwise)
         const T vi = v[i] * b2 + w2 * gi * gi;          // exp_avg_sq.mul_(b2).addcmul_(g, g)
         T u = gi / (std::sqrt(vi / bc2) + eps);         // g / (sqrt(v / bc2) + eps)
         if constexpr (W) u = u + wd * yi;               // decay at y
@@ -80,10 +83,11 @@ template <class T, bool Z, bool W>
 void schedulefree_sgd_range(T* __restrict p, const T* __restrict g, T* __restrict z,
                             std::size_t n, const ScheduleFreeScalars<T>& s) {
     const T wd = s.weight_decay, coeff = s.coeff, y_rate = s.y_rate, neg_lr = s.neg_lr;
+    const T gs = s.grad_scale;
 #pragma omp simd
     for (std::size_t i = 0; i < n; ++i) {
         const T yi = p[i], zi = z[i];
-        T u = g[i];
+        T u = gs * g[i];
         if constexpr (W) u = u + wd * yi;               // grad.add_(y, alpha=wd)
         const T y1 = (Z ? zi : yi) + coeff * (zi - yi);  // y.lerp_(z, ckp1)
         p[i] = y1 + y_rate * u;                         // y.add_(u, lr (m (1 - ckp1) - 1))
@@ -106,7 +110,8 @@ void schedulefree_variants(double ckp1, double weight_decay, F&& body) {
 template <class T>
 void schedulefree_adamw_multi(const ScheduleFreeAdamWTensor<T>* ts, std::size_t count,
                               const ScheduleFreeAdamWConfig& c, int nthreads) {
-    ScheduleFreeScalars<T> s = schedulefree_scalars<T>(c.lr, c.beta1, c.ckp1, c.weight_decay);
+    ScheduleFreeScalars<T> s =
+        schedulefree_scalars<T>(c.lr, c.beta1, c.ckp1, c.weight_decay, c.grad_scale);
     s.beta2 = T(c.beta2);
     s.one_minus_beta2 = T(1.0 - c.beta2);
     s.bias_correction2 = T(c.bias_correction2);
@@ -128,7 +133,7 @@ template <class T>
 void schedulefree_sgd_multi(const ScheduleFreeSGDTensor<T>* ts, std::size_t count,
                             const ScheduleFreeSGDConfig& c, int nthreads) {
     const ScheduleFreeScalars<T> s =
-        schedulefree_scalars<T>(c.lr, c.momentum, c.ckp1, c.weight_decay);
+        schedulefree_scalars<T>(c.lr, c.momentum, c.ckp1, c.weight_decay, c.grad_scale);
     schedulefree_variants<T>(c.ckp1, c.weight_decay, [&](auto zc, auto wc) {
         constexpr bool Z = decltype(zc)::value, W = decltype(wc)::value;
         for_each_range(
