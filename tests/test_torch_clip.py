@@ -315,3 +315,41 @@ def test_amp_scale_on_reduced_precision_groups(dtype, state_dtype):
         ft.AdamW([w.clone().requires_grad_()], state_dtype=state_dtype, max_grad_norm=1.0) \
             if state_dtype != "fp32" else ft.AdamW([w.clone().requires_grad_()],
                                                    max_grad_norm=1.0)
+
+
+@pytest.mark.parametrize(("name", "kw"), [
+    ("LARS", dict(lr=0.1, weight_decay=1e-2, momentum=0.9)),
+    ("LARS", dict(lr=0.1, momentum=0.0, maximize=True)),
+    ("Lamb", dict(lr=1e-2, weight_decay=1e-2)),
+    ("Lamb", dict(lr=1e-2, adam=True)),
+    ("AdamWScheduleFree", dict(lr=1e-2, weight_decay=1e-2)),
+    ("SGDScheduleFree", dict(lr=1e-2)),
+])
+def test_grad_scale_in_the_kernel_is_exact_unscaling(name, kw):
+    """Kernels that read grad * grad_scale themselves (LAMB's and LARS's norm passes
+    included): gradients scaled by 2^12 under GradScaler's grad_scale step bitwise as the
+    unscaled gradients do (a power of two unscales exactly), and the gradients are not
+    written."""
+    m1 = _model(torch.float32)
+    m2 = copy.deepcopy(m1)
+    o_ref = getattr(ft, name)(m1.parameters(), **kw)
+    o = getattr(ft, name)(m2.parameters(), **kw)
+    assert o._kernel_scales
+    for opt in (o_ref, o):
+        if hasattr(opt, "train"):
+            opt.train()
+    x = torch.randn(8, 5)
+    for _ in range(4):
+        for m in (m1, m2):
+            m.zero_grad()
+            m(x).square().mean().backward()
+        for p in m2.parameters():
+            p.grad.mul_(4096.0)
+        before = [p.grad.clone() for p in m2.parameters()]
+        o.grad_scale, o.found_inf = torch.tensor(4096.0), torch.tensor(0.0)
+        o_ref.step()
+        o.step()
+        for p, g in zip(m2.parameters(), before, strict=True):
+            assert torch.equal(p.grad, g)
+        for a, b in zip(m1.parameters(), m2.parameters(), strict=True):
+            assert torch.equal(a.detach(), b.detach())

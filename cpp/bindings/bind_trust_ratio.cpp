@@ -27,7 +27,8 @@ struct LambStep {
         {"fixed_decay", &Config::fixed_decay},
         {"grad_averaging", &Config::grad_averaging},
         {"adam", &Config::adam},
-        {"maximize", &Config::maximize}};
+        {"maximize", &Config::maximize},
+        {"grad_scale", &Config::grad_scale}};
     template <class T>
     static auto kernel(const dispatch::Ops<T>& o) { return o.lamb; }
     template <class T>
@@ -55,7 +56,8 @@ struct LarsStep {
         {"trust_coefficient", &Config::trust_coefficient},
         {"nesterov", &Config::nesterov},
         {"maximize", &Config::maximize},
-        {"trust", &Config::trust}};
+        {"trust", &Config::trust},
+        {"grad_scale", &Config::grad_scale}};
     template <class T>
     static auto kernel(const dispatch::Ops<T>& o) { return o.lars; }
     template <class T>

@@ -295,6 +295,7 @@ struct LambConfig {
     bool grad_averaging = true;
     bool adam = false;
     bool maximize = false;
+    double grad_scale = 1.0;  // gradients are read as grad * grad_scale (see SGDConfig)
 };
 
 // LARS (You et al. 2017, "Large Batch Training of Convolutional Networks"), as
@@ -313,6 +314,7 @@ struct LarsConfig {
     bool nesterov = false;
     bool maximize = false;
     bool trust = true;
+    double grad_scale = 1.0;  // gradients are read as grad * grad_scale (see SGDConfig)
 };
 
 // One tensor of a multi-tensor Lion update.

@@ -135,7 +135,7 @@ void lamb_fused_range(T* __restrict p, const T* __restrict g, T* __restrict m,
 template <class T>
 void lamb_multi(const MomentsTensor<T>* ts, std::size_t count, const LambConfig& c, int nthreads) {
     LambScalars<T> s{};
-    s.sign = T(c.maximize ? -1 : 1);
+    s.sign = T(grad_factor(c));  // -1 for maximize, times grad_scale
     s.keep = T(1.0 - c.weight_decay * (c.fixed_decay ? 1.0 : c.lr));
     s.weight_decay = T(c.weight_decay);
     s.beta1 = T(c.beta1);
@@ -190,14 +190,16 @@ void lamb_multi(const MomentsTensor<T>* ts, std::size_t count, const LambConfig&
     }
 }
 
-// LARS norm pass on p, g: [n]: out[0] += |p|^2, out[1] += |g|^2 (g after maximize's sign,
-// which does not change the norm).
+// LARS norm pass on p, g: [n]: out[0] += |p|^2, out[1] += |scale g|^2 (scale: grad_scale;
+// maximize's sign does not change the norm). The scaled gradient is rounded to T first,
+// as a scaled copy of the gradient would be.
 template <class T>
-void lars_norm_range(const T* __restrict p, const T* __restrict g, std::size_t n, double* out) {
+void lars_norm_range(const T* __restrict p, const T* __restrict g, std::size_t n, T scale,
+                     double* out) {
     double pp = 0.0, gg = 0.0;
 #pragma omp simd reduction(+ : pp, gg)
     for (std::size_t i = 0; i < n; ++i) {
-        const double pi = static_cast<double>(p[i]), gi = static_cast<double>(g[i]);
+        const double pi = static_cast<double>(p[i]), gi = static_cast<double>(T(scale * g[i]));
         pp += pi * pi;
         gg += gi * gi;
     }
@@ -237,15 +239,16 @@ void lars_update_range(T* __restrict p, const T* __restrict g, T* __restrict buf
 // once for a group's matrices and once for its vectors). The config must satisfy validate(c).
 template <class T>
 void lars_multi(const SGDTensor<T>* ts, std::size_t count, const LarsConfig& c, int nthreads) {
-    const LarsScalars<T> s{T(c.maximize ? -1 : 1), T(c.weight_decay), T(c.momentum),
+    const LarsScalars<T> s{T(grad_factor(c)), T(c.weight_decay), T(c.momentum),
                            T(1.0 - c.dampening), T(-c.lr)};
+    const T scale = T(c.grad_scale);
     auto size_of = [ts](std::size_t i) { return ts[i].n; };
     std::vector<T> ratio(count, T(1));
     if (c.trust) {
         const std::vector<double> norms = per_tensor_sums<2>(
             count, size_of, nthreads,
-            [ts](std::size_t i, std::size_t off, std::size_t n, double* out) {
-                lars_norm_range<T>(ts[i].param + off, ts[i].grad + off, n, out);
+            [ts, scale](std::size_t i, std::size_t off, std::size_t n, double* out) {
+                lars_norm_range<T>(ts[i].param + off, ts[i].grad + off, n, scale, out);
             });
         for (std::size_t i = 0; i < count; ++i) {
             const double pn = std::sqrt(norms[2 * i]), gn = std::sqrt(norms[2 * i + 1]);
