@@ -239,7 +239,7 @@ def test_the_spec_declares_the_formats():
         assert s.format_kernel == f"{name}_format_step"
         assert s.state_dtypes == ("fp32", "bf16", "int8")
         assert [(b.key, b.signed) for b in s.state] == bufs
-    for name in ("Rprop", "ASGD"):  # see docs/state_formats_more.md: no formats there
+    for name in ("Rprop", "ASGD"):  # no formats there: why in docs/formats.md
         assert fspec.get(name).state_dtypes == ("fp32",)
 
 
@@ -625,3 +625,34 @@ def test_torch_bf16_model_with_bf16_state(name):
     assert losses[-1] < 0.9 * losses[0], (name, losses[0], losses[-1])
     assert all(p.dtype == torch.bfloat16 for p in model.parameters())
     assert all(opt.state[p]["state_format"] == "bf16" for p in model.parameters())
+
+
+def test_core_stub_matches_the_format_step_bindings():
+    """_core.pyi's signatures of the format steps: the bindings' argument names, order,
+    keyword-only marker and defaults."""
+    import ast
+    import pathlib
+    import re
+
+    stub = pathlib.Path(fastoptim.__file__).with_name("_core.pyi").read_text()
+    defs = {f.name: f for f in ast.parse(stub).body if isinstance(f, ast.FunctionDef)}
+    for name in ["sgd", "rmsprop", "adagrad", *CASES]:
+        fn = f"{name}_format_step"
+        line = getattr(_core, fn).__doc__.splitlines()[0]
+        head, _, rest = line[len(fn) + 1:].partition("*, ")
+        want = []
+        for part, kw in ((head, False), (rest, True)):
+            for m in re.finditer(r"(\w+): [^=,]+?(?: = ([^,)]+))?(?=, |\)|$)", part):
+                want.append((m.group(1), kw, m.group(2)))
+        f = defs[fn]
+        pos = f.args.args
+        pdef = [None] * (len(pos) - len(f.args.defaults)) + list(f.args.defaults)
+        got = [(a.arg, False, d) for a, d in zip(pos, pdef, strict=True)]
+        got += [(a.arg, True, d) for a, d in zip(f.args.kwonlyargs, f.args.kw_defaults,
+                                                 strict=True)]
+        assert [(n, k) for n, k, _ in got] == [(n, k) for n, k, _ in want], fn
+        for (n, _, d), (_, _, w) in zip(got, want, strict=True):
+            if w is None:
+                assert d is None, (fn, n)
+            else:
+                assert d is not None and ast.literal_eval(d) == ast.literal_eval(w), (fn, n)
