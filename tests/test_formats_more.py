@@ -656,3 +656,79 @@ def test_core_stub_matches_the_format_step_bindings():
                 assert d is None, (fn, n)
             else:
                 assert d is not None and ast.literal_eval(d) == ast.literal_eval(w), (fn, n)
+
+
+# the kernel arguments FRONT's constructor arguments give
+KERNEL_KW = {"Adamax": dict(lr=2e-3), "NAdam": dict(lr=2e-3, weight_decay=0.01),
+             "RAdam": dict(lr=1e-3, beta1=0.9, beta2=0.9), "Adadelta": dict(lr=1.0),
+             "Lion": dict(lr=1e-3, weight_decay=0.1), "AdEMAMix": dict(lr=1e-3)}
+TORCH_COMBOS = [("bf16", "fp32"), ("bf16", "int8"), ("fp16", "bf16"), ("fp16", "int8")]
+
+
+@pytest.mark.parametrize("name", list(FRONT))
+@pytest.mark.parametrize("pdt,fmt", TORCH_COMBOS,
+                         ids=[f"{p}-params-{f}-state" for p, f in TORCH_COMBOS])
+def test_torch_reduced_params_lockstep_with_the_format_kernel(name, pdt, fmt):
+    """bf16 parameters (rounded stochastically) and fp16 ones (through a float32 master):
+    every step of fastoptim.torch equals the format kernel called on the same buffers."""
+    torch, ft = _torch()
+    dt = {"bf16": torch.bfloat16, "fp16": torch.float16}[pdt]
+    ps = _tparams(torch, 0, dt)
+    opt = getattr(ft, name)(ps, state_dtype=fmt, **FRONT[name])
+    mine = [p.detach().clone() for p in ps]
+    masters = [m.float() for m in mine] if pdt == "fp16" else None
+    bufs = [(b.key, b.signed, 0.0) for b in fspec.get(name).state]
+    states = [formats.new_buffers(p, fmt, bufs) for p in mine]
+    mu = torch.tensor(1.0)
+    gen = torch.Generator().manual_seed(1)
+    for t in range(1, 5):
+        gs = [(torch.randn(p.shape, generator=gen) * 0.1).to(dt) for p in ps]
+        for p, g in zip(ps, gs, strict=True):
+            p.grad = g.clone()
+        opt.step()
+        kw = dict(KERNEL_KW[name])
+        if name == "NAdam":  # in the scalar's float32, as the front ends compute it
+            mu = mu * (0.9 * (1.0 - 0.5 * 0.96 ** (t * 4e-3)))
+            kw["mu_product"] = float(mu)
+        vals = [[st[k] for st in states] for k, _, _ in bufs]
+        absmax = [[st.get(formats.absmax_key(k)) for st in states] for k, _, _ in bufs]
+        getattr(_core, f"{name.lower()}_format_step")(
+            masters if masters is not None else mine, gs, *vals, *absmax,
+            mine if masters is not None else None, step=t, **kw)
+        for i, (p, q) in enumerate(zip(ps, mine, strict=True)):
+            assert p.dtype == dt and torch.equal(p.detach(), q), (t, i)
+            st = opt.state[p]
+            assert st["state_format"] == states[i]["state_format"]
+            assert int(st["step"]) == t
+            for k, v in states[i].items():
+                if torch.is_tensor(v):
+                    assert torch.equal(st[k], v), (t, i, k)
+            if masters is not None:
+                assert torch.equal(st["master"], masters[i])
+            if name == "NAdam":
+                assert float(st["mu_product"]) == float(mu)
+
+
+@pytest.mark.parametrize("optimizer", ["nadam", "lion"])
+def test_cli_resume_with_reduced_state_continues_bitwise(tmp_path, optimizer):
+    """fastoptim train --state-dtype int8 with the new optimizers: 3 epochs in one run, or
+    1 then --resume to 3, give the same bytes (codes, absmax, NAdam's mu_product)."""
+    from fastoptim import cli
+    from fastoptim.checkpoint import load_checkpoint
+
+    args = ["--hidden", "128", "--batch-size", "64", "--quiet", "--state-dtype", "int8",
+            "--optimizer", optimizer]
+    assert cli.main(["train", *args, "--epochs", "3", "--output", str(tmp_path / "a")]) == 0
+    assert cli.main(["train", *args, "--epochs", "1", "--output", str(tmp_path / "b")]) == 0
+    assert cli.main(["train", "--resume", str(tmp_path / "b"), "--epochs", "3",
+                     "--quiet"]) == 0
+    a, meta_a = load_checkpoint(tmp_path / "a" / "checkpoint.npz")
+    b, meta_b = load_checkpoint(tmp_path / "b" / "checkpoint.npz")
+    assert a.keys() == b.keys()
+    assert [k for k, v in a.items() if k.startswith("optimizer") and v.dtype == np.uint8]
+    if optimizer == "nadam":  # mu_product: a float32 0-d array per parameter
+        assert any(v.shape == () and v.dtype == np.float32 for k, v in a.items()
+                   if k.startswith("optimizer"))
+    for k in a:
+        assert a[k].dtype == b[k].dtype and a[k].tobytes() == b[k].tobytes(), k
+    assert meta_a["optimizer"] == meta_b["optimizer"]
