@@ -732,3 +732,25 @@ def test_cli_resume_with_reduced_state_continues_bitwise(tmp_path, optimizer):
     for k in a:
         assert a[k].dtype == b[k].dtype and a[k].tobytes() == b[k].tobytes(), k
     assert meta_a["optimizer"] == meta_b["optimizer"]
+
+
+def test_a_refused_step_leaves_state_and_scalars_as_they_were(rng):
+    """A gradient the native gate refuses: parameters, codes, absmax, mu_product and step
+    unchanged, and the next good step is the one it would have been."""
+    ps = _np_params(rng)
+    opt = optim.NAdam(ps, state_dtype="int8")
+    twin_ps = [p.copy() for p in ps]
+    twin = optim.NAdam(twin_ps, state_dtype="int8")
+    gs = [rng.standard_normal(p.shape).astype(np.float32) for p in ps]
+    opt.step(gs)
+    twin.step(gs)
+    snap = (copy.deepcopy(opt.state), [p.copy() for p in ps])
+    bad = [gs[0][:-1], gs[1], gs[2]]
+    with pytest.raises(ValueError, match="shape"):
+        opt.step(bad)
+    assert _np_same(snap[0], opt.state)
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(snap[1], ps, strict=True))
+    opt.step(gs)
+    twin.step(gs)
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(ps, twin_ps, strict=True))
+    assert _np_same(opt.state, twin.state)

@@ -403,29 +403,29 @@ class OptimizerSpec:
         k = len(self.state)
         lists = states[:k]
         scalars = states[k:]  # lists of 0-d arrays (views of the tensors in torch)
-        self._scalars_before(kw, scalars, group, step)
+        new = self._scalar_args(kw, scalars, group, step)
         self._fn(params, grads, *lists, **kw)
-        self._scalars_after(scalars, group, step)
+        self._store_scalars(new, scalars, group, step)
 
-    def _scalars_before(self, kw: dict[str, Any], scalars: Sequence[list], group: dict[str, Any],
-                        step: int) -> None:
-        """Before the kernel call: each scalar's kernel argument (its new value, stored
-        into every 0-d array of ``scalars``, or with ``after`` the current one)."""
+    def _scalar_args(self, kw: dict[str, Any], scalars: Sequence[list], group: dict[str, Any],
+                     step: int) -> list[Any]:
+        """Each scalar's kernel argument into ``kw``: its new value, or with ``after`` the
+        current one. Returns the new values, stored by ``_store_scalars`` once the kernel
+        has run (a refused call leaves the scalars as they were)."""
+        new = []
         for sc, values in zip(self.scalars, scalars, strict=True):
-            if sc.after:
-                kw[sc.kernel] = float(values[0])
-                continue
-            v = sc.update(values[0], group, step)
-            for a in values:
-                a[...] = v
+            v = values[0] if sc.after else sc.update(values[0], group, step)
             kw[sc.kernel] = float(v)
+            new.append(v)
+        return new
 
-    def _scalars_after(self, scalars: Sequence[list], group: dict[str, Any], step: int) -> None:
-        for sc, values in zip(self.scalars, scalars, strict=True):
+    def _store_scalars(self, new: list[Any], scalars: Sequence[list], group: dict[str, Any],
+                       step: int) -> None:
+        for sc, values, v in zip(self.scalars, scalars, new, strict=True):
             if sc.after:
                 v = sc.update(values[0], group, step)
-                for a in values:
-                    a[...] = v
+            for a in values:
+                a[...] = v
 
     # -- reduced-precision state (fastoptim.formats) -----------------------------------
     @property
@@ -502,12 +502,12 @@ class OptimizerSpec:
                 raise ValueError(f"{when} was switched on after the first step; create a "
                                  f"new optimizer instead")
         assert self.format_kernel is not None
-        self._scalars_before(kw, scalars, group, step)
+        new = self._scalar_args(kw, scalars, group, step)
         getattr(_core, self.format_kernel)(
             params, grads, *bufs, *absmax, param_copies, **kw,
             seed=int(seed) & 0xFFFFFFFFFFFFFFFF, state_rounding=state_rounding,
             param_rounding=param_rounding)
-        self._scalars_after(scalars, group, step)
+        self._store_scalars(new, scalars, group, step)
 
     @property
     def state_keys(self) -> tuple[str, ...]:
