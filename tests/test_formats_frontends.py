@@ -175,8 +175,8 @@ def test_optim_state_dtype_is_checked():
     p = np.zeros(10, np.float32)
     with pytest.raises(ValueError, match="state_dtype must be one of"):
         optim.Adam([p], state_dtype="int4")
-    with pytest.raises(ValueError, match="state_dtype must be 'fp32' for Adamax"):
-        optim.Adamax([p], state_dtype="int8")
+    with pytest.raises(ValueError, match="state_dtype must be 'fp32' for Rprop"):
+        optim.Rprop([p], state_dtype="int8")
     with pytest.raises(TypeError, match="state_dtype='bf16' needs float32"):
         optim.Adam([np.zeros(10)], state_dtype="bf16")
     opt = optim.Adam([p], state_dtype="bf16")
@@ -202,7 +202,7 @@ def test_train_config_and_fit_with_state_dtype():
     assert hist["loss"][-1] < hist["loss"][0]
     assert isinstance(model, nn.Sequential)
     for bad, field in [(dict(state_dtype="int4"), "state_dtype"),
-                       (dict(state_dtype="int8", optimizer="adamax"), "state_dtype"),
+                       (dict(state_dtype="int8", optimizer="rprop"), "state_dtype"),
                        (dict(state_dtype="bf16", dtype="float64"), "state_dtype")]:
         with pytest.raises(ConfigError) as e:
             TrainConfig(**bad)
@@ -230,7 +230,7 @@ def test_cli_state_dtype_resume_continues_bitwise(tmp_path):
 
 
 def test_cli_state_dtype_errors_are_one_line(tmp_path, capsys):
-    for argv in (["--state-dtype", "int8", "--optimizer", "adamax"],
+    for argv in (["--state-dtype", "int8", "--optimizer", "rprop"],
                  ["--state-dtype", "int8", "--shard-optimizer"],
                  ["--state-dtype", "int8", "--dtype", "float64"],
                  ["--state-dtype", "int4"]):
@@ -255,4 +255,4 @@ def test_estimator_state_dtype():
     assert {s["state_format"] for s in clf._opt.state.values()} == {"bf16"}
     assert clf.score(X, y) > 0.9
     with pytest.raises(ValueError, match="state_dtype"):
-        MLPClassifier(optimizer="adamax", state_dtype="int8", epochs=1).fit(X, y)
+        MLPClassifier(optimizer="rprop", state_dtype="int8", epochs=1).fit(X, y)

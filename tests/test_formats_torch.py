@@ -298,9 +298,9 @@ def test_torch_bad_arguments_are_refused():
     with pytest.raises(ValueError, match="state_dtype must be one of"):
         ft.Adam([p], state_dtype="int4")
     with pytest.raises(TypeError, match="state_dtype"):
-        ft.Adamax([p], state_dtype="int8")  # no such argument: Adamax has no formats
+        ft.Rprop([p], state_dtype="int8")  # no such argument: Rprop has no formats
     with pytest.raises(TypeError, match="bfloat16"):
-        ft.Adamax([torch.nn.Parameter(torch.zeros(3, dtype=torch.bfloat16))])
+        ft.Rprop([torch.nn.Parameter(torch.zeros(3, dtype=torch.bfloat16))])
     q = torch.nn.Parameter(torch.zeros(10, dtype=torch.float64))
     opt = ft.Adam([q], state_dtype="bf16")
     q.grad = torch.ones(10, dtype=torch.float64)

@@ -162,8 +162,12 @@ def test_bf16_params_stochastic_sgd_momentum_int8(rng):
 @pytest.mark.parametrize("fmt", ["bf16", "int8"])
 @pytest.mark.parametrize("name,kw", [("SGD", dict(lr=0.05, momentum=0.9)),
                                      ("RMSprop", dict(lr=1e-3, momentum=0.5)),
-                                     ("Adagrad", dict(lr=1e-2, initial_accumulator_value=0.1))])
-def test_optim_state_dtype_for_sgd_rmsprop_adagrad(rng, fmt, name, kw):
+                                     ("Adagrad", dict(lr=1e-2, initial_accumulator_value=0.1)),
+                                     # test_formats_more.py has their kernel tests
+                                     ("Adamax", dict(lr=2e-3)), ("NAdam", dict(lr=2e-3)),
+                                     ("RAdam", dict(lr=1e-3)), ("Adadelta", dict(lr=1.0)),
+                                     ("Lion", dict(lr=1e-3)), ("AdEMAMix", dict(lr=1e-3))])
+def test_optim_state_dtype_for_other_optimizers(rng, fmt, name, kw):
     ps = [rng.standard_normal(s).astype(np.float32) for s in ((80, 70), (30,))]
     opt = getattr(optim, name)(ps, state_dtype=fmt, **kw)
     plain_ps = [p.copy() for p in ps]

@@ -68,7 +68,9 @@ struct AdamaxStep {
         "One Adamax step in place, with torch.optim.Adamax's math.\n\n"
         "step is the number of the step being taken (1 on the first call); it drives the\n"
         "bias correction of exp_avgs. exp_infs (the infinity norm) start at zero.";
-    static constexpr State states[] = {{"exp_avgs", "exp_avg"}, {"exp_infs", "exp_inf"}};
+    // bf16 / int8 state: adamax_format_step (bind_formats.cpp)
+    static constexpr State states[] = {{"exp_avgs", "exp_avg", nullptr, kFormatsReduced},
+                                       {"exp_infs", "exp_inf", nullptr, kFormatsReduced, true}};
     static constexpr Hyper<Config> hypers[] = {
         {"step", &Config::step, true}, {"lr", &Config::lr},
         {"beta1", &Config::beta1},     {"beta2", &Config::beta2},
@@ -92,7 +94,10 @@ struct NAdamStep {
         "step is the number of the step being taken (1 on the first call); mu_product is the\n"
         "product of the momentum schedule mu_1 ... mu_step including this step's (the caller\n"
         "keeps it, as torch keeps state['mu_product']).";
-    static constexpr State states[] = {{"exp_avgs", "exp_avg"}, {"exp_avg_sqs", "exp_avg_sq"}};
+    // bf16 / int8 state: nadam_format_step / radam_format_step (bind_formats.cpp)
+    static constexpr State states[] = {
+        {"exp_avgs", "exp_avg", nullptr, kFormatsReduced},
+        {"exp_avg_sqs", "exp_avg_sq", nullptr, kFormatsReduced, true}};
     static constexpr Hyper<Config> hypers[] = {
         {"step", &Config::step, true},
         {"mu_product", &Config::mu_product, true},
@@ -121,7 +126,10 @@ struct RAdamStep {
         "One RAdam step in place, with torch.optim.RAdam's math.\n\n"
         "step is the number of the step being taken (1 on the first call); it decides whether\n"
         "the rectified adaptive step applies (rho_t > 5).";
-    static constexpr State states[] = {{"exp_avgs", "exp_avg"}, {"exp_avg_sqs", "exp_avg_sq"}};
+    // bf16 / int8 state: nadam_format_step / radam_format_step (bind_formats.cpp)
+    static constexpr State states[] = {
+        {"exp_avgs", "exp_avg", nullptr, kFormatsReduced},
+        {"exp_avg_sqs", "exp_avg_sq", nullptr, kFormatsReduced, true}};
     static constexpr Hyper<Config> hypers[] = {
         {"step", &Config::step, true},
         {"lr", &Config::lr},
@@ -147,8 +155,10 @@ struct AdadeltaStep {
     static constexpr const char* summary =
         "One Adadelta step in place, with torch.optim.Adadelta's math.\n\n"
         "square_avgs and acc_deltas start at zero.";
-    static constexpr State states[] = {{"square_avgs", "square_avg"},
-                                       {"acc_deltas", "acc_delta"}};
+    // bf16 / int8 state: adadelta_format_step (bind_formats.cpp)
+    static constexpr State states[] = {
+        {"square_avgs", "square_avg", nullptr, kFormatsReduced, true},
+        {"acc_deltas", "acc_delta", nullptr, kFormatsReduced, true}};
     static constexpr Hyper<Config> hypers[] = {
         {"lr", &Config::lr},   {"rho", &Config::rho},
         {"eps", &Config::eps}, {"weight_decay", &Config::weight_decay},
@@ -213,7 +223,8 @@ struct LionStep {
     static constexpr const char* summary =
         "One Lion step in place, with lion-pytorch's math (Chen et al. 2023).\n\n"
         "weight_decay is decoupled: p *= 1 - lr * weight_decay. exp_avgs start at zero.";
-    static constexpr State states[] = {{"exp_avgs", "exp_avg"}};
+    // bf16 / int8 state: lion_format_step (bind_formats.cpp)
+    static constexpr State states[] = {{"exp_avgs", "exp_avg", nullptr, kFormatsReduced}};
     static constexpr Hyper<Config> hypers[] = {
         {"lr", &Config::lr},
         {"beta1", &Config::beta1},
@@ -237,9 +248,11 @@ struct AdEMAMixStep {
         "One AdEMAMix step in place, with pytorch-optimizer's math (Pagliardini et al. 2024).\n\n"
         "step is the number of the step being taken (1 on the first call); t_alpha_beta3 > 0\n"
         "warms alpha and beta3 up over that many steps (0: no warm-up).";
-    static constexpr State states[] = {{"exp_avgs", "exp_avg"},
-                                       {"exp_avg_sqs", "exp_avg_sq"},
-                                       {"exp_avg_slows", "exp_avg_slow"}};
+    // bf16 / int8 state: ademamix_format_step (bind_formats.cpp)
+    static constexpr State states[] = {
+        {"exp_avgs", "exp_avg", nullptr, kFormatsReduced},
+        {"exp_avg_sqs", "exp_avg_sq", nullptr, kFormatsReduced, true},
+        {"exp_avg_slows", "exp_avg_slow", nullptr, kFormatsReduced}};
     static constexpr Hyper<Config> hypers[] = {
         {"step", &Config::step, true},
         {"lr", &Config::lr},

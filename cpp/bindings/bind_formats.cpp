@@ -552,6 +552,179 @@ void adagrad_format_step(py::handle params, py::handle grads, py::handle sums,
     kernel(call.ts.data(), call.ts.size(), c, nt);
 }
 
+// Runs a FormatStateTensor kernel on the parsed call. Safe without the GIL: `call.keep`
+// holds every buffer, and no Python object is touched.
+template <class Kernel, class... Args>
+void run_state_call(const StateCall& call, Kernel kernel, const Args&... args) {
+    const int nt = dispatch::num_threads();
+    py::gil_scoped_release nogil;
+    kernel(call.ts.data(), call.ts.size(), args..., nt);
+}
+
+template <class Config>
+void check_config(const Config& c) {
+    const std::string err = validate(c);
+    if (!err.empty()) throw py::value_error(err);
+}
+
+void adamax_format_step(py::handle params, py::handle grads, py::handle exp_avgs,
+                        py::handle exp_infs, py::handle absmax_exp_avgs,
+                        py::handle absmax_exp_infs, py::handle param_copies, std::int64_t step,
+                        double lr, double beta1, double beta2, double eps, double weight_decay,
+                        bool maximize, std::uint64_t seed, const std::string& param_rounding,
+                        const std::string& state_rounding) {
+    AdamaxConfig c;
+    c.step = step;
+    c.lr = lr;
+    c.beta1 = beta1;
+    c.beta2 = beta2;
+    c.eps = eps;
+    c.weight_decay = weight_decay;
+    c.maximize = maximize;
+    check_config(c);
+    StateCall call;
+    parse_state_call(call, params, grads, {exp_avgs, exp_infs}, {absmax_exp_avgs, absmax_exp_infs},
+                     {"exp_avgs", "exp_infs"}, {true, true}, {"", ""}, param_copies, seed,
+                     parse_rounding(param_rounding, "param_rounding"),
+                     parse_rounding(state_rounding, "state_rounding"));
+    run_state_call(call, dispatch::format_active().adamax, c);
+}
+
+// NAdam and RAdam share their buffers (exp_avg, exp_avg_sq).
+void parse_moments_call(StateCall& call, py::handle params, py::handle grads,
+                        py::handle exp_avgs, py::handle exp_avg_sqs, py::handle absmax_exp_avgs,
+                        py::handle absmax_exp_avg_sqs, py::handle param_copies,
+                        std::uint64_t seed, const std::string& param_rounding,
+                        const std::string& state_rounding) {
+    parse_state_call(call, params, grads, {exp_avgs, exp_avg_sqs},
+                     {absmax_exp_avgs, absmax_exp_avg_sqs}, {"exp_avgs", "exp_avg_sqs"},
+                     {true, true}, {"", ""}, param_copies, seed,
+                     parse_rounding(param_rounding, "param_rounding"),
+                     parse_rounding(state_rounding, "state_rounding"));
+}
+
+void nadam_format_step(py::handle params, py::handle grads, py::handle exp_avgs,
+                       py::handle exp_avg_sqs, py::handle absmax_exp_avgs,
+                       py::handle absmax_exp_avg_sqs, py::handle param_copies,
+                       std::int64_t step, double mu_product, double lr, double beta1,
+                       double beta2, double eps, double weight_decay, double momentum_decay,
+                       bool decoupled_weight_decay, bool maximize, std::uint64_t seed,
+                       const std::string& param_rounding, const std::string& state_rounding) {
+    NAdamConfig c;
+    c.step = step;
+    c.mu_product = mu_product;
+    c.lr = lr;
+    c.beta1 = beta1;
+    c.beta2 = beta2;
+    c.eps = eps;
+    c.weight_decay = weight_decay;
+    c.momentum_decay = momentum_decay;
+    c.decoupled_weight_decay = decoupled_weight_decay;
+    c.maximize = maximize;
+    check_config(c);
+    StateCall call;
+    parse_moments_call(call, params, grads, exp_avgs, exp_avg_sqs, absmax_exp_avgs,
+                       absmax_exp_avg_sqs, param_copies, seed, param_rounding, state_rounding);
+    run_state_call(call, dispatch::format_active().nadam, c);
+}
+
+void radam_format_step(py::handle params, py::handle grads, py::handle exp_avgs,
+                       py::handle exp_avg_sqs, py::handle absmax_exp_avgs,
+                       py::handle absmax_exp_avg_sqs, py::handle param_copies,
+                       std::int64_t step, double lr, double beta1, double beta2, double eps,
+                       double weight_decay, bool decoupled_weight_decay, bool maximize,
+                       std::uint64_t seed, const std::string& param_rounding,
+                       const std::string& state_rounding) {
+    RAdamConfig c;
+    c.step = step;
+    c.lr = lr;
+    c.beta1 = beta1;
+    c.beta2 = beta2;
+    c.eps = eps;
+    c.weight_decay = weight_decay;
+    c.decoupled_weight_decay = decoupled_weight_decay;
+    c.maximize = maximize;
+    check_config(c);
+    StateCall call;
+    parse_moments_call(call, params, grads, exp_avgs, exp_avg_sqs, absmax_exp_avgs,
+                       absmax_exp_avg_sqs, param_copies, seed, param_rounding, state_rounding);
+    run_state_call(call, dispatch::format_active().radam, c);
+}
+
+void adadelta_format_step(py::handle params, py::handle grads, py::handle square_avgs,
+                          py::handle acc_deltas, py::handle absmax_square_avgs,
+                          py::handle absmax_acc_deltas, py::handle param_copies, double lr,
+                          double rho, double eps, double weight_decay, bool maximize,
+                          std::int64_t step, std::uint64_t seed,
+                          const std::string& param_rounding, const std::string& state_rounding) {
+    AdadeltaConfig c;
+    c.lr = lr;
+    c.rho = rho;
+    c.eps = eps;
+    c.weight_decay = weight_decay;
+    c.maximize = maximize;
+    check_config(c);
+    StateCall call;
+    parse_state_call(call, params, grads, {square_avgs, acc_deltas},
+                     {absmax_square_avgs, absmax_acc_deltas}, {"square_avgs", "acc_deltas"},
+                     {true, true}, {"", ""}, param_copies, seed,
+                     parse_rounding(param_rounding, "param_rounding"),
+                     parse_rounding(state_rounding, "state_rounding"));
+    run_state_call(call, dispatch::format_active().adadelta, c, step);
+}
+
+void lion_format_step(py::handle params, py::handle grads, py::handle exp_avgs,
+                      py::handle absmax_exp_avgs, py::handle param_copies, double lr,
+                      double beta1, double beta2, double weight_decay, bool maximize,
+                      std::int64_t step, std::uint64_t seed, const std::string& param_rounding,
+                      const std::string& state_rounding) {
+    LionConfig c;
+    c.lr = lr;
+    c.beta1 = beta1;
+    c.beta2 = beta2;
+    c.weight_decay = weight_decay;
+    c.maximize = maximize;
+    check_config(c);
+    StateCall call;
+    parse_state_call(call, params, grads, {exp_avgs}, {absmax_exp_avgs}, {"exp_avgs"}, {true},
+                     {""}, param_copies, seed, parse_rounding(param_rounding, "param_rounding"),
+                     parse_rounding(state_rounding, "state_rounding"));
+    run_state_call(call, dispatch::format_active().lion, c, step);
+}
+
+void ademamix_format_step(py::handle params, py::handle grads, py::handle exp_avgs,
+                          py::handle exp_avg_sqs, py::handle exp_avg_slows,
+                          py::handle absmax_exp_avgs, py::handle absmax_exp_avg_sqs,
+                          py::handle absmax_exp_avg_slows, py::handle param_copies,
+                          std::int64_t step, double lr, double beta1, double beta2,
+                          double beta3, double alpha, double t_alpha_beta3, double eps,
+                          double weight_decay, bool weight_decouple, bool fixed_decay,
+                          bool maximize, std::uint64_t seed, const std::string& param_rounding,
+                          const std::string& state_rounding) {
+    AdEMAMixConfig c;
+    c.step = step;
+    c.lr = lr;
+    c.beta1 = beta1;
+    c.beta2 = beta2;
+    c.beta3 = beta3;
+    c.alpha = alpha;
+    c.t_alpha_beta3 = t_alpha_beta3;
+    c.eps = eps;
+    c.weight_decay = weight_decay;
+    c.weight_decouple = weight_decouple;
+    c.fixed_decay = fixed_decay;
+    c.maximize = maximize;
+    check_config(c);
+    StateCall call;
+    parse_state_call(call, params, grads, {exp_avgs, exp_avg_sqs, exp_avg_slows},
+                     {absmax_exp_avgs, absmax_exp_avg_sqs, absmax_exp_avg_slows},
+                     {"exp_avgs", "exp_avg_sqs", "exp_avg_slows"}, {true, true, true},
+                     {"", "", ""}, param_copies, seed,
+                     parse_rounding(param_rounding, "param_rounding"),
+                     parse_rounding(state_rounding, "state_rounding"));
+    run_state_call(call, dispatch::format_active().ademamix, c);
+}
+
 Format format_of_out(const Arr& a, const std::string& name) {
     switch (a.kind) {
         case Kind::bf16: return Format::bf16;
@@ -661,6 +834,72 @@ Math as adam_step (torch.optim.Adam), computed in float32.)doc");
           "param_rounding"_a = "stochastic", "state_rounding"_a = "nearest",
           (std::string("One Adagrad step (adagrad_step's math) on buffers in reduced formats;\n"
                        "sum uses the unsigned 8-bit map.") + common).c_str());
+    const AdamaxConfig amx{};
+    const NAdamConfig nad{};
+    const RAdamConfig rad{};
+    const AdadeltaConfig add{};
+    const LionConfig lion{};
+    const AdEMAMixConfig ema{};
+    const char* step_required =
+        "\nstep (required) is the step being taken (1 first); it drives the bias corrections\n"
+        "and keys the stochastic rounding.";
+    m.def("adamax_format_step", &adamax_format_step, "params"_a, "grads"_a, "exp_avgs"_a,
+          "exp_infs"_a, "absmax_exp_avgs"_a = py::none(), "absmax_exp_infs"_a = py::none(),
+          "param_copies"_a = py::none(), py::kw_only(), "step"_a, "lr"_a = amx.lr,
+          "beta1"_a = amx.beta1, "beta2"_a = amx.beta2, "eps"_a = amx.eps,
+          "weight_decay"_a = amx.weight_decay, "maximize"_a = amx.maximize, "seed"_a = 0,
+          "param_rounding"_a = "stochastic", "state_rounding"_a = "nearest",
+          (std::string("One Adamax step (adamax_step's math) on buffers in reduced formats;\n"
+                       "exp_avg uses the signed 8-bit map, exp_inf the unsigned one.") +
+           step_required + common).c_str());
+    m.def("nadam_format_step", &nadam_format_step, "params"_a, "grads"_a, "exp_avgs"_a,
+          "exp_avg_sqs"_a, "absmax_exp_avgs"_a = py::none(), "absmax_exp_avg_sqs"_a = py::none(),
+          "param_copies"_a = py::none(), py::kw_only(), "step"_a, "mu_product"_a,
+          "lr"_a = nad.lr, "beta1"_a = nad.beta1, "beta2"_a = nad.beta2, "eps"_a = nad.eps,
+          "weight_decay"_a = nad.weight_decay, "momentum_decay"_a = nad.momentum_decay,
+          "decoupled_weight_decay"_a = nad.decoupled_weight_decay, "maximize"_a = nad.maximize,
+          "seed"_a = 0, "param_rounding"_a = "stochastic", "state_rounding"_a = "nearest",
+          (std::string("One NAdam step (nadam_step's math) on buffers in reduced formats;\n"
+                       "exp_avg uses the signed 8-bit map, exp_avg_sq the unsigned one.\n"
+                       "mu_product (required, a float: the caller keeps it) includes this step's mu.") +
+           step_required + common).c_str());
+    m.def("radam_format_step", &radam_format_step, "params"_a, "grads"_a, "exp_avgs"_a,
+          "exp_avg_sqs"_a, "absmax_exp_avgs"_a = py::none(), "absmax_exp_avg_sqs"_a = py::none(),
+          "param_copies"_a = py::none(), py::kw_only(), "step"_a, "lr"_a = rad.lr,
+          "beta1"_a = rad.beta1, "beta2"_a = rad.beta2, "eps"_a = rad.eps,
+          "weight_decay"_a = rad.weight_decay,
+          "decoupled_weight_decay"_a = rad.decoupled_weight_decay, "maximize"_a = rad.maximize,
+          "seed"_a = 0, "param_rounding"_a = "stochastic", "state_rounding"_a = "nearest",
+          (std::string("One RAdam step (radam_step's math) on buffers in reduced formats;\n"
+                       "exp_avg uses the signed 8-bit map, exp_avg_sq the unsigned one.") +
+           step_required + common).c_str());
+    m.def("adadelta_format_step", &adadelta_format_step, "params"_a, "grads"_a, "square_avgs"_a,
+          "acc_deltas"_a, "absmax_square_avgs"_a = py::none(), "absmax_acc_deltas"_a = py::none(),
+          "param_copies"_a = py::none(), py::kw_only(), "lr"_a = add.lr, "rho"_a = add.rho,
+          "eps"_a = add.eps, "weight_decay"_a = add.weight_decay, "maximize"_a = add.maximize,
+          "step"_a = 1, "seed"_a = 0, "param_rounding"_a = "stochastic",
+          "state_rounding"_a = "nearest",
+          (std::string("One Adadelta step (adadelta_step's math) on buffers in reduced formats;\n"
+                       "square_avg and acc_delta use the unsigned 8-bit map.") + common).c_str());
+    m.def("lion_format_step", &lion_format_step, "params"_a, "grads"_a, "exp_avgs"_a,
+          "absmax_exp_avgs"_a = py::none(), "param_copies"_a = py::none(), py::kw_only(),
+          "lr"_a = lion.lr, "beta1"_a = lion.beta1, "beta2"_a = lion.beta2,
+          "weight_decay"_a = lion.weight_decay, "maximize"_a = lion.maximize, "step"_a = 1,
+          "seed"_a = 0, "param_rounding"_a = "stochastic", "state_rounding"_a = "nearest",
+          (std::string("One Lion step (lion_step's math) on buffers in reduced formats;\n"
+                       "exp_avg uses the signed 8-bit map.") + common).c_str());
+    m.def("ademamix_format_step", &ademamix_format_step, "params"_a, "grads"_a, "exp_avgs"_a,
+          "exp_avg_sqs"_a, "exp_avg_slows"_a, "absmax_exp_avgs"_a = py::none(),
+          "absmax_exp_avg_sqs"_a = py::none(), "absmax_exp_avg_slows"_a = py::none(),
+          "param_copies"_a = py::none(), py::kw_only(), "step"_a, "lr"_a = ema.lr,
+          "beta1"_a = ema.beta1, "beta2"_a = ema.beta2, "beta3"_a = ema.beta3,
+          "alpha"_a = ema.alpha, "t_alpha_beta3"_a = ema.t_alpha_beta3, "eps"_a = ema.eps,
+          "weight_decay"_a = ema.weight_decay, "weight_decouple"_a = ema.weight_decouple,
+          "fixed_decay"_a = ema.fixed_decay, "maximize"_a = ema.maximize, "seed"_a = 0,
+          "param_rounding"_a = "stochastic", "state_rounding"_a = "nearest",
+          (std::string("One AdEMAMix step (ademamix_step's math) on buffers in reduced formats;\n"
+                       "exp_avg and exp_avg_slow use the signed 8-bit map, exp_avg_sq the\n"
+                       "unsigned one.") + step_required + common).c_str());
     m.def("format_encode", &format_encode, "x"_a, "out"_a, "absmax"_a = py::none(), py::kw_only(),
           "signed"_a = true, "rounding"_a = "nearest", "seed"_a = 0, "step"_a = 1,
           "Store float32 x into out's format (uint16: bf16, float16, uint8: 8-bit codes + absmax).");

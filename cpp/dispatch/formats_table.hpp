@@ -26,6 +26,14 @@ struct FormatOps {
                    std::int64_t);
     void (*decode)(float*, const void*, const float*, std::size_t, Format, bool);
     void (*map)(float*, bool);
+    // the other elementwise optimizers (kernels/state_formats.hpp); those without a step
+    // in their config take the step keying the stochastic rounding
+    void (*adamax)(const FormatStateTensor*, std::size_t, const AdamaxConfig&, int);
+    void (*nadam)(const FormatStateTensor*, std::size_t, const NAdamConfig&, int);
+    void (*radam)(const FormatStateTensor*, std::size_t, const RAdamConfig&, int);
+    void (*adadelta)(const FormatStateTensor*, std::size_t, const AdadeltaConfig&, std::int64_t, int);
+    void (*lion)(const FormatStateTensor*, std::size_t, const LionConfig&, std::int64_t, int);
+    void (*ademamix)(const FormatStateTensor*, std::size_t, const AdEMAMixConfig&, int);
 };
 
 #define FO_FORMAT_TABLE(t) const FormatOps* format_table_##t();

@@ -17,7 +17,10 @@ const FormatOps* FO_CAT(format_table_, FASTOPTIM_TARGET)() {
     static const FormatOps table{FO_STR(FASTOPTIM_TARGET), &k::adam_format_multi,
                                  &k::sgd_format_multi,  &k::rmsprop_format_multi,
                                  &k::adagrad_format_multi, &k::format_encode,
-                                 &k::format_decode,     &k::dynamic_map_values};
+                                 &k::format_decode,     &k::dynamic_map_values,
+                                 &k::adamax_format_multi,   &k::nadam_format_multi,
+                                 &k::radam_format_multi,    &k::adadelta_format_multi,
+                                 &k::lion_format_multi,     &k::ademamix_format_multi};
     return &table;
 }
 

@@ -64,9 +64,16 @@ def _where(gi: int, j: int, p: torch.Tensor) -> str:
     return f"param_groups[{gi}]['params'][{j}] of shape {tuple(p.shape)}"
 
 
+def _scalar(value: float) -> torch.Tensor:
+    """A per-parameter scalar (NAdam's mu_product) as fastoptim.torch keeps it."""
+    from fastoptim.torch import _scalar as scalar
+
+    return scalar(value)
+
+
 def _state_for(opt: Any, p: torch.Tensor, group: Mapping[str, Any]) -> dict[str, Any]:
     fmt = group.get("state_dtype", "fp32")
-    st = {**opt._spec.new_format_state(p, group, fmt)}
+    st = {**opt._spec.new_format_state(p, group, fmt, _scalar)}
     st["step"] = torch.tensor(0, dtype=torch.int64)
     if p.dtype == torch.float16:
         st["master"] = p.detach().to(torch.float32).contiguous()
@@ -93,6 +100,9 @@ def _expected(opt: Any, p: torch.Tensor, group: Mapping[str, Any]
     return tag, out
 
 
+_SCALAR_DTYPES = (torch.float32, torch.float64)
+
+
 def _check_existing(opt: Any, st: Mapping[str, Any], p: torch.Tensor, group: Mapping[str, Any],
                     where: str) -> None:
     """The state of p matches what this group keeps for it (after a load or a change)."""
@@ -112,6 +122,14 @@ def _check_existing(opt: Any, st: Mapping[str, Any], p: torch.Tensor, group: Map
         if t.device.type != "cpu" or not t.is_contiguous():
             raise ValueError(f"optimizer.state of {where}: {k!r} must be a contiguous CPU "
                              f"tensor")
+    for sc in opt._spec.scalars:  # float 0-d tensors, in torch's scalar dtype
+        t = st.get(sc.key)
+        if not isinstance(t, torch.Tensor) or t.dtype not in _SCALAR_DTYPES or t.dim() != 0 \
+                or t.device.type != "cpu":
+            got = (f"{t.dtype} of shape {tuple(t.shape)}" if isinstance(t, torch.Tensor)
+                   else type(t).__name__)
+            raise ValueError(f"optimizer.state of {where}: {sc.key!r} must be a float32 or "
+                             f"float64 0-d CPU tensor, got {got}")
 
 
 def step_group(opt: Any, gi: int, group: dict[str, Any]) -> None:
@@ -178,6 +196,7 @@ def step_group(opt: Any, gi: int, group: dict[str, Any]) -> None:
                 copies.append(None)
             grads.append(g.detach())
         states = [[st.get(k) for _, _, st, _ in part] for k in keys]
+        states += [[st[sc.key] for _, _, st, _ in part] for sc in spec.scalars]
         states += [[st.get(k) for _, _, st, _ in part] for k in absmax]
         first = all(f for *_, f in part)
         spec.run_formats(group, params, grads, states, step + 1, first, opt.defaults,

@@ -42,10 +42,18 @@ absmax in the top decade, five times finer in each decade below. Tensors with fe
      # int8 only: float32 [ceil(p.size / 256)]
      "exp_avg_absmax": ..., "exp_avg_sq_absmax": ..., ["max_exp_avg_sq_absmax": ...]}
 
+Every other optimizer with reduced-precision state (``fastoptim.spec.get(name).state_dtypes``:
+SGD, RMSprop, Adagrad, Adamax, NAdam, RAdam, Adadelta, Lion, AdEMAMix) keeps the same layout
+with torch's keys for its buffers (``exp_inf``, ``square_avg``, ``acc_delta``, ...): signed
+buffers on the signed map, never-negative ones (``exp_avg_sq``, ``exp_inf``, ``sum``,
+``square_avg``, ``acc_delta``) on the unsigned one; per-parameter scalars (NAdam's
+``mu_product``) stay float 0-d arrays/tensors. Their steps run in the same one-pass kernels
+(``_core.<name>_format_step``) with the float32 operations of their float32 kernels.
+
 A state dict saved with these arrays round-trips exactly (codes and absmax are stored
 as they are). :func:`to_torch_state_dict` turns an optimizer state_dict of this layout
 into the float32 one ``torch.optim.Adam.load_state_dict`` takes, :func:`from_torch_state_dict`
-the reverse.
+the reverse (``optimizer="NAdam"``, ... for the others).
 
 **Stochastic rounding** of a bf16 buffer adds 16 random bits below the kept mantissa and
 truncates: the result is unbiased (E[round(x)] = x). The bits of element i of tensor k at
@@ -246,16 +254,18 @@ def _dtype_kind(x: Any) -> str:
     return kinds.get(name, name)
 
 
-def _check_state(st: Mapping[str, Any], where: str, amsgrad: bool) -> str:
-    """The format of one state dict after checking its tag against its buffers."""
+def _check_state(st: Mapping[str, Any], where: str, amsgrad: bool,
+                 keys: Sequence[str] | None = None) -> str:
+    """The format of one state dict after checking its tag against its buffers: Adam's
+    (max_exp_avg_sq with amsgrad), or ``keys`` when given."""
     if not isinstance(st, Mapping):
         raise TypeError(f"{where} must be a dict, got {type(st).__name__}")
     fmt = st.get("state_format")
     if fmt not in FORMATS:
         raise ValueError(f"{where}['state_format'] must be one of {FORMATS}, got {fmt!r}")
-    for key, _ in _BUFFERS:
-        if key == "max_exp_avg_sq" and not amsgrad:
-            continue
+    if keys is None:
+        keys = [k for k, _ in _BUFFERS if amsgrad or k != "max_exp_avg_sq"]
+    for key in keys:
         if key not in st:
             why = " (amsgrad=True needs max_exp_avg_sq)" if key == "max_exp_avg_sq" else ""
             raise ValueError(f"{where} has no {key!r}{why}")
@@ -357,71 +367,126 @@ def _to_float_tensor(st: Mapping[str, Any], key: str, signed: bool, fmt: str) ->
     return out.clone()
 
 
-def to_torch_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Any]:
-    """An optimizer state_dict with quantized state -> the float32 one torch.optim.Adam loads.
+def _reduced_spec(optimizer: str) -> Any:
+    """The spec of an optimizer that keeps reduced-precision state (ValueError otherwise)."""
+    from fastoptim import spec
+
+    s = spec.get(optimizer)
+    if len(s.state_dtypes) == 1:
+        raise ValueError(f"optimizer={optimizer!r}: {s.name} has no reduced-precision state "
+                         f"formats")
+    return s
+
+
+def _present(s: Any, st: Mapping[str, Any]) -> list[Any]:
+    """The buffers of spec s that state st holds (every unconditional one, and the optional
+    ones it has)."""
+    return [b for b in s.state if b.when is None or b.key in st]
+
+
+def to_torch_state_dict(state_dict: Mapping[str, Any], *,
+                        optimizer: str = "Adam") -> dict[str, Any]:
+    """An optimizer state_dict with quantized state -> the float32 one torch.optim loads.
 
     ``state_dict`` is ``{"state": {index: state}, "param_groups": [...]}`` with each state in
-    this module's layout (numpy arrays or tensors); the result has float32 tensors
-    ``exp_avg``, ``exp_avg_sq`` (and ``max_exp_avg_sq``) and ``step`` as a float32 0-d
-    tensor, as torch saves it, and param_groups without fastoptim's ``state_dtype``.
-    Nothing in the input is modified.
+    this module's layout (numpy arrays or tensors), from ``fastoptim.optim.<optimizer>`` or
+    ``fastoptim.torch.<optimizer>`` with a ``state_dtype``; ``optimizer`` names it ("Adam",
+    "NAdam", "Lion", ...: any with reduced-precision state), which fixes the buffers and
+    which map each was coded with. The result has float32 tensors for the buffers
+    (``exp_avg``, ``exp_avg_sq`` (and ``max_exp_avg_sq``) for Adam), ``step`` as a float32
+    0-d tensor, as torch saves it (not for optimizers that keep no step: SGD, Lion),
+    scalars such as NAdam's ``mu_product`` as 0-d tensors, and param_groups without
+    fastoptim's ``state_dtype``. Nothing in the input is modified.
     """
     import torch
 
+    s = _reduced_spec(optimizer)
     _check_sd(state_dict)
-    amsgrad = any(g.get("amsgrad", False) for g in state_dict["param_groups"])
     out_state: dict[Any, Any] = {}
     for idx, st in state_dict["state"].items():
-        fmt = _check_state(st, f"state[{idx!r}]", amsgrad and "max_exp_avg_sq" in st)
-        new: dict[str, Any] = {"step": torch.tensor(float(st["step"]), dtype=torch.float32)}
-        for key, signed in _BUFFERS:
-            if key in st:
-                new[key] = _to_float_tensor(st, key, signed, fmt)
+        where = f"state[{idx!r}]"
+        bufs = _present(s, st) if isinstance(st, Mapping) else []
+        fmt = _check_state(st, where, False, [b.key for b in bufs])
+        new: dict[str, Any] = {}
+        if s.has_step:
+            if "step" not in st:
+                raise ValueError(f"{where} has no 'step'")
+            new["step"] = torch.tensor(float(_as_int(st["step"])), dtype=torch.float32)
+        for sc in s.scalars:
+            if sc.key not in st:
+                raise ValueError(f"{where} has no {sc.key!r}")
+            v = st[sc.key]
+            new[sc.key] = (v.detach().clone() if _is_torch(v)
+                           else torch.tensor(float(v), dtype=torch.float32))
+        for b in bufs:
+            new[b.key] = _to_float_tensor(st, b.key, b.signed, fmt)
         out_state[idx] = new
     groups = [{k: v for k, v in g.items() if k != "state_dtype"}
               for g in state_dict["param_groups"]]
     return {"state": out_state, "param_groups": groups}
 
 
-def from_torch_state_dict(state_dict: Mapping[str, Any], fmt: str, *,
+def from_torch_state_dict(state_dict: Mapping[str, Any], fmt: str, *, optimizer: str = "Adam",
                           min_8bit_size: int = MIN_8BIT_SIZE) -> dict[str, Any]:
-    """torch.optim.Adam's state_dict -> this module's layout in format ``fmt`` (tensors).
+    """torch.optim's state_dict -> this module's layout in format ``fmt`` (tensors).
 
-    int8 state is quantized blockwise (exp_avg with the signed map), bf16 rounded to
-    nearest; tensors under ``min_8bit_size`` elements stay float32. Each parameter group
-    gets ``state_dtype=fmt`` (what ``fastoptim.torch.Adam(..., state_dtype=fmt)`` loads).
-    The input is not modified.
+    ``optimizer`` names the optimizer it is for ("Adam", "NAdam", "Lion", ...; its buffers
+    and their maps). int8 state is quantized blockwise (signed buffers such as exp_avg with
+    the signed map, non-negative ones with the unsigned map), bf16 rounded to nearest;
+    tensors under ``min_8bit_size`` elements stay float32; scalars (mu_product) are copied;
+    ``step`` is 0 for an optimizer whose torch state keeps none (Lion). Each parameter
+    group gets ``state_dtype=fmt`` (what ``fastoptim.torch.<optimizer>(...,
+    state_dtype=fmt)`` loads). The input is not modified.
     """
     import torch
 
+    s = _reduced_spec(optimizer)
     _check_sd(state_dict)
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
+    s.check_state_dtype(fmt)
+    for gi, g in enumerate(state_dict["param_groups"]):
+        for flag in s.fp32_only:
+            if isinstance(g, Mapping) and g.get(flag) and fmt != "fp32":
+                raise ValueError(f"param_groups[{gi}] has {flag}=True: {s.name}'s {flag} "
+                                 f"state needs fmt='fp32', got {fmt!r}")
     out_state: dict[Any, Any] = {}
     for idx, st in state_dict["state"].items():
-        for key in ("exp_avg", "exp_avg_sq"):
-            if key not in st:
-                raise ValueError(f"state[{idx!r}] has no {key!r}")
-            if not _is_torch(st[key]) or st[key].dtype != torch.float32:
-                raise TypeError(f"state[{idx!r}][{key!r}] must be a float32 tensor")
-        size = st["exp_avg"].numel()
+        if not isinstance(st, Mapping):
+            raise TypeError(f"state[{idx!r}] must be a dict, got {type(st).__name__}")
+        bufs = _present(s, st)
+        for b in bufs:
+            if b.key not in st:
+                raise ValueError(f"state[{idx!r}] has no {b.key!r}")
+            if not _is_torch(st[b.key]) or st[b.key].dtype != torch.float32:
+                raise TypeError(f"state[{idx!r}][{b.key!r}] must be a float32 tensor")
+        for sc in s.scalars:
+            if sc.key not in st:
+                raise ValueError(f"state[{idx!r}] has no {sc.key!r}")
+        if s.has_step and "step" not in st:
+            raise ValueError(f"state[{idx!r}] has no 'step'")
+        size = st[bufs[0].key].numel() if bufs else 0
         f = state_format(fmt, size, min_8bit_size)
-        step = st["step"]
-        new: dict[str, Any] = {"step": int(step.item() if hasattr(step, "item") else step),
-                               "state_format": f}
-        for key, signed in _BUFFERS:
-            if key not in st:
-                continue
-            x = st[key].detach().contiguous()
+        new: dict[str, Any] = {"step": _as_int(st.get("step", 0)), "state_format": f}
+        for sc in s.scalars:
+            v = st[sc.key]
+            new[sc.key] = (v.detach().clone() if _is_torch(v)
+                           else torch.tensor(float(v), dtype=torch.float32))
+        for b in bufs:
+            x = st[b.key].detach().contiguous()
             if f == "fp32":
-                new[key] = x.clone()
+                new[b.key] = x.clone()
             elif f == "bf16":
-                new[key] = bf16_from_float(x)
+                new[b.key] = bf16_from_float(x)
             else:
-                new[key], new[_absmax_key(key)] = quantize(x, signed)
+                new[b.key], new[_absmax_key(b.key)] = quantize(x, b.signed)
         out_state[idx] = new
     groups = [{**g, "state_dtype": fmt} for g in state_dict["param_groups"]]
     return {"state": out_state, "param_groups": groups}
+
+
+def _as_int(step: Any) -> int:
+    return int(step.item() if hasattr(step, "item") else step)
 
 
 def _check_sd(sd: Any) -> None:

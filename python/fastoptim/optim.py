@@ -354,7 +354,7 @@ class _SpecOptimizer(Optimizer):
 
     def _new_state(self, p: np.ndarray, group: dict[str, Any]) -> dict[str, Any]:
         if self.state_dtype != "fp32":
-            return self._spec.new_format_state(p, group, self.state_dtype)
+            return self._spec.new_format_state(p, group, self.state_dtype, _scalar)
         return self._spec.new_state(p, group, np.full_like, _scalar, np.copy)
 
     def step(self, grads: Sequence[np.ndarray]) -> bool:

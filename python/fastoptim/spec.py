@@ -403,20 +403,29 @@ class OptimizerSpec:
         k = len(self.state)
         lists = states[:k]
         scalars = states[k:]  # lists of 0-d arrays (views of the tensors in torch)
-        for sc, values in zip(self.scalars, scalars, strict=True):
-            if sc.after:
-                kw[sc.kernel] = float(values[0])
-                continue
-            v = sc.update(values[0], group, step)
-            for a in values:
-                a[...] = v
-            kw[sc.kernel] = float(v)
+        new = self._scalar_args(kw, scalars, group, step)
         self._fn(params, grads, *lists, **kw)
+        self._store_scalars(new, scalars, group, step)
+
+    def _scalar_args(self, kw: dict[str, Any], scalars: Sequence[list], group: dict[str, Any],
+                     step: int) -> list[Any]:
+        """Each scalar's kernel argument into ``kw``: its new value, or with ``after`` the
+        current one. Returns the new values, stored by ``_store_scalars`` once the kernel
+        has run (a refused call leaves the scalars as they were)."""
+        new = []
         for sc, values in zip(self.scalars, scalars, strict=True):
+            v = values[0] if sc.after else sc.update(values[0], group, step)
+            kw[sc.kernel] = float(v)
+            new.append(v)
+        return new
+
+    def _store_scalars(self, new: list[Any], scalars: Sequence[list], group: dict[str, Any],
+                       step: int) -> None:
+        for sc, values, v in zip(self.scalars, scalars, new, strict=True):
             if sc.after:
                 v = sc.update(values[0], group, step)
-                for a in values:
-                    a[...] = v
+            for a in values:
+                a[...] = v
 
     # -- reduced-precision state (fastoptim.formats) -----------------------------------
     @property
@@ -452,16 +461,22 @@ class OptimizerSpec:
 
         return tuple(formats.absmax_key(b.key) for b in self.state)
 
-    def new_format_state(self, p: Any, group: dict[str, Any], fmt: str) -> dict[str, Any]:
+    def new_format_state(self, p: Any, group: dict[str, Any], fmt: str,
+                         scalar: Callable[[float], Any] | None = None) -> dict[str, Any]:
         """Fresh state for float32 parameter p in format ``fmt`` (``state_format`` tag
         included; int8 falls back to fp32 below ``formats.MIN_8BIT_SIZE`` elements): the
-        buffers are numpy arrays for a numpy p and CPU tensors for a tensor."""
+        buffers are numpy arrays for a numpy p and CPU tensors for a tensor. Scalars (NAdam's
+        mu_product) stay floats: ``scalar(value)``, a 0-d array/tensor, as in ``new_state``."""
         from fastoptim import formats
 
         bufs = [(b.key, b.signed, float(group[b.init]) if isinstance(b.init, str) else b.init)
                 for b in self.state if self.used(b, group)]
         s: dict[str, Any] = {"step": 0} if self.has_step else {}
         s.update(formats.new_buffers(p, fmt, bufs))
+        for sc in self.scalars:
+            if scalar is None:
+                raise TypeError(f"{self.name} keeps scalar state: pass scalar=")
+            s[sc.key] = scalar(float(group[sc.init]) if isinstance(sc.init, str) else sc.init)
         return s
 
     def run_formats(self, group: dict[str, Any], params: list, grads: list, states: list,
@@ -470,15 +485,16 @@ class OptimizerSpec:
                     param_rounding: str = "stochastic",
                     param_copies: list | None = None) -> None:
         """One call of the format kernel; ``states`` holds one list per buffer in ``state``
-        order, then one absmax list per buffer (None entries: not 8-bit). params are
-        float32 (a master) or bf16 (rounded by ``param_rounding``); ``param_copies``: None
-        or per parameter None / a bf16 or fp16 copy of a float32 master."""
+        order, then one list of 0-d arrays/tensors per scalar (as ``run``), then one absmax
+        list per buffer (None entries: not 8-bit). params are float32 (a master) or bf16
+        (rounded by ``param_rounding``); ``param_copies``: None or per parameter None / a
+        bf16 or fp16 copy of a float32 master."""
         kw = self.kernel_kwargs(group, defaults)
         kw["step"] = step  # format kernels all take it: it keys the stochastic rounding
         if self._first_step:
             kw["first_step"] = first
-        k = len(self.state)
-        bufs, absmax = list(states[:k]), list(states[k:])
+        k, ns = len(self.state), len(self.scalars)
+        bufs, scalars, absmax = (list(states[:k]), states[k:k + ns], list(states[k + ns:]))
         for j, when in self._optional:
             if not group[when]:
                 bufs[j] = absmax[j] = None
@@ -486,10 +502,12 @@ class OptimizerSpec:
                 raise ValueError(f"{when} was switched on after the first step; create a "
                                  f"new optimizer instead")
         assert self.format_kernel is not None
+        new = self._scalar_args(kw, scalars, group, step)
         getattr(_core, self.format_kernel)(
             params, grads, *bufs, *absmax, param_copies, **kw,
             seed=int(seed) & 0xFFFFFFFFFFFFFFFF, state_rounding=state_rounding,
             param_rounding=param_rounding)
+        self._store_scalars(new, scalars, group, step)
 
     @property
     def state_keys(self) -> tuple[str, ...]:
@@ -806,7 +824,8 @@ u = max(beta2 * u, |g| + eps)
 p = p - lr / (1 - beta1^step) * m / u
 """,
         reference="Kingma & Ba, Adam: A Method for Stochastic Optimization (2015), "
-                  "section 7.1"),
+                  "section 7.1",
+        format_kernel="adamax_format_step"),
     declare(
         "NAdam", "nadam_step",
         torch="lr betas eps weight_decay momentum_decay decoupled_weight_decay * foreach "
@@ -825,7 +844,8 @@ p = p - lr (1 - mu_t) / (1 - mu_product) * g / d
 """,
         reference="Dozat, Incorporating Nesterov Momentum into Adam (2016)",
         scalars=(ScalarState("mu_product", 1.0, lambda v, g, t: v * (g["betas"][0] * (
-            1.0 - 0.5 * 0.96 ** (t * g["momentum_decay"]))), "mu_product"),)),
+            1.0 - 0.5 * 0.96 ** (t * g["momentum_decay"]))), "mu_product"),),
+        format_kernel="nadam_format_step"),
     declare(
         "RAdam", "radam_step",
         torch="lr betas eps weight_decay decoupled_weight_decay * foreach maximize capturable "
@@ -845,7 +865,8 @@ else:
     p = p - lr * m / (1 - beta1^step)
 """,
         reference="Liu et al., On the Variance of the Adaptive Learning Rate and Beyond "
-                  "(2020)"),
+                  "(2020)",
+        format_kernel="radam_format_step"),
     declare(
         "Adadelta", "adadelta_step",
         torch="lr rho eps weight_decay foreach * capturable maximize differentiable",
@@ -858,7 +879,8 @@ delta = sqrt(u + eps) / sqrt(v + eps) * g
 u = rho * u + (1 - rho) * delta^2
 p = p - lr * delta
 """,
-        reference="Zeiler, ADADELTA: An Adaptive Learning Rate Method (2012)"),
+        reference="Zeiler, ADADELTA: An Adaptive Learning Rate Method (2012)",
+        format_kernel="adadelta_format_step"),
     declare(
         "Rprop", "rprop_step",
         torch="lr etas step_sizes * capturable foreach maximize differentiable",
@@ -917,7 +939,7 @@ m = beta2 * m + (1 - beta2) * grad
         docs={"weight_decay": "decoupled weight decay (p *= 1 - lr * weight_decay)",
               "decoupled_weight_decay": "divide weight_decay by the constructor's lr, as "
                                         "lion-pytorch does"},
-        has_step=False, adjust=_lion_decay),
+        has_step=False, adjust=_lion_decay, format_kernel="lion_format_step"),
     declare(
         "AdEMAMix", "ademamix_step",
         torch="lr betas weight_decay weight_decouple fixed_decay alpha t_alpha_beta3 eps "
@@ -937,7 +959,7 @@ p = p - lr * (m1 / (1 - beta1^step) + alpha_t * m2) / (sqrt(v) / sqrt(1 - beta2^
         pairs={"betas": ("beta1", "beta2", "beta3")},
         defaults={"t_alpha_beta3": None},
         docs={"alpha": "weight of the slow momentum"},
-        adjust=_none_is_zero),
+        adjust=_none_is_zero, format_kernel="ademamix_format_step"),
     declare(
         "AdamWScheduleFree", "schedulefree_adamw_step",
         torch="lr betas eps weight_decay warmup_steps r weight_lr_power foreach",

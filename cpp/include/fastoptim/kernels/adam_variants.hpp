@@ -106,10 +106,9 @@ Decay decay_of(const C& c) {
            : c.decoupled_weight_decay ? Decay::decoupled : Decay::l2;
 }
 
-// One NAdam step over `count` tensors. The config must satisfy validate(c).
+// The scalars of one NAdam step (shared with the format kernel, state_formats.hpp).
 template <class T>
-void nadam_multi(const MomentsTensor<T>* ts, std::size_t count, const NAdamConfig& c,
-                 int nthreads) {
+MomentsScalars<T> nadam_scalars(const NAdamConfig& c) {
     const double step = static_cast<double>(c.step);
     const double mu = c.beta1 * (1.0 - 0.5 * std::pow(0.96, step * c.momentum_decay));
     const double mu_next = c.beta1 * (1.0 - 0.5 * std::pow(0.96, (step + 1.0) * c.momentum_decay));
@@ -117,6 +116,14 @@ void nadam_multi(const MomentsTensor<T>* ts, std::size_t count, const NAdamConfi
     s.a = T(1.0 - std::pow(c.beta2, step));
     s.b = T(-c.lr * (1.0 - mu) / (1.0 - c.mu_product));
     s.c = T((-c.lr * mu_next) / (1.0 - c.mu_product * mu_next));
+    return s;
+}
+
+// One NAdam step over `count` tensors. The config must satisfy validate(c).
+template <class T>
+void nadam_multi(const MomentsTensor<T>* ts, std::size_t count, const NAdamConfig& c,
+                 int nthreads) {
+    const MomentsScalars<T> s = nadam_scalars<T>(c);
     auto run = [&](auto d) {
         constexpr Decay D = decltype(d)::value;
         moments_multi_impl(ts, count, s, nthreads, &nadam_range<T, D>);
@@ -128,16 +135,15 @@ void nadam_multi(const MomentsTensor<T>* ts, std::size_t count, const NAdamConfi
     }
 }
 
-// One RAdam step over `count` tensors. The config must satisfy validate(c).
+// The scalars of one RAdam step; `rect`: whether the rectified step applies (rho_t > 5).
 template <class T>
-void radam_multi(const MomentsTensor<T>* ts, std::size_t count, const RAdamConfig& c,
-                 int nthreads) {
+MomentsScalars<T> radam_scalars(const RAdamConfig& c, bool& rect) {
     const double step = static_cast<double>(c.step);
     const double bc1 = 1.0 - std::pow(c.beta1, step);
     const double bc2 = 1.0 - std::pow(c.beta2, step);
     const double rho_inf = 2.0 / (1.0 - c.beta2) - 1.0;
     const double rho_t = rho_inf - 2.0 * step * std::pow(c.beta2, step) / bc2;
-    const bool rect = rho_t > 5.0;
+    rect = rho_t > 5.0;
     MomentsScalars<T> s = moments_scalars<T>(c);
     s.a = T(bc1);
     s.b = T(c.lr);
@@ -145,6 +151,15 @@ void radam_multi(const MomentsTensor<T>* ts, std::size_t count, const RAdamConfi
     s.d = rect ? T(std::sqrt((rho_t - 4.0) * (rho_t - 2.0) * rho_inf /
                              ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t)))
                : T(1);
+    return s;
+}
+
+// One RAdam step over `count` tensors. The config must satisfy validate(c).
+template <class T>
+void radam_multi(const MomentsTensor<T>* ts, std::size_t count, const RAdamConfig& c,
+                 int nthreads) {
+    bool rect = false;
+    const MomentsScalars<T> s = radam_scalars<T>(c, rect);
     auto run = [&](auto d, auto r) {
         constexpr Decay D = decltype(d)::value;
         moments_multi_impl(ts, count, s, nthreads, &radam_range<T, D, decltype(r)::value>);
@@ -189,10 +204,9 @@ void ademamix_range(T* __restrict p, const T* __restrict g, T* __restrict m1, T*
     }
 }
 
-// One AdEMAMix step over `count` tensors. The config must satisfy validate(c).
+// The scalars of one AdEMAMix step (shared with the format kernel, state_formats.hpp).
 template <class T>
-void ademamix_multi(const AdEMAMixTensor<T>* ts, std::size_t count, const AdEMAMixConfig& c,
-                    int nthreads) {
+AdEMAMixScalars<T> ademamix_scalars(const AdEMAMixConfig& c) {
     const double step = static_cast<double>(c.step);
     double alpha = c.alpha, beta3 = c.beta3;
     if (c.t_alpha_beta3 > 0.0) {  // warm-up of alpha and beta3 (pytorch-optimizer's schedules)
@@ -214,6 +228,20 @@ void ademamix_multi(const AdEMAMixTensor<T>* ts, std::size_t count, const AdEMAM
     s.alpha = T(alpha);
     s.eps = T(c.eps);
     s.neg_lr = T(-c.lr);
+    return s;
+}
+
+inline Decay ademamix_decay(const AdEMAMixConfig& c) {
+    return c.weight_decay == 0.0 ? Decay::none
+           : c.weight_decouple   ? Decay::decoupled
+                                 : Decay::l2;
+}
+
+// One AdEMAMix step over `count` tensors. The config must satisfy validate(c).
+template <class T>
+void ademamix_multi(const AdEMAMixTensor<T>* ts, std::size_t count, const AdEMAMixConfig& c,
+                    int nthreads) {
+    const AdEMAMixScalars<T> s = ademamix_scalars<T>(c);
     auto run = [&](auto d) {
         constexpr Decay D = decltype(d)::value;
         for_each_range(
@@ -224,10 +252,7 @@ void ademamix_multi(const AdEMAMixTensor<T>* ts, std::size_t count, const AdEMAM
                                      t.exp_avg_slow + b, e - b, s);
             });
     };
-    const Decay d = c.weight_decay == 0.0 ? Decay::none
-                    : c.weight_decouple   ? Decay::decoupled
-                                          : Decay::l2;
-    switch (d) {
+    switch (ademamix_decay(c)) {
         case Decay::none: run(std::integral_constant<Decay, Decay::none>{}); break;
         case Decay::l2: run(std::integral_constant<Decay, Decay::l2>{}); break;
         case Decay::decoupled: run(std::integral_constant<Decay, Decay::decoupled>{}); break;

@@ -177,13 +177,19 @@ void adamax_multi_impl(const AdamaxTensor<T>* ts, std::size_t count, const Adama
 }
 
 // One Adamax step over `count` tensors. The config must satisfy validate(c).
+// The scalars of one Adamax step (shared with the format kernel, state_formats.hpp).
+template <class T>
+AdamaxScalars<T> adamax_scalars(const AdamaxConfig& c) {
+    // clr in double from the int64 step, as torch computes it in Python floats.
+    const double clr = c.lr / (1.0 - std::pow(c.beta1, static_cast<double>(c.step)));
+    return {T(grad_factor(c)), T(c.weight_decay), T(1.0 - c.beta1),
+            T(c.beta2),        T(c.eps),          T(-clr)};
+}
+
 template <class T>
 void adamax_multi(const AdamaxTensor<T>* ts, std::size_t count, const AdamaxConfig& c,
                   int nthreads) {
-    // clr in double from the int64 step, as torch computes it in Python floats.
-    const double clr = c.lr / (1.0 - std::pow(c.beta1, static_cast<double>(c.step)));
-    const AdamaxScalars<T> s{T(grad_factor(c)), T(c.weight_decay), T(1.0 - c.beta1),
-                             T(c.beta2),             T(c.eps),          T(-clr)};
+    const AdamaxScalars<T> s = adamax_scalars<T>(c);
     c.weight_decay != 0.0 ? adamax_multi_impl<T, true>(ts, count, s, nthreads)
                           : adamax_multi_impl<T, false>(ts, count, s, nthreads);
 }
@@ -212,12 +218,16 @@ void adadelta_range(T* __restrict p, const T* __restrict g, T* __restrict sq,
     }
 }
 
+template <class T>
+AdadeltaScalars<T> adadelta_scalars(const AdadeltaConfig& c) {
+    return {T(grad_factor(c)), T(c.weight_decay), T(c.rho), T(1.0 - c.rho), T(c.eps), T(-c.lr)};
+}
+
 // One Adadelta step over `count` tensors. The config must satisfy validate(c).
 template <class T>
 void adadelta_multi(const AdadeltaTensor<T>* ts, std::size_t count, const AdadeltaConfig& c,
                     int nthreads) {
-    const AdadeltaScalars<T> s{T(grad_factor(c)), T(c.weight_decay), T(c.rho),
-                               T(1.0 - c.rho),         T(c.eps),          T(-c.lr)};
+    const AdadeltaScalars<T> s = adadelta_scalars<T>(c);
     auto run = [&](auto wd_c) {
         constexpr bool W = decltype(wd_c)::value;
         for_each_range(
@@ -338,11 +348,16 @@ void lion_range(T* __restrict p, const T* __restrict g, T* __restrict m, std::si
     }
 }
 
+template <class T>
+LionScalars<T> lion_scalars(const LionConfig& c) {
+    return {T(grad_factor(c)), T(1.0 - c.lr * c.weight_decay), T(c.beta1),
+            T(1.0 - c.beta1),  T(c.beta2),                     T(1.0 - c.beta2), T(-c.lr)};
+}
+
 // One Lion step over `count` tensors. The config must satisfy validate(c).
 template <class T>
 void lion_multi(const LionTensor<T>* ts, std::size_t count, const LionConfig& c, int nthreads) {
-    const LionScalars<T> s{T(grad_factor(c)), T(1.0 - c.lr * c.weight_decay), T(c.beta1),
-                           T(1.0 - c.beta1),       T(c.beta2),  T(1.0 - c.beta2), T(-c.lr)};
+    const LionScalars<T> s = lion_scalars<T>(c);
     for_each_range(
         count, [ts](std::size_t i) { return ts[i].n; }, nthreads, kMinPerThreadLion,
         [ts, &s](std::size_t i, std::size_t b, std::size_t e) {

@@ -1,10 +1,11 @@
-// SGD (momentum), RMSprop and Adagrad on parameters, gradients and state in any supported
-// format, in one pass (the same scheme as adam_formats.hpp).
+// SGD (momentum), RMSprop, Adagrad, Adamax, NAdam, RAdam, Adadelta, Lion and AdEMAMix on
+// parameters, gradients and state in any supported format, in one pass (the same scheme as
+// adam_formats.hpp).
 //
 // Each thread walks its share of the tensors in chunks of kFormatChunk elements: the
 // parameter, the gradient and every state buffer of the chunk are loaded as float32 (into
 // L1 scratch, or used in place when float32), the float32 update of optimizers.hpp /
-// adaptive.hpp runs on the chunk (the same operations as the float32 kernels, so
+// adaptive.hpp / adam_variants.hpp runs on the chunk, with the scalars those kernels compute (the same operations as the float32 kernels, so
 // fp32-everything is bitwise their result), and each buffer is stored back through its
 // format, a q8 block's absmax found before its codes are written. Splits between threads
 // fall on kQ8Block boundaries: results are bitwise identical for any thread count.
@@ -16,6 +17,7 @@
 #include "fastoptim/config.hpp"
 #include "fastoptim/formats/blocks.hpp"
 #include "fastoptim/kernels/adam_formats.hpp"
+#include "fastoptim/kernels/adam_variants.hpp"
 #include "fastoptim/kernels/adaptive.hpp"
 #include "fastoptim/kernels/optimizers.hpp"
 #include "fastoptim/kernels/parallel.hpp"
@@ -138,6 +140,101 @@ inline void adagrad_format_multi(const FormatStateTensor* ts, std::size_t count,
                                 std::size_t n) { adagrad_range<float, W>(p, g, sum, n, s); });
     };
     c.weight_decay != 0.0 ? go(std::true_type{}) : go(std::false_type{});
+}
+
+// Calls go(std::integral_constant<Decay, d>{}) for the run-time decay d.
+template <class Go>
+void with_decay(Decay d, Go&& go) {
+    switch (d) {
+        case Decay::none: go(std::integral_constant<Decay, Decay::none>{}); break;
+        case Decay::l2: go(std::integral_constant<Decay, Decay::l2>{}); break;
+        case Decay::decoupled: go(std::integral_constant<Decay, Decay::decoupled>{}); break;
+    }
+}
+
+// Adamax: state[0] = exp_avg (signed), state[1] = exp_inf (>= 0).
+inline void adamax_format_multi(const FormatStateTensor* ts, std::size_t count,
+                                const AdamaxConfig& c, int nthreads) {
+    const AdamaxScalars<float> s = adamax_scalars<float>(c);
+    static constexpr bool sg[kMaxStateBuffers] = {true, false, false};
+    auto go = [&](auto wd_c) {
+        constexpr bool W = decltype(wd_c)::value;
+        format_state_multi(ts, count, c.step, sg, kMinPerThreadAdamax, nthreads,
+                           [&s](float* p, const float* g, float* m, float* u, float*,
+                                std::size_t n) { adamax_range<float, W>(p, g, m, u, n, s); });
+    };
+    c.weight_decay != 0.0 ? go(std::true_type{}) : go(std::false_type{});
+}
+
+// NAdam: state[0] = exp_avg (signed), state[1] = exp_avg_sq (>= 0); mu_product is the
+// caller's scalar, in the config.
+inline void nadam_format_multi(const FormatStateTensor* ts, std::size_t count,
+                               const NAdamConfig& c, int nthreads) {
+    const MomentsScalars<float> s = nadam_scalars<float>(c);
+    static constexpr bool sg[kMaxStateBuffers] = {true, false, false};
+    with_decay(decay_of(c), [&](auto d) {
+        constexpr Decay D = decltype(d)::value;
+        format_state_multi(ts, count, c.step, sg, kMinPerThreadMoments, nthreads,
+                           [&s](float* p, const float* g, float* m, float* v, float*,
+                                std::size_t n) { nadam_range<float, D>(p, g, m, v, n, s); });
+    });
+}
+
+// RAdam: state[0] = exp_avg (signed), state[1] = exp_avg_sq (>= 0).
+inline void radam_format_multi(const FormatStateTensor* ts, std::size_t count,
+                               const RAdamConfig& c, int nthreads) {
+    bool rect = false;
+    const MomentsScalars<float> s = radam_scalars<float>(c, rect);
+    static constexpr bool sg[kMaxStateBuffers] = {true, false, false};
+    auto go = [&](auto d, auto r) {
+        constexpr Decay D = decltype(d)::value;
+        constexpr bool R = decltype(r)::value;
+        format_state_multi(ts, count, c.step, sg, kMinPerThreadMoments, nthreads,
+                           [&s](float* p, const float* g, float* m, float* v, float*,
+                                std::size_t n) { radam_range<float, D, R>(p, g, m, v, n, s); });
+    };
+    with_decay(decay_of(c), [&](auto d) {
+        rect ? go(d, std::true_type{}) : go(d, std::false_type{});
+    });
+}
+
+// Adadelta: state[0] = square_avg, state[1] = acc_delta (both >= 0). `step` keys the
+// stochastic rounding only.
+inline void adadelta_format_multi(const FormatStateTensor* ts, std::size_t count,
+                                  const AdadeltaConfig& c, std::int64_t step, int nthreads) {
+    const AdadeltaScalars<float> s = adadelta_scalars<float>(c);
+    static constexpr bool sg[kMaxStateBuffers] = {false, false, false};
+    auto go = [&](auto wd_c) {
+        constexpr bool W = decltype(wd_c)::value;
+        format_state_multi(ts, count, step, sg, kMinPerThreadAdadelta, nthreads,
+                           [&s](float* p, const float* g, float* sq, float* acc, float*,
+                                std::size_t n) { adadelta_range<float, W>(p, g, sq, acc, n, s); });
+    };
+    c.weight_decay != 0.0 ? go(std::true_type{}) : go(std::false_type{});
+}
+
+// Lion: state[0] = exp_avg (signed). `step` keys the stochastic rounding only.
+inline void lion_format_multi(const FormatStateTensor* ts, std::size_t count,
+                              const LionConfig& c, std::int64_t step, int nthreads) {
+    const LionScalars<float> s = lion_scalars<float>(c);
+    static constexpr bool sg[kMaxStateBuffers] = {true, true, true};
+    format_state_multi(ts, count, step, sg, kMinPerThreadLion, nthreads,
+                       [&s](float* p, const float* g, float* m, float*, float*,
+                            std::size_t n) { lion_range<float>(p, g, m, n, s); });
+}
+
+// AdEMAMix: state[0] = exp_avg (signed), state[1] = exp_avg_sq (>= 0), state[2] =
+// exp_avg_slow (signed).
+inline void ademamix_format_multi(const FormatStateTensor* ts, std::size_t count,
+                                  const AdEMAMixConfig& c, int nthreads) {
+    const AdEMAMixScalars<float> s = ademamix_scalars<float>(c);
+    static constexpr bool sg[kMaxStateBuffers] = {true, false, true};
+    with_decay(ademamix_decay(c), [&](auto d) {
+        constexpr Decay D = decltype(d)::value;
+        format_state_multi(ts, count, c.step, sg, kMinPerThreadMoments, nthreads,
+                           [&s](float* p, const float* g, float* m1, float* v, float* m2,
+                                std::size_t n) { ademamix_range<float, D>(p, g, m1, v, m2, n, s); });
+    });
 }
 
 }  // namespace FASTOPTIM_KERNEL_NS
