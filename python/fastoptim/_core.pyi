@@ -282,6 +282,7 @@ def lamb_step(
     grad_averaging: bool = True,
     adam: bool = False,
     maximize: bool = False,
+    grad_scale: float = 1.0,
 ) -> None: ...
 def lars_step(
     params: _Arrays,
@@ -296,6 +297,7 @@ def lars_step(
     nesterov: bool = False,
     maximize: bool = False,
     trust: bool = True,
+    grad_scale: float = 1.0,
 ) -> None: ...
 def lion_step(
     params: _Arrays,
@@ -385,6 +387,7 @@ def schedulefree_adamw_step(
     weight_decay: float = 0.0,
     ckp1: float,
     bias_correction2: float,
+    grad_scale: float = 1.0,
 ) -> None: ...
 def schedulefree_sgd_step(
     params: _Arrays,
@@ -395,6 +398,7 @@ def schedulefree_sgd_step(
     momentum: float = 0.9,
     weight_decay: float = 0.0,
     ckp1: float,
+    grad_scale: float = 1.0,
 ) -> None: ...
 def sgd_step(
     params: _Arrays,
