@@ -77,17 +77,21 @@ struct QEncoder {
     std::int32_t top;     // rank of 1.0 on the non-negative side
 };
 
-// The vector encoder's tables (q8_encode_avx512), 16 lanes each, built once. Decades are a
-// factor 10 apart, so the binary octave [2^e, 2^(e+1)) holds at most one decade boundary:
-// octave_decade[e + 31] is the decade of 2^e (e clamped to [-31, 0]), and one comparison
-// with next_lo[decade] (the next decade's lower bound) finishes the search.
+// The vector encoder's tables (q8_encode_avx512), 16 lanes each, built once. They index
+// nine regions of |y|: 0 below zero_hi (code rank 0), 1..7 the decades 0..6, 8 from one_lo
+// up (the top rank); the end regions have scale = offset = last = 0, so the decade formula
+// gives their rank with no separate fix-up. Region boundaries are at least a factor 3
+// apart, so the binary octave [2^e, 2^(e+1)) holds at most one (make_qcoder checks it):
+// octave_region[e + 31] is the region of 2^e (e clamped to [-31, 0]), and one comparison
+// with next_lo[region] (the next region's lower bound) finishes the search.
 struct QVectorTables {
     alignas(64) float scale[16];
     alignas(64) float offset[16];
     alignas(64) std::int32_t first[16];
     alignas(64) std::int32_t last[16];
-    alignas(64) std::int32_t octave_decade[32];
+    alignas(64) std::int32_t octave_region[32];
     alignas(64) float next_lo[16];
+    bool usable;  // the one-boundary-per-octave property holds (else: the scalar encoder)
 };
 
 // Everything the encoder and decoder of one map need, built once.
@@ -140,16 +144,28 @@ inline QCoder make_qcoder(bool is_signed) {
     q.zero_hi = float_at_or_above(mid(1));
     q.one_lo = float_at_or_above(mid(q.top));
     QVectorTables& v = qc.vec;
+    float lo[9];  // lower bound of each region
+    lo[0] = 0.0f;
     for (int i = 0; i < 7; ++i) {
-        v.scale[i] = q.scale[i];
-        v.offset[i] = q.offset[i];
-        v.first[i] = q.first[i];
-        v.last[i] = q.last[i];
-        v.next_lo[i] = i + 1 < 7 ? q.decade_lo[i + 1] : 2.0f;  // 2: above every |y|
+        const int r = i + 1;
+        v.scale[r] = q.scale[i];
+        v.offset[r] = q.offset[i];
+        v.first[r] = q.first[i];
+        v.last[r] = q.last[i];
+        lo[r] = i == 0 ? q.zero_hi : q.decade_lo[i];
     }
+    v.first[8] = q.top;  // regions 0 and 8: scale, offset, last 0 (value-initialized)
+    lo[8] = q.one_lo;
+    for (int r = 0; r < 9; ++r) v.next_lo[r] = r + 1 < 9 ? lo[r + 1] : 2.0f;  // 2: above every |y|
+    v.usable = true;
     for (int e = 0; e < 32; ++e) {
-        const float x = std::ldexp(1.0f, e - 31);
-        for (int i = 1; i < 7; ++i) v.octave_decade[e] += x >= q.decade_lo[i] ? 1 : 0;
+        const float x = std::ldexp(1.0f, e - 31), x2 = std::ldexp(1.0f, e - 30);
+        int inside = 0;
+        for (int r = 1; r < 9; ++r) {
+            v.octave_region[e] += x >= lo[r] ? 1 : 0;
+            inside += lo[r] > x && lo[r] < x2 ? 1 : 0;
+        }
+        if (inside > 1) v.usable = false;
     }
     return qc;
 }
@@ -199,48 +215,66 @@ inline std::uint8_t q8_encode(const QEncoder& q, float y) {
 // GCC 12's AVX-512 headers trip -Wmaybe-uninitialized on their own _mm512_undefined_*().
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-// q8_encode on 16 lanes at a time with the decade's constants fetched by in-register
-// permutes (the auto-vectorized select chain costs twice as much); same results.
+// q8_encode on 16 lanes at a time with the region's constants fetched by in-register
+// permutes (the auto-vectorized select chain costs twice as much); same results. Four
+// vectors of codes are packed to bytes together (two packs and one permute instead of four
+// narrowing stores).
+template <bool SIGNED>
+inline __m512i q8_codes16(__m512 x, __m512 vinv, __m512 vsc, __m512 voff, __m512i vfirst,
+                          __m512i vlast, __m512i oct_lo, __m512i oct_hi, __m512 vnext) {
+    const __m512i c96 = _mm512_set1_epi32(127 - 31);
+    const __m512 one = _mm512_set1_ps(1.0f), zero = _mm512_setzero_ps();
+    const __m512i c127 = _mm512_set1_epi32(127), izero = _mm512_setzero_si512();
+    const __m512 y = _mm512_mul_ps(x, vinv);
+    const __m512 a = _mm512_min_ps(_mm512_abs_ps(y), one);  // NaN -> 1, as q8_encode
+    // exponent + 31 from the bits (a in [0, 1]: biased exponent <= 127), clamped to
+    // [0, 31]: 0, subnormals and anything below 2^-31 give 0
+    const __m512i e = _mm512_max_epi32(
+        _mm512_sub_epi32(_mm512_srli_epi32(_mm512_castps_si512(a), 23), c96), izero);
+    __m512i d = _mm512_permutex2var_epi32(oct_lo, e, oct_hi);
+    d = _mm512_mask_add_epi32(d, _mm512_cmp_ps_mask(a, _mm512_permutexvar_ps(d, vnext), _CMP_GE_OQ),
+                              d, _mm512_set1_epi32(1));
+    const __m512 jf = _mm512_max_ps(
+        _mm512_fmsub_ps(a, _mm512_permutexvar_ps(d, vsc), _mm512_permutexvar_ps(d, voff)), zero);
+    const __m512i j = _mm512_min_epi32(_mm512_cvttps_epi32(jf), _mm512_permutexvar_epi32(d, vlast));
+    const __m512i r = _mm512_add_epi32(_mm512_permutexvar_epi32(d, vfirst), j);
+    if constexpr (SIGNED) {
+        const __mmask16 neg = _mm512_cmp_ps_mask(y, zero, _CMP_LT_OQ);
+        const __m512i rn = _mm512_min_epi32(r, c127);
+        return _mm512_mask_sub_epi32(_mm512_add_epi32(c127, r), neg, c127, rn);
+    } else {
+        return _mm512_maskz_mov_epi32(_mm512_cmp_ps_mask(y, zero, _CMP_GT_OQ), r);
+    }
+}
+
 template <bool SIGNED>
 inline void q8_encode_avx512(std::uint8_t* codes, const float* x, float inv, std::size_t n,
-                             const QEncoder& q, const QVectorTables& v) {
+                             const QVectorTables& v) {
     const __m512 vsc = _mm512_load_ps(v.scale), voff = _mm512_load_ps(v.offset);
     const __m512i vfirst = _mm512_load_si512(v.first), vlast = _mm512_load_si512(v.last);
-    const __m512i oct_lo = _mm512_load_si512(v.octave_decade);
-    const __m512i oct_hi = _mm512_load_si512(v.octave_decade + 16);
+    const __m512i oct_lo = _mm512_load_si512(v.octave_region);
+    const __m512i oct_hi = _mm512_load_si512(v.octave_region + 16);
     const __m512 vnext = _mm512_load_ps(v.next_lo);
-    const __m512i c96 = _mm512_set1_epi32(127 - 31);
-    const __m512 vinv = _mm512_set1_ps(inv), one = _mm512_set1_ps(1.0f), zero = _mm512_setzero_ps();
-    const __m512 zero_hi = _mm512_set1_ps(q.zero_hi), one_lo = _mm512_set1_ps(q.one_lo);
-    const __m512i ione = _mm512_set1_epi32(1), top = _mm512_set1_epi32(q.top);
-    const __m512i c127 = _mm512_set1_epi32(127), izero = _mm512_setzero_si512();
-    for (std::size_t i = 0; i < n; i += 16) {
-        const __mmask16 k = n - i >= 16 ? static_cast<__mmask16>(0xFFFF)
-                                        : static_cast<__mmask16>((1u << (n - i)) - 1u);
-        const __m512 y = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, x + i), vinv);
-        const __m512 a = _mm512_min_ps(_mm512_abs_ps(y), one);  // NaN -> 1, as q8_encode
-        // exponent + 31 from the bits (a in [0, 1]: biased exponent <= 127), clamped to
-        // [0, 31]: 0, subnormals and anything below 2^-31 give 0
-        const __m512i e = _mm512_max_epi32(
-            _mm512_sub_epi32(_mm512_srli_epi32(_mm512_castps_si512(a), 23), c96), izero);
-        __m512i d = _mm512_permutex2var_epi32(oct_lo, e, oct_hi);
-        d = _mm512_mask_add_epi32(
-            d, _mm512_cmp_ps_mask(a, _mm512_permutexvar_ps(d, vnext), _CMP_GE_OQ), d, ione);
-        const __m512 jf = _mm512_max_ps(
-            _mm512_fmsub_ps(a, _mm512_permutexvar_ps(d, vsc), _mm512_permutexvar_ps(d, voff)), zero);
-        __m512i j = _mm512_min_epi32(_mm512_cvttps_epi32(jf), _mm512_permutexvar_epi32(d, vlast));
-        __m512i r = _mm512_add_epi32(_mm512_permutexvar_epi32(d, vfirst), j);
-        r = _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(a, zero_hi, _CMP_LT_OQ), izero);
-        r = _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(a, one_lo, _CMP_GE_OQ), top);
-        __m512i c;
-        if constexpr (SIGNED) {
-            const __mmask16 neg = _mm512_cmp_ps_mask(y, zero, _CMP_LT_OQ);
-            const __m512i rn = _mm512_min_epi32(r, c127);
-            c = _mm512_mask_sub_epi32(_mm512_add_epi32(c127, r), neg, c127, rn);
-        } else {
-            c = _mm512_maskz_mov_epi32(_mm512_cmp_ps_mask(y, zero, _CMP_GT_OQ), r);
+    const __m512 vinv = _mm512_set1_ps(inv);
+    // packs interleave 128-bit lanes: dword 4L + k of the packed bytes holds elements
+    // 4L..4L+3 of vector k; put them at dword 4k + L
+    const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    for (std::size_t i = 0; i < n; i += 64) {
+        const std::size_t left = n - i;
+        __m512i c[4];
+        for (std::size_t k = 0; k < 4; ++k) {
+            const std::size_t o = 16 * k;
+            const __mmask16 m = left >= o + 16 ? static_cast<__mmask16>(0xFFFF)
+                                : left > o    ? static_cast<__mmask16>((1u << (left - o)) - 1u)
+                                              : static_cast<__mmask16>(0);
+            c[k] = q8_codes16<SIGNED>(_mm512_maskz_loadu_ps(m, x + i + o), vinv, vsc, voff,
+                                      vfirst, vlast, oct_lo, oct_hi, vnext);
         }
-        _mm512_mask_cvtepi32_storeu_epi8(codes + i, k, c);
+        const __m512i w = _mm512_packus_epi16(_mm512_packus_epi32(c[0], c[1]),
+                                              _mm512_packus_epi32(c[2], c[3]));
+        const __m512i b = _mm512_permutexvar_epi32(order, w);
+        const __mmask64 k = left >= 64 ? ~__mmask64{0} : (__mmask64{1} << left) - 1;
+        _mm512_mask_storeu_epi8(codes + i, k, b);
     }
 }
 
@@ -311,6 +345,21 @@ inline void q8_decode_vbmi(float* x, const std::uint8_t* codes, float absmax, st
 #pragma GCC diagnostic pop
 #endif
 
+// codes[i] = the code of x[i] * inv, i < n.
+template <bool SIGNED>
+inline void q8_encode_run(std::uint8_t* __restrict codes, const float* __restrict x, float inv,
+                          std::size_t n, const QCoder& q) {
+#ifdef FASTOPTIM_Q8_AVX512
+    if (q.vec.usable) {
+        q8_encode_avx512<SIGNED>(codes, x, inv, n, q.vec);
+        return;
+    }
+#endif
+    const QEncoder e = q.enc;
+#pragma omp simd
+    for (std::size_t i = 0; i < n; ++i) codes[i] = q8_encode<SIGNED>(e, x[i] * inv);
+}
+
 // x [n] (n <= kQ8Block) -> codes [n] and *absmax. A block holding NaN gets a NaN absmax
 // (it decodes to NaN, as an fp32 state would hold NaN); an all-zero block absmax 0.
 template <bool SIGNED>
@@ -326,13 +375,7 @@ inline void q8_store_block(std::uint8_t* __restrict codes, float* absmax,
     }
     *absmax = nan ? std::nanf("") : m;
     const float inv = m > 0.0f ? 1.0f / m : 0.0f;
-#ifdef FASTOPTIM_Q8_AVX512
-    q8_encode_avx512<SIGNED>(codes, x, inv, n, q.enc, q.vec);
-#else
-    const QEncoder e = q.enc;
-#pragma omp simd
-    for (std::size_t i = 0; i < n; ++i) codes[i] = q8_encode<SIGNED>(e, x[i] * inv);
-#endif
+    q8_encode_run<SIGNED>(codes, x, inv, n, q);
 }
 
 // codes [n] with the absmax of their block -> x [n].

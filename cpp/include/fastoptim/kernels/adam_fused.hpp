@@ -279,8 +279,8 @@ void adam_q8_state(const FormatAdamTensor& t, std::size_t b, std::size_t e,
         float invm, invv;
         t.absmax_exp_avg[blk] = block_absmax(mxm, nanm, invm);
         t.absmax_exp_avg_sq[blk] = block_absmax(mxv, nanv, invv);
-        q8_encode_avx512<true>(M + first, sm, invm, len, qs.enc, qs.vec);
-        q8_encode_avx512<false>(V + first, sv, invv, len, qu.enc, qu.vec);
+        q8_encode_run<true>(M + first, sm, invm, len, qs);
+        q8_encode_run<false>(V + first, sv, invv, len, qu);
     }
 }
 
