@@ -251,13 +251,16 @@ def test_cross_validation_scores_stratified_folds_of_the_training_split():
 
 
 def test_a_killed_search_resumes_on_its_storage(tmp_path):
+    import contextlib
     import signal
+    import sqlite3
     import subprocess
     import sys
     import time
 
     optuna = pytest.importorskip("optuna")
-    storage = f"sqlite:///{tmp_path / 'killed.db'}"
+    db = tmp_path / "killed.db"
+    storage = f"sqlite:///{db}"
     cmd = [sys.executable, "-m", "fastoptim.cli", "search", "--sampler", "tpe",
            "--random", "lr=loguniform:1e-3:1e-2", "--trials", "3", "--epochs", "40",
            "--hidden", "64", "--no-pruning", "--storage", storage, "--study-name", "k",
@@ -265,13 +268,24 @@ def test_a_killed_search_resumes_on_its_storage(tmp_path):
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     state = optuna.trial.TrialState
     deadline = time.monotonic() + 120
+
+    def study_created():
+        # Read the file with sqlite3 alone until the search has made its study: opening the
+        # storage through optuna while the other process is still creating its schema races
+        # on optuna's schema-version row (a UNIQUE constraint failure in whichever loses).
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
+                return con.execute("SELECT 1 FROM studies WHERE study_name = 'k'").fetchone()
+        except sqlite3.Error:
+            return None
+
     try:
         while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                states = [t.state for t in optuna.load_study(study_name="k",
-                                                              storage=storage).trials]
-            except KeyError:  # the study is not created yet
-                states = []
+            if not study_created():
+                time.sleep(0.02)
+                continue
+            states = [t.state for t in optuna.load_study(study_name="k",
+                                                          storage=storage).trials]
             if state.COMPLETE in states and states[-1] == state.RUNNING:
                 proc.send_signal(signal.SIGKILL)  # mid-trial: that trial stays RUNNING
                 break
