@@ -189,3 +189,41 @@ def test_state_dict_step_is_a_tensor_and_live_state_keeps_counting():
     opt.step()
     opt.step()
     assert int(opt.state_dict()["state"][0]["step"]) == 2**24 + 3
+
+
+@pytest.mark.parametrize("name, kw", [CASES[0], CASES[3], CASES[4], CASES[6], CASES[8]],
+                         ids=["sgd-nesterov", "adam", "adam-amsgrad", "rmsprop", "adagrad"])
+def test_steady_step_is_the_general_path(name, kw):
+    # A one-group optimizer steps through _steady_step once its plan is cached; it must be
+    # bitwise the general path, under a scheduler that moves lr (and betas or momentum)
+    # every step, a state reset, and a parameter whose storage is replaced mid-run.
+    X, y = _data(torch.float32)
+    runs = []
+    for steady in (True, False):
+        model = _model(torch.float32)
+        opt = getattr(ft, name)(model.parameters(), **kw)
+        opt._steady = steady
+        cycle = "betas" in opt.defaults or "momentum" in kw
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=kw["lr"], total_steps=40,
+                                                    cycle_momentum=cycle)
+        taken = 0
+        for i in range(30):
+            if i == 10:
+                opt.state.clear()
+            if i == 20:
+                w = model[0].weight
+                w.data = w.data.clone()
+            if steady:
+                before = opt._steady_step
+                hits = []
+                opt._steady_step = lambda g, f=before, h=hits: h.append(f(g)) or h[-1]
+            _train_step(model, opt, X, y)
+            if steady:
+                taken += hits[-1]
+                del opt._steady_step
+            sched.step()
+        runs.append([p.detach().clone() for p in model.parameters()])
+        if steady:
+            assert taken >= 25  # the steady path did the steady steps
+    for a, b in zip(*runs, strict=True):
+        assert torch.equal(a, b)

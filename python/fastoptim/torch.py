@@ -891,11 +891,7 @@ class _Native(torch.optim.Optimizer):
             self._run(group, views, grads, svs, step, part.fresh, scale)
         for dst, src in back:
             dst.detach().copy_(src)
-        part.fresh = False
-        part.step = step
-        if part.steps is not None:
-            part.steps.fill(step)
-            part.step_bytes = part.steps.tobytes()
+        self._advance(part, step)
 
     def _prepare(self, gi: int, group) -> list | None:
         """The native calls of one group this step: (part, its gradients, their pointer
@@ -1001,9 +997,12 @@ class _Native(torch.optim.Optimizer):
                 loss = closure()
         attrs = self.__dict__
         groups = self.param_groups
-        self._begin_step()
         found_inf = attrs.get("found_inf")
         grad_scale = attrs.get("grad_scale")
+        if (self._steady and found_inf is None and grad_scale is None and len(groups) == 1
+                and self._steady_step(groups[0])):
+            return loss
+        self._begin_step()
         if found_inf is None and grad_scale is None and not any(
                 map(self._clips, groups)):
             for gi, group in enumerate(groups):
@@ -1011,6 +1010,52 @@ class _Native(torch.optim.Optimizer):
             return loss
         self._scaled_step(groups, found_inf, grad_scale)
         return loss
+
+    # Whether _steady_step may take a step: an optimizer whose one native call per part is
+    # all a step does (no mode check, no group state to advance, no scalar state).
+    _steady = False
+
+    def _steady_step(self, group) -> bool:
+        """The steady state of a one-group optimizer in one go: the cached one-part plan
+        still holds (the same checks as _prepare's fast path) and its kernel is called
+        directly. False, having changed nothing, when anything differs; step() then takes
+        the general path, which rebuilds, stages or reports."""
+        plans = self.__dict__.get("_fo_plans")
+        plan = plans.get(0) if plans else None
+        if plan is None or (part := plan.fast) is None or part.flat_g is not None:
+            return False
+        if self._clips(group):
+            return False
+        gp = _fast_grads(group["params"], plan.params, part.pointers)
+        if gp is None or not self._plan_state_ok(plan, group):
+            return False
+        spec = self._spec
+        states = part.state_pointers
+        if spec._optional:
+            states = list(states)
+            for j, when in spec._optional:
+                if not group[when]:
+                    states[j] = None
+                elif states[j] is None:
+                    return False  # the general path reports it
+        kw = spec._kw(group)
+        step = part.step + 1
+        if spec.kernel_step:
+            kw["step"] = step
+        if spec._first_step:
+            kw["first_step"] = part.fresh
+        spec._fn(part.pointers, gp, *states, **kw)
+        self._advance(part, step)
+        return True
+
+    @staticmethod
+    def _advance(part: _Part, step: int) -> None:
+        """After a part's native call: its step count and the counters in its state."""
+        part.fresh = False
+        part.step = step
+        if part.steps is not None:
+            part.steps.fill(step)
+            part.step_bytes = part.steps.tobytes()
 
     def _scaled_step(self, groups, found_inf, grad_scale) -> None:
         """A step under GradScaler and/or with clipping (see ``step``)."""
@@ -1109,6 +1154,12 @@ class _SpecNative(_Native):
         cls._signature = inspect.Signature(params)
         cls.__signature__ = cls._signature.replace(  # type: ignore[attr-defined]
             parameters=params[1:])
+        # a step that is one plain kernel call per part (see _Native._steady_step)
+        cls._steady = (s.modes is None and s.advance is None and s.split is None
+                       and not s.scalars and s.adjust is None
+                       and all(getattr(cls, m) is getattr(_SpecNative, m)
+                               for m in ("_run", "_run_part", "_begin_step", "_group_done",
+                                         "_step_group", "_prepare", "_format_step")))
 
     def __init__(self, params: Any, *args: Any, **kwargs: Any) -> None:
         bound = self._signature.bind(self, params, *args, **kwargs)
