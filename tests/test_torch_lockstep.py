@@ -31,8 +31,12 @@ SGD_FLAGS = [
 ]
 
 
+def _flag_id(flags):
+    return "-".join(f"{k}={v}" for k, v in flags.items())
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("flags", SGD_FLAGS, ids=lambda f: "-".join(f"{k}={v}" for k, v in f.items()))
+@pytest.mark.parametrize("flags", SGD_FLAGS, ids=_flag_id)
 def test_sgd_lockstep(dtype, flags):
     rng = np.random.default_rng(0)
     params = _params(rng, dtype)
@@ -41,7 +45,7 @@ def test_sgd_lockstep(dtype, flags):
     bufs = [np.zeros_like(p) for p in params]
     for step in range(1, STEPS + 1):
         grads = _grads(rng, dtype)
-        for t, g in zip(tparams, grads):
+        for t, g in zip(tparams, grads, strict=True):
             t.grad = torch.tensor(g)
         opt.step()
         fastoptim.sgd_step(params, grads, bufs if flags["momentum"] else None, lr=0.05,
@@ -61,7 +65,7 @@ ADAM_FLAGS = [
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("flags", ADAM_FLAGS, ids=lambda f: "-".join(f"{k}={v}" for k, v in f.items()))
+@pytest.mark.parametrize("flags", ADAM_FLAGS, ids=_flag_id)
 def test_adam_lockstep(dtype, flags):
     rng = np.random.default_rng(1)
     params = _params(rng, dtype)
@@ -74,7 +78,7 @@ def test_adam_lockstep(dtype, flags):
     vmax = [np.zeros_like(p) for p in params]
     for step in range(1, STEPS + 1):
         grads = _grads(rng, dtype)
-        for t, g in zip(tparams, grads):
+        for t, g in zip(tparams, grads, strict=True):
             t.grad = torch.tensor(g)
         opt.step()
         fastoptim.adam_step(params, grads, m, v, vmax if flags["amsgrad"] else None, step=step,
@@ -97,10 +101,10 @@ def test_clip_matches_torch():
     grads = _grads(rng, np.float32)
     tg = [torch.tensor(g.copy()) for g in grads]
     tparams = [torch.zeros(g.shape, requires_grad=True) for g in grads]
-    for t, g in zip(tparams, tg):
+    for t, g in zip(tparams, tg, strict=True):
         t.grad = g
     want = float(torch.nn.utils.clip_grad_norm_(tparams, 1.0))
     got = fastoptim.clip_by_global_norm(grads, 1.0)
     assert got == pytest.approx(want, rel=1e-6)
-    for g, t in zip(grads, tparams):
+    for g, t in zip(grads, tparams, strict=True):
         np.testing.assert_allclose(g, t.grad.numpy(), rtol=1e-6, atol=1e-8)
