@@ -1,6 +1,9 @@
 // _core._pointer_list / _core._grad_pointers: see pointers.hpp.
 #include "bindings/pointers.hpp"
 
+#include <pybind11/numpy.h>
+
+#include <cstring>
 #include <string>
 
 #include "dispatch/table.hpp"
@@ -76,53 +79,194 @@ PointerList grad_pointers(py::list grads, const PointerList& like) {
     return out;
 }
 
-// The steady-state check of a cached plan with one part, in one call (torch.py's
-// _prepare): params is group["params"] now, plan_params the list the plan was built from,
-// like the part's parameter PointerList (each parameter's data pointer when it was built).
-// Returns the gradients' PointerList, or None when anything differs -- another parameter
-// object, a parameter without a gradient, a parameter whose storage was replaced, a
-// gradient that is not a contiguous tensor of the expected byte size -- and the caller then
-// takes the full path. Five C-API calls per tensor, no Python frames.
-py::object fast_grads(py::list params, py::list plan_params, const PointerList& like) {
+// The steady-state check of a cached plan with one part (torch.py's _prepare and
+// _steady_step): params is group["params"] now, plan_params the list the plan was built
+// from, like the part's parameter PointerList (each parameter's data pointer when it was
+// built). Fills ptrs and keep (a new list holding the gradients) and returns true, or
+// returns false when anything differs -- another parameter object, a parameter without a
+// gradient, a parameter whose storage was replaced, a gradient that is not a contiguous
+// tensor of the expected byte size -- and the caller then takes the full path. Five C-API
+// calls per tensor, no Python frames.
+bool collect_grads(py::list params, py::list plan_params, const PointerList& like,
+                   std::vector<void*>& ptrs, py::object& keep_out) {
     const Py_ssize_t n = PyList_GET_SIZE(params.ptr());
     if (n != PyList_GET_SIZE(plan_params.ptr()) ||
         static_cast<std::size_t>(n) != like.ptrs.size())
-        return py::none();
+        return false;
     const std::size_t item = like.dtype == DType::f32 ? 4 : 8;
-    PointerList out;
-    out.dtype = like.dtype;
-    out.sizes = like.sizes;
-    out.ptrs.resize(static_cast<std::size_t>(n));
+    ptrs.resize(static_cast<std::size_t>(n));
     py::list keep(n);
     for (Py_ssize_t i = 0; i < n; ++i) {
         const std::size_t k = static_cast<std::size_t>(i);
         PyObject* p = PyList_GET_ITEM(params.ptr(), i);
-        if (p != PyList_GET_ITEM(plan_params.ptr(), i)) return py::none();
-        if (PyLong_AsVoidPtr(call0(p, s_data_ptr).ptr()) != like.ptrs[k]) return py::none();
+        if (p != PyList_GET_ITEM(plan_params.ptr(), i)) return false;
+        if (PyLong_AsVoidPtr(call0(p, s_data_ptr).ptr()) != like.ptrs[k]) return false;
         PyObject* graw = PyObject_GetAttr(p, s_grad);
         if (!graw) throw py::error_already_set();
         py::object g = py::reinterpret_steal<py::object>(graw);
-        if (graw == Py_None) return py::none();
+        if (graw == Py_None) return false;
         PyObject* c = PyObject_CallMethodNoArgs(graw, s_is_contiguous);
         if (!c) {  // a sparse gradient: the full path reports it
             PyErr_Clear();
-            return py::none();
+            return false;
         }
         Py_DECREF(c);
-        if (c != Py_True) return py::none();
+        if (c != Py_True) return false;
         PyObject* nb = PyObject_GetAttr(graw, s_nbytes);
         if (!nb) throw py::error_already_set();
         const Py_ssize_t nbytes = PyLong_AsSsize_t(nb);
         Py_DECREF(nb);
         if (nbytes < 0 || static_cast<std::size_t>(nbytes) != like.sizes[k] * item)
-            return py::none();
-        out.ptrs[k] = PyLong_AsVoidPtr(call0(graw, s_data_ptr).ptr());
-        if (!out.ptrs[k] && PyErr_Occurred()) throw py::error_already_set();
+            return false;
+        ptrs[k] = PyLong_AsVoidPtr(call0(graw, s_data_ptr).ptr());
+        if (!ptrs[k] && PyErr_Occurred()) throw py::error_already_set();
         PyList_SET_ITEM(keep.ptr(), i, g.release().ptr());
     }
-    out.keep = keep;
+    keep_out = std::move(keep);
+    return true;
+}
+
+// The gradients' PointerList when collect_grads' checks hold, else None.
+py::object fast_grads(py::list params, py::list plan_params, const PointerList& like) {
+    PointerList out;
+    if (!collect_grads(params, plan_params, like, out.ptrs, out.keep)) return py::none();
+    out.dtype = like.dtype;
+    out.sizes = like.sizes;
     return py::cast(std::move(out));
 }
+
+// The float32 step counters of a part (the buffer behind its state["step"] tensors) all
+// hold float32(step) bit for bit: nobody changed a step tensor in place.
+float* counters_of(const py::object& steps, std::size_t& n) {
+    if (steps.is_none()) {
+        n = 0;
+        return nullptr;
+    }
+    py::array a = py::reinterpret_borrow<py::array>(steps);
+    if (a.dtype().num() != py::detail::npy_api::NPY_FLOAT_ || !(a.flags() & py::array::c_style) ||
+        !a.writeable())
+        throw py::type_error("steps must be a writeable C-contiguous float32 array");
+    n = static_cast<std::size_t>(a.size());
+    return static_cast<float*>(a.mutable_data());
+}
+
+bool counters_hold(const float* c, std::size_t n, std::int64_t step) {
+    const float want = static_cast<float>(step);
+    for (std::size_t i = 0; i < n; ++i)
+        if (std::memcmp(c + i, &want, sizeof want) != 0) return false;
+    return true;
+}
+
+bool counters_at(py::object steps, std::int64_t step) {
+    std::size_t n = 0;
+    const float* c = counters_of(steps, n);
+    return counters_hold(c, n, step);
+}
+
+// torch.py's _steady_step in one native call: the gradient checks of collect_grads, the
+// kernel's keyword arguments read from the parameter group, and the kernel call itself
+// (through its Python entry point, so every check of the binding still runs). Built once
+// per cached plan; `grads` is its own PointerList, refilled each step.
+class SteadyCall {
+public:
+    // fn: the kernel; like: the parameters' PointerList; states: the state lists (None for
+    // a buffer the kernel does not get); fixed: (kernel name, value) pairs; sources:
+    // (kernel name, group key, index into the group value or -1) triples.
+    SteadyCall(py::object fn, py::object like, py::tuple states, py::list fixed,
+               py::list sources, bool kernel_step, bool first_step, py::object steps)
+        : fn_(std::move(fn)), like_obj_(std::move(like)), steps_obj_(std::move(steps)),
+          kernel_step_(kernel_step), first_step_(first_step) {
+        steps_ = counters_of(steps_obj_, nsteps_);
+        if (!as_pointer_list(like_obj_, &like_))
+            throw py::type_error("like must be a _PointerList");
+        for (py::handle st : states) states_.push_back(py::reinterpret_borrow<py::object>(st));
+        py::list names;
+        for (py::handle f : fixed) {
+            py::tuple t = py::reinterpret_borrow<py::tuple>(f);
+            names.append(t[0]);
+            fixed_.push_back(t[1]);
+        }
+        for (py::handle src : sources) {
+            py::tuple t = py::reinterpret_borrow<py::tuple>(src);
+            names.append(t[0]);
+            keys_.push_back(py::reinterpret_borrow<py::object>(t[1]));
+            index_.push_back(t[2].cast<Py_ssize_t>());
+        }
+        if (kernel_step_) names.append("step");
+        if (first_step_) names.append("first_step");
+        py::tuple kw(names.size());
+        for (std::size_t i = 0; i < names.size(); ++i) {  // interned: matched by pointer
+            PyObject* nm = PyUnicode_InternFromString(names[i].cast<std::string>().c_str());
+            if (!nm) throw py::error_already_set();
+            PyTuple_SET_ITEM(kw.ptr(), static_cast<Py_ssize_t>(i), nm);
+        }
+        kwnames_ = std::move(kw);
+        PointerList g;
+        g.dtype = like_->dtype;
+        g.sizes = like_->sizes;
+        grads_obj_ = py::cast(std::move(g));
+        grads_ = &py::cast<PointerList&>(grads_obj_);
+    }
+
+    // Step `step`: false (nothing done) when a step counter no longer holds step - 1 or
+    // collect_grads' checks fail; otherwise the kernel runs (its exceptions propagate),
+    // the counters are set to step and the result is true.
+    bool operator()(py::list params, py::list plan_params, py::dict group, std::int64_t step,
+                    bool fresh) {
+        if (busy_) return false;  // a step of this optimizer from another thread is running
+        if (!counters_hold(steps_, nsteps_, step - 1)) return false;
+        if (!collect_grads(params, plan_params, *like_, grads_->ptrs, grads_->keep))
+            return false;
+        std::vector<py::object> values;
+        values.reserve(fixed_.size() + keys_.size() + 2);
+        for (const py::object& v : fixed_) values.push_back(v);
+        for (std::size_t i = 0; i < keys_.size(); ++i) {
+            PyObject* v = PyDict_GetItemWithError(group.ptr(), keys_[i].ptr());
+            if (!v) {
+                if (PyErr_Occurred()) throw py::error_already_set();
+                grads_->keep = py::object();
+                return false;  // the general path reports the missing entry
+            }
+            py::object value = py::reinterpret_borrow<py::object>(v);
+            if (index_[i] >= 0) {
+                PyObject* item = PySequence_GetItem(v, index_[i]);
+                if (!item) throw py::error_already_set();
+                value = py::reinterpret_steal<py::object>(item);
+            }
+            values.push_back(std::move(value));
+        }
+        if (kernel_step_) values.push_back(py::int_(step));
+        if (first_step_) values.push_back(py::bool_(fresh));
+        std::vector<PyObject*> args;
+        args.reserve(2 + states_.size() + values.size());
+        args.push_back(like_obj_.ptr());
+        args.push_back(grads_obj_.ptr());
+        for (const py::object& s : states_) args.push_back(s.ptr());
+        for (const py::object& v : values) args.push_back(v.ptr());
+        const std::size_t npos = 2 + states_.size();
+        busy_ = true;
+        PyObject* r = PyObject_Vectorcall(fn_.ptr(), args.data(), npos, kwnames_.ptr());
+        busy_ = false;
+        grads_->keep = py::object();  // the gradients are not held past the step
+        if (!r) throw py::error_already_set();
+        Py_DECREF(r);
+        const float now = static_cast<float>(step);
+        for (std::size_t i = 0; i < nsteps_; ++i) steps_[i] = now;
+        return true;
+    }
+
+private:
+    py::object fn_, like_obj_, steps_obj_, grads_obj_;
+    float* steps_ = nullptr;
+    std::size_t nsteps_ = 0;
+    const PointerList* like_ = nullptr;
+    PointerList* grads_ = nullptr;
+    std::vector<py::object> states_, fixed_, keys_;
+    std::vector<Py_ssize_t> index_;
+    py::tuple kwnames_;
+    bool kernel_step_, first_step_;
+    bool busy_ = false;
+};
 
 // The steady-state check of an arena (torch.py's _prepare, arena=True), in one call:
 // params is group["params"] now, plan_params the list the arena was built from, agrads its
@@ -229,6 +373,16 @@ void bind_pointers(py::module_& m) {
     m.def("_fast_grads", &fast_grads, "params"_a, "plan_params"_a, "like"_a,
           "The gradients' _PointerList if a cached one-part plan still holds, else None "
           "(private).");
+    py::class_<SteadyCall>(m, "_SteadyCall",
+                           "A cached plan's whole steady step in one call (private).")
+        .def(py::init<py::object, py::object, py::tuple, py::list, py::list, bool, bool,
+                      py::object>(),
+             "fn"_a, "like"_a, "states"_a, "fixed"_a, "sources"_a, "kernel_step"_a,
+             "first_step"_a, "steps"_a)
+        .def("__call__", &SteadyCall::operator(), "params"_a, "plan_params"_a, "group"_a,
+             "step"_a, "fresh"_a);
+    m.def("_counters_at", &counters_at, "steps"_a, "step"_a,
+          "Whether every float32 step counter holds float32(step), bit for bit (private).");
     m.def("_arena_fast", &arena_fast, "params"_a, "plan_params"_a, "agrads"_a, "ptrs"_a,
           "gptrs"_a, "versions"_a,
           "Whether an arena's cached one-call step still holds (private).");

@@ -90,6 +90,7 @@ _nones = itertools.repeat(None)
 _grad_pointers = _core._grad_pointers
 _fast_grads = _core._fast_grads
 _arena_fast = _core._arena_fast
+_counters_at = _core._counters_at
 
 # Constructor arguments and group options of every fastoptim.torch optimizer that torch's
 # optimizers do not have (a loaded state_dict without one keeps the optimizer's own value).
@@ -312,7 +313,6 @@ class _Part:
     state_pointers: list = field(default_factory=list)  # per state key, or None
     steps: Any = None           # numpy view of the float32 counters shown in state["step"]
     step_tensors: list = field(default_factory=list)
-    step_bytes: bytes = b""
     # arena parts (group option arena=True): one flat pointer list per role over the
     # consecutive buffers, the gradient tensors that live in the arena and their pointers
     flat_p: Any = None
@@ -333,6 +333,7 @@ class _Plan:
     structure: tuple            # group flags that decide which state exists
     parts: list
     fast: Any = None            # the one part, when it covers every parameter zero copy
+    steady: Any = None          # _steady_step's cached call (built on its first use)
 
 
 class _Native(torch.optim.Optimizer):
@@ -569,7 +570,17 @@ class _Native(torch.optim.Optimizer):
         return self._plan_state_ok(plan, group)
 
     def _plan_state_ok(self, plan: _Plan, group) -> bool:
-        """The plan's state and flags still hold (its parameters checked by the caller)."""
+        """The plan's state, flags and step counters still hold (its parameters checked by
+        the caller)."""
+        if not self._plan_holds(plan, group):
+            return False
+        for part in plan.parts:
+            if part.steps is not None and not _counters_at(part.steps, part.step):
+                return False  # a step tensor was changed in place
+        return True
+
+    def _plan_holds(self, plan: _Plan, group) -> bool:
+        """_plan_state_ok but for the step counters (_steady_step checks them natively)."""
         if self.state is not plan.state:
             return False
         keys = self._structure_keys
@@ -579,9 +590,6 @@ class _Native(torch.optim.Optimizer):
             if not self._state_unchanged(plan):
                 return False
             plan.changes = _changes[0]
-        for part in plan.parts:
-            if part.steps is not None and part.steps.tobytes() != part.step_bytes:
-                return False  # a step tensor was changed in place
         return True
 
     def _state_unchanged(self, plan: _Plan) -> bool:
@@ -725,7 +733,6 @@ class _Native(torch.optim.Optimizer):
                 part.step_tensors = [counters[i] for i in range(len(ps))]
                 for st, t in zip(part.dicts, part.step_tensors, strict=False):
                     dict.__setitem__(st, "step", t)
-                part.step_bytes = part.steps.tobytes()
             parts.append(part)
         tracked = type(state) is _State and all(
             type(st) is _ParamState for part in parts for st in part.dicts if st is not None)
@@ -1024,29 +1031,38 @@ class _Native(torch.optim.Optimizer):
         plan = plans.get(0) if plans else None
         if plan is None or (part := plan.fast) is None or part.flat_g is not None:
             return False
-        if self._clips(group):
+        if self._clip_key is not None and group.get(self._clip_key) is not None:
             return False
-        gp = _fast_grads(group["params"], plan.params, part.pointers)
-        if gp is None or not self._plan_state_ok(plan, group):
+        if not self._plan_holds(plan, group):
             return False
-        spec = self._spec
-        states = part.state_pointers
-        if spec._optional:
-            states = list(states)
-            for j, when in spec._optional:
-                if not group[when]:
-                    states[j] = None
-                elif states[j] is None:
-                    return False  # the general path reports it
-        kw = spec._kw(group)
+        call = plan.steady
+        if call is None:
+            call = plan.steady = self._steady_call(part, group)
+            if call is None:
+                return False
         step = part.step + 1
-        if spec.kernel_step:
-            kw["step"] = step
-        if spec._first_step:
-            kw["first_step"] = part.fresh
-        spec._fn(part.pointers, gp, *states, **kw)
-        self._advance(part, step)
+        # the gradients checked as _prepare's fast path checks them, then the kernel
+        if not call(group["params"], plan.params, group, step, part.fresh):
+            return False
+        part.fresh = False
+        part.step = step  # (the call has set the step counters)
         return True
+
+    def _steady_call(self, part: _Part, group) -> Any:
+        """_steady_step's native call, fixed for as long as the plan holds (its structure
+        keys decide which optional buffers the kernel gets); None where an optional buffer
+        is switched on but missing (the general path reports it)."""
+        spec = self._spec
+        states = list(part.state_pointers)
+        for j, when in spec._optional:
+            if not group[when]:
+                states[j] = None
+            elif states[j] is None:
+                return None
+        return _core._SteadyCall(spec._fn, part.pointers, tuple(states),
+                                 list(spec.fixed.items()),
+                                 [(a.kernel, a.group_key, a.index) for a in spec._args],
+                                 spec.kernel_step, spec._first_step, part.steps)
 
     @staticmethod
     def _advance(part: _Part, step: int) -> None:
@@ -1055,7 +1071,6 @@ class _Native(torch.optim.Optimizer):
         part.step = step
         if part.steps is not None:
             part.steps.fill(step)
-            part.step_bytes = part.steps.tobytes()
 
     def _scaled_step(self, groups, found_inf, grad_scale) -> None:
         """A step under GradScaler and/or with clipping (see ``step``)."""
