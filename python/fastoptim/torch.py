@@ -1023,46 +1023,9 @@ class _Native(torch.optim.Optimizer):
     _steady = False
 
     def _steady_step(self, group) -> bool:
-        """The steady state of a one-group optimizer in one go: the cached one-part plan
-        still holds (the same checks as _prepare's fast path) and its kernel is called
-        directly. False, having changed nothing, when anything differs; step() then takes
-        the general path, which rebuilds, stages or reports."""
-        plans = self.__dict__.get("_fo_plans")
-        plan = plans.get(0) if plans else None
-        if plan is None or (part := plan.fast) is None or part.flat_g is not None:
-            return False
-        if self._clip_key is not None and group.get(self._clip_key) is not None:
-            return False
-        if not self._plan_holds(plan, group):
-            return False
-        call = plan.steady
-        if call is None:
-            call = plan.steady = self._steady_call(part, group)
-            if call is None:
-                return False
-        step = part.step + 1
-        # the gradients checked as _prepare's fast path checks them, then the kernel
-        if not call(group["params"], plan.params, group, step, part.fresh):
-            return False
-        part.fresh = False
-        part.step = step  # (the call has set the step counters)
-        return True
-
-    def _steady_call(self, part: _Part, group) -> Any:
-        """_steady_step's native call, fixed for as long as the plan holds (its structure
-        keys decide which optional buffers the kernel gets); None where an optional buffer
-        is switched on but missing (the general path reports it)."""
-        spec = self._spec
-        states = list(part.state_pointers)
-        for j, when in spec._optional:
-            if not group[when]:
-                states[j] = None
-            elif states[j] is None:
-                return None
-        return _core._SteadyCall(spec._fn, part.pointers, tuple(states),
-                                 list(spec.fixed.items()),
-                                 [(a.kernel, a.group_key, a.index) for a in spec._args],
-                                 spec.kernel_step, spec._first_step, part.steps)
+        """Takes the step of a one-group optimizer whose cached plan still holds in one
+        native call; False, having changed nothing, where it cannot (_SpecNative's)."""
+        return False
 
     @staticmethod
     def _advance(part: _Part, step: int) -> None:
@@ -1210,6 +1173,48 @@ class _SpecNative(_Native):
 
     def _new_state(self, p, group) -> dict:
         return self._spec.new_state(p, group, _full_like, _scalar, _clone)
+
+    def _steady_step(self, group) -> bool:
+        """The steady state of a one-group optimizer in one go: the cached one-part plan
+        still holds (the same checks as _prepare's fast path) and its kernel is called
+        directly. False, having changed nothing, when anything differs; step() then takes
+        the general path, which rebuilds, stages or reports."""
+        plans = self.__dict__.get("_fo_plans")
+        plan = plans.get(0) if plans else None
+        if plan is None or (part := plan.fast) is None or part.flat_g is not None:
+            return False
+        if self._clip_key is not None and group.get(self._clip_key) is not None:
+            return False
+        if not self._plan_holds(plan, group):
+            return False
+        call = plan.steady
+        if call is None:
+            call = plan.steady = self._steady_call(part, group)
+            if call is None:
+                return False
+        step = part.step + 1
+        # the gradients checked as _prepare's fast path checks them, then the kernel
+        if not call(group["params"], plan.params, group, step, part.fresh):
+            return False
+        part.fresh = False
+        part.step = step  # (the call has set the step counters)
+        return True
+
+    def _steady_call(self, part: _Part, group) -> Any:
+        """_steady_step's native call, fixed for as long as the plan holds (its structure
+        keys decide which optional buffers the kernel gets); None where an optional buffer
+        is switched on but missing (the general path reports it)."""
+        spec = self._spec
+        states = list(part.state_pointers)
+        for j, when in spec._optional:
+            if not group[when]:
+                states[j] = None
+            elif states[j] is None:
+                return None
+        return _core._SteadyCall(spec._fn, part.pointers, tuple(states),
+                                 list(spec.fixed.items()),
+                                 [(a.kernel, a.group_key, a.index) for a in spec._args],
+                                 spec.kernel_step, spec._first_step, part.steps)
 
     def _run(self, group, ps, gs, states, step: int, first: bool, scale: float = 1.0) -> None:
         self._spec.run(group, ps, gs, states, step, first, self.defaults, scale,
