@@ -193,15 +193,17 @@ def test_state_dict_step_is_a_tensor_and_live_state_keeps_counting():
 
 @pytest.mark.parametrize("name, kw", [CASES[0], CASES[3], CASES[4], CASES[6], CASES[8]],
                          ids=["sgd-nesterov", "adam", "adam-amsgrad", "rmsprop", "adagrad"])
-def test_steady_step_is_the_general_path(name, kw):
+@pytest.mark.parametrize("arena", [False, True], ids=["lists", "arena"])
+def test_steady_step_is_the_general_path(name, kw, arena):
     # A one-group optimizer steps through _steady_step once its plan is cached; it must be
     # bitwise the general path, under a scheduler that moves lr (and betas or momentum)
-    # every step, a state reset, and a parameter whose storage is replaced mid-run.
+    # every step, a state reset, and a parameter whose storage is replaced mid-run (which
+    # also takes it out of an arena).
     X, y = _data(torch.float32)
     runs = []
     for steady in (True, False):
         model = _model(torch.float32)
-        opt = getattr(ft, name)(model.parameters(), **kw)
+        opt = getattr(ft, name)(model.parameters(), **kw, arena=arena)
         opt._steady = steady
         cycle = "betas" in opt.defaults or "momentum" in kw
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=kw["lr"], total_steps=40,
@@ -221,6 +223,8 @@ def test_steady_step_is_the_general_path(name, kw):
             if steady:
                 taken += hits[-1]
                 del opt._steady_step
+                if i == 5:  # the one call is the arena's flat call
+                    assert (opt._fo_plans[0].fast.flat_g is not None) == arena
             sched.step()
         runs.append([p.detach().clone() for p in model.parameters()])
         if steady:

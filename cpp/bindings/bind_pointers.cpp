@@ -211,11 +211,15 @@ public:
     // Step `step`: false (nothing done) when a step counter no longer holds step - 1 or
     // collect_grads' checks fail; otherwise the kernel runs (its exceptions propagate),
     // the counters are set to step and the result is true.
+    // grads: an arena's flat gradient PointerList (its checks done by the caller), or None.
     bool operator()(py::list params, py::list plan_params, py::dict group, std::int64_t step,
-                    bool fresh) {
+                    bool fresh, py::object grads) {
         if (busy_) return false;  // a step of this optimizer from another thread is running
         if (!counters_hold(steps_, nsteps_, step - 1)) return false;
-        if (!collect_grads(params, plan_params, *like_, grads_->ptrs, grads_->keep))
+        const PointerList* flat = nullptr;
+        if (!grads.is_none() && !as_pointer_list(grads, &flat))
+            throw py::type_error("grads must be None or a _PointerList");
+        if (!flat && !collect_grads(params, plan_params, *like_, grads_->ptrs, grads_->keep))
             return false;
         std::vector<py::object> values;
         values.reserve(fixed_.size() + keys_.size() + 2);
@@ -240,7 +244,7 @@ public:
         std::vector<PyObject*> args;
         args.reserve(2 + states_.size() + values.size());
         args.push_back(like_obj_.ptr());
-        args.push_back(grads_obj_.ptr());
+        args.push_back(flat ? grads.ptr() : grads_obj_.ptr());
         for (const py::object& s : states_) args.push_back(s.ptr());
         for (const py::object& v : values) args.push_back(v.ptr());
         const std::size_t npos = 2 + states_.size();
@@ -380,7 +384,7 @@ void bind_pointers(py::module_& m) {
              "fn"_a, "like"_a, "states"_a, "fixed"_a, "sources"_a, "kernel_step"_a,
              "first_step"_a, "steps"_a)
         .def("__call__", &SteadyCall::operator(), "params"_a, "plan_params"_a, "group"_a,
-             "step"_a, "fresh"_a);
+             "step"_a, "fresh"_a, "grads"_a = py::none());
     m.def("_counters_at", &counters_at, "steps"_a, "step"_a,
           "Whether every float32 step counter holds float32(step), bit for bit (private).");
     m.def("_arena_fast", &arena_fast, "params"_a, "plan_params"_a, "agrads"_a, "ptrs"_a,

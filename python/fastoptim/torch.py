@@ -1179,12 +1179,21 @@ class _SpecNative(_Native):
         still holds (the same checks as _prepare's fast path) and its kernel is called
         directly. False, having changed nothing, when anything differs; step() then takes
         the general path, which rebuilds, stages or reports."""
-        plans = self.__dict__.get("_fo_plans")
+        attrs = self.__dict__
+        plans = attrs.get("_fo_plans")
         plan = plans.get(0) if plans else None
-        if plan is None or (part := plan.fast) is None or part.flat_g is not None:
+        if plan is None or (part := plan.fast) is None:
             return False
         if self._clip_key is not None and group.get(self._clip_key) is not None:
             return False
+        params = group["params"]
+        flat = part.flat_g
+        if flat is not None:  # an arena: _prepare's arena checks
+            z = attrs.get("_fo_zeroed", {}).get(0)
+            if not ((z is None or z[0] is part.agrads)
+                    and _arena_fast(params, plan.params, part.agrads, part.ptrs, part.gptrs,
+                                    None if z is None else z[1])):
+                return False
         if not self._plan_holds(plan, group):
             return False
         call = plan.steady
@@ -1193,8 +1202,8 @@ class _SpecNative(_Native):
             if call is None:
                 return False
         step = part.step + 1
-        # the gradients checked as _prepare's fast path checks them, then the kernel
-        if not call(group["params"], plan.params, group, step, part.fresh):
+        # (without an arena, the gradients are checked as _prepare's fast path checks them)
+        if not call(params, plan.params, group, step, part.fresh, flat):
             return False
         part.fresh = False
         part.step = step  # (the call has set the step counters)
@@ -1205,13 +1214,15 @@ class _SpecNative(_Native):
         keys decide which optional buffers the kernel gets); None where an optional buffer
         is switched on but missing (the general path reports it)."""
         spec = self._spec
-        states = list(part.state_pointers)
+        arena = part.flat_g is not None
+        states = list(part.flat_s if arena else part.state_pointers)
         for j, when in spec._optional:
             if not group[when]:
                 states[j] = None
             elif states[j] is None:
                 return None
-        return _core._SteadyCall(spec._fn, part.pointers, tuple(states),
+        return _core._SteadyCall(spec._fn, part.flat_p if arena else part.pointers,
+                                 tuple(states),
                                  list(spec.fixed.items()),
                                  [(a.kernel, a.group_key, a.index) for a in spec._args],
                                  spec.kernel_step, spec._first_step, part.steps)
