@@ -201,7 +201,9 @@ ArrayList Gate::parse(py::handle obj, const char* name, bool writable) {
     if (as_pointer_list(obj, &pl)) {  // checked when it was built: see pointers.hpp
         if (writable && !pl->writable)
             throw py::value_error(std::string(name) + " is a read-only pointer list");
-        set_dtype(pl->dtype, Name{name, -1}, py::str(pl->dtype == DType::f32 ? "float32" : "float64"));
+        if (!have_dtype_ || pl->dtype != dtype_)  // (the dtype's name is built for errors only)
+            set_dtype(pl->dtype, Name{name, -1},
+                      py::str(pl->dtype == DType::f32 ? "float32" : "float64"));
         const std::size_t n = pl->ptrs.size();
         out.items.reserve(n);
         out.dims.reserve(n);
