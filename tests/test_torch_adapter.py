@@ -194,16 +194,22 @@ def test_state_dict_step_is_a_tensor_and_live_state_keeps_counting():
 @pytest.mark.parametrize("name, kw", [CASES[0], CASES[3], CASES[4], CASES[6], CASES[8]],
                          ids=["sgd-nesterov", "adam", "adam-amsgrad", "rmsprop", "adagrad"])
 @pytest.mark.parametrize("arena", [False, True], ids=["lists", "arena"])
-def test_steady_step_is_the_general_path(name, kw, arena):
-    # A one-group optimizer steps through _steady_step once its plan is cached; it must be
-    # bitwise the general path, under a scheduler that moves lr (and betas or momentum)
-    # every step, a state reset, and a parameter whose storage is replaced mid-run (which
-    # also takes it out of an arena).
+@pytest.mark.parametrize("ngroups", [1, 2])
+def test_steady_step_is_the_general_path(name, kw, arena, ngroups):
+    # Each group steps through _steady_step once its plan is cached; that must be bitwise
+    # the general path, under a scheduler that moves lr (and betas or momentum) every step,
+    # a state reset, and a parameter whose storage is replaced mid-run (which also takes it
+    # out of an arena), with one group or two (decay and no decay, as models are trained).
     X, y = _data(torch.float32)
     runs = []
     for steady in (True, False):
         model = _model(torch.float32)
-        opt = getattr(ft, name)(model.parameters(), **kw, arena=arena)
+        params = list(model.parameters())
+        groups = ([{"params": params}] if ngroups == 1 else
+                  [{"params": [p for p in params if p.dim() > 1]},
+                   {"params": [p for p in params if p.dim() <= 1], "weight_decay": 0.0,
+                    "lr": kw["lr"] / 2}])
+        opt = getattr(ft, name)(groups, **kw, arena=arena)
         opt._steady = steady
         cycle = "betas" in opt.defaults or "momentum" in kw
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=kw["lr"], total_steps=40,
@@ -218,13 +224,15 @@ def test_steady_step_is_the_general_path(name, kw, arena):
             if steady:
                 before = opt._steady_step
                 hits = []
-                opt._steady_step = lambda g, f=before, h=hits: h.append(f(g)) or h[-1]
+                opt._steady_step = lambda gi, g, f=before, h=hits: h.append(f(gi, g)) or h[-1]
             _train_step(model, opt, X, y)
             if steady:
-                taken += hits[-1]
+                assert len(hits) == ngroups
+                taken += all(hits)
                 del opt._steady_step
-                if i == 5:  # the one call is the arena's flat call
-                    assert (opt._fo_plans[0].fast.flat_g is not None) == arena
+                if i == 5:  # each group's one call is its arena's flat call
+                    for gi in range(ngroups):
+                        assert (opt._fo_plans[gi].fast.flat_g is not None) == arena
             sched.step()
         runs.append([p.detach().clone() for p in model.parameters()])
         if steady:

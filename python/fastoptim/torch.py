@@ -1006,25 +1006,28 @@ class _Native(torch.optim.Optimizer):
         groups = self.param_groups
         found_inf = attrs.get("found_inf")
         grad_scale = attrs.get("grad_scale")
-        if (self._steady and found_inf is None and grad_scale is None and len(groups) == 1
-                and self._steady_step(groups[0])):
-            return loss
-        self._begin_step()
+        steady = self._steady
+        if not steady:
+            self._begin_step()
         if found_inf is None and grad_scale is None and not any(
                 map(self._clips, groups)):
             for gi, group in enumerate(groups):
-                self._step_group(gi, group)
+                if not (steady and self._steady_step(gi, group)):
+                    self._step_group(gi, group)
             return loss
+        if steady:
+            self._begin_step()
         self._scaled_step(groups, found_inf, grad_scale)
         return loss
 
-    # Whether _steady_step may take a step: an optimizer whose one native call per part is
-    # all a step does (no mode check, no group state to advance, no scalar state).
+    # Whether _steady_step may take a group's step: an optimizer whose one native call per
+    # part is all a step does (no mode check to begin with, no group state to advance, no
+    # scalar state).
     _steady = False
 
-    def _steady_step(self, group) -> bool:
-        """Takes the step of a one-group optimizer whose cached plan still holds in one
-        native call; False, having changed nothing, where it cannot (_SpecNative's)."""
+    def _steady_step(self, gi: int, group) -> bool:
+        """Takes group gi's step in one native call when its cached one-part plan still
+        holds; False, having changed nothing, where it cannot (_SpecNative's)."""
         return False
 
     @staticmethod
@@ -1174,22 +1177,21 @@ class _SpecNative(_Native):
     def _new_state(self, p, group) -> dict:
         return self._spec.new_state(p, group, _full_like, _scalar, _clone)
 
-    def _steady_step(self, group) -> bool:
-        """The steady state of a one-group optimizer in one go: the cached one-part plan
-        still holds (the same checks as _prepare's fast path) and its kernel is called
-        directly. False, having changed nothing, when anything differs; step() then takes
-        the general path, which rebuilds, stages or reports."""
+    def _steady_step(self, gi: int, group) -> bool:
+        """The steady state of a group in one go: its cached one-part plan still holds (the
+        same checks as _prepare's fast path) and its kernel is called directly. False,
+        having changed nothing, when anything differs; step() then takes the general path,
+        which rebuilds, stages or reports. (Never with clipping or GradScaler: step()
+        decides.)"""
         attrs = self.__dict__
         plans = attrs.get("_fo_plans")
-        plan = plans.get(0) if plans else None
+        plan = plans.get(gi) if plans else None
         if plan is None or (part := plan.fast) is None:
-            return False
-        if self._clip_key is not None and group.get(self._clip_key) is not None:
             return False
         params = group["params"]
         flat = part.flat_g
         if flat is not None:  # an arena: _prepare's arena checks
-            z = attrs.get("_fo_zeroed", {}).get(0)
+            z = attrs.get("_fo_zeroed", {}).get(gi)
             if not ((z is None or z[0] is part.agrads)
                     and _arena_fast(params, plan.params, part.agrads, part.ptrs, part.gptrs,
                                     None if z is None else z[1])):
