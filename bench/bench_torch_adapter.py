@@ -146,18 +146,19 @@ def main(argv=None) -> int:
     # one small tensor: the adapter's fixed cost per step
     q = torch.zeros(1000, requires_grad=True)
     q.grad = torch.ones(1000)
+    q2 = torch.zeros(1000, requires_grad=True)
+    q2.grad = torch.ones(1000)
     a = [np.zeros(1000, np.float32) for _ in range(4)]
-    small = median_us(ft.Adam([q], lr=1e-3).step, args.repeats * 40)
-    kern = median_us(lambda: fastoptim.adam_step(a[0], a[1], a[2], a[3], step=1),
-                     args.repeats * 40)
+    one = interleaved({"list": ft.Adam([q], lr=1e-3).step,
+                       "arena": ft.Adam([q2], lr=1e-3, arena=True).step,
+                       "kernel": lambda: fastoptim.adam_step(a[0], a[1], a[2], a[3], step=1)},
+                      args.repeats * 40, 3)
+    small, small_arena, kern = one["list"], one["arena"], one["kernel"]
     extra.append(["one 1,000-element tensor", f"{small:.1f}", f"{kern:.1f}",
                   f"{small - kern:.1f}"])
     goals.append({"goal": "fixed cost per step (one small tensor, minus the kernel)",
                   "target": "5 us", "measured": f"{small - kern:.1f} us",
                   "met": small - kern <= 5.0})
-    q2 = torch.zeros(1000, requires_grad=True)
-    q2.grad = torch.ones(1000)
-    small_arena = median_us(ft.Adam([q2], lr=1e-3, arena=True).step, args.repeats * 40)
     extra.append(["one 1,000-element tensor, arena=True", f"{small_arena:.1f}", f"{kern:.1f}",
                   f"{small_arena - kern:.1f}"])
     # staging: the same MLP with every weight a strided view (gathered, updated, scattered)
