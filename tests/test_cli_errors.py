@@ -151,7 +151,8 @@ def test_config_batch_size_full_means_full_batch():
 def test_help_prints_each_default_once(tmp_path):
     out = _run(["train", "--help"], tmp_path).stdout
     lines = " ".join(out.split())
-    assert lines.count("(default: 0.999)") == 1 and "default 0.999" not in lines
+    assert lines.count("(default: the optimizer's own: 0.999; lion 0.99)") == 1
+    assert "default 0.999" not in lines and "(default: 0.999)" not in lines
     assert lines.count("(default: 30)") == 1 and "(default: 256)" in lines
     assert "(default: None)" not in lines and "(default: False)" not in lines
     assert "probability after each hidden layer (default: 0.0)" in lines  # zero is shown

@@ -147,7 +147,11 @@ def test_cli_choices_and_options_come_from_the_spec(tmp_path, capsys):
     defaults = train_command.option_defaults()
     for o in fspec.cli_options():
         assert defaults[o.dest] == o.default
-    assert defaults["beta2"] == 0.999 and defaults["eps"] == 1e-8
+    # unset: each optimizer's own default, listed in the help
+    assert defaults["beta2"] is None and defaults["eps"] is None and defaults["momentum"] is None
+    helps = {o.dest: o.help for o in fspec.cli_options()}
+    assert "0.999; lion 0.99" in helps["beta2"] and "adagrad 1e-10" in helps["eps"]
+    assert "lars 0.9" in helps["momentum"]
     assert train_command.DEFAULT_LR["sgd"] == 0.05 and train_command.DEFAULT_LR["adamax"] == 2e-3
     out = tmp_path / "run"
     from fastoptim import cli
@@ -166,6 +170,37 @@ def test_build_from_options_passes_what_each_optimizer_has():
     assert ax.defaults["betas"] == (0.7, 0.999) and ax.defaults["eps"] == 1e-5
     with pytest.raises(ValueError, match="unknown optimizer"):
         fspec.get("adamx")
+
+
+@pytest.mark.parametrize("name, given, key, want", [
+    ("lion", {}, "betas", (0.9, 0.99)),
+    ("lion", {"beta1": 0.95}, "betas", (0.95, 0.99)),  # per element of the pair
+    ("lion", {"beta2": 0.999}, "betas", (0.9, 0.999)),  # an explicit value is kept
+    ("adagrad", {}, "eps", 1e-10),
+    ("adadelta", {}, "eps", 1e-6),
+    ("lamb", {}, "eps", 1e-6),
+    ("lars", {}, "momentum", 0.9),
+    ("sgdschedulefree", {}, "momentum", 0.9),
+    ("sgdschedulefree", {"momentum": 0.5}, "momentum", 0.5),
+    ("adam", {"beta2": None}, "betas", (0.9, 0.999)),
+])
+def test_unset_cli_options_take_the_optimizers_own_defaults(name, given, key, want):
+    # `fastoptim train --optimizer lion` used to run Lion with Adam's beta2 0.999
+    opts = {**train_command.option_defaults(), **given}
+    opt = fspec.build_from_options(name, [np.zeros(3, np.float32)], opts, lr=0.01)
+    assert opt.defaults[key] == want
+
+
+def test_train_config_leaves_optimizer_options_unset():
+    from fastoptim import config
+
+    cfg = config.TrainConfig(optimizer="lion")
+    assert cfg.beta2 is None and cfg.eps is None and cfg.momentum is None
+    opt = config.make_optimizer(cfg, [np.zeros(3, np.float32)], 1e-4)
+    assert opt.defaults["betas"] == (0.9, 0.99)
+    with pytest.raises(config.ConfigError, match="nesterov"):
+        config.TrainConfig(optimizer="sgd", nesterov=True)  # SGD's own momentum is 0
+    assert config.TrainConfig(optimizer="lars", nesterov=True).momentum is None  # LARS's: 0.9
 
 
 def test_estimator_accepts_every_declared_optimizer():

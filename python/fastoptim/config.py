@@ -55,12 +55,15 @@ class ConfigError(ValueError):
 OPTIMIZERS = _spec.cli_choices()
 DEFAULT_LR = {name: _spec.train_lr(name) for name in OPTIMIZERS}
 _HYPER = {o.dest: o.default for o in _spec.cli_options()}  # momentum, nesterov, beta1, ...
+# the optimizers' own defaults of the options left unset, as the help lists them
+_OWN = {o.dest: o.help.rsplit("own, ", 1)[-1].rstrip(")") for o in _spec.cli_options()
+        if o.default is None}
 
 
 def make_optimizer(cfg: TrainConfig, groups: list[dict], lr: float):
     """The fastoptim.optim optimizer ``cfg.optimizer`` over ``groups`` at learning rate
     ``lr``, with the config's optimizer hyperparameters (those the optimizer has)."""
-    options = {k: getattr(cfg, k) for k in _HYPER}
+    options = {k: getattr(cfg, k) for k in _HYPER if getattr(cfg, k) is not None}
     return _spec.build_from_options(cfg.optimizer, groups, options, lr=lr,
                                     state_dtype=cfg.state_dtype)
 
@@ -99,16 +102,19 @@ class TrainConfig:
     lr: float | None = field(default=None, metadata=_help(
         "learning rate (default: " + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items())
         + ")", group="optimization"))
-    momentum: float = field(default=_HYPER["momentum"], metadata=_help(
-        "SGD/RMSprop momentum", group="optimization"))
+    momentum: float | None = field(default=None, metadata=_help(
+        "momentum (default: the optimizer's own: " + _OWN["momentum"] + ")",
+        group="optimization"))
     nesterov: bool = field(default=_HYPER["nesterov"], metadata=_help(
         "Nesterov momentum (SGD)", group="optimization"))
-    beta1: float = field(default=_HYPER["beta1"], metadata=_help(
-        "Adam beta1", group="optimization"))
-    beta2: float = field(default=_HYPER["beta2"], metadata=_help(
-        "Adam beta2", group="optimization"))
-    eps: float = field(default=_HYPER["eps"], metadata=_help(
-        "Adam/RMSprop/Adagrad eps", group="optimization"))
+    beta1: float | None = field(default=None, metadata=_help(
+        "beta1 of Adam and its kin (default: the optimizer's own: " + _OWN["beta1"] + ")",
+        group="optimization"))
+    beta2: float | None = field(default=None, metadata=_help(
+        "beta2 of Adam and its kin (default: the optimizer's own: " + _OWN["beta2"] + ")",
+        group="optimization"))
+    eps: float | None = field(default=None, metadata=_help(
+        "eps (default: the optimizer's own: " + _OWN["eps"] + ")", group="optimization"))
     state_dtype: str = field(default="fp32", metadata=_help(
         "storage of the optimizer state: fp32, bf16, or int8 (8-bit blockwise; tensors under "
         "4096 elements stay fp32); " + "/".join(
@@ -250,6 +256,7 @@ class TrainConfig:
 
 _INT_FIELDS = {"epochs", "early_stopping", "seed"}
 _OPTIONAL_INT = {"batch_size", "threads"}
+_OPTIONAL_FLOAT = {"lr", "momentum", "beta1", "beta2", "eps"}
 _FLOAT_FIELDS = {"validation_split", "dropout", "momentum", "beta1", "beta2", "eps",
                  "weight_decay", "l1", "warmup_epochs"}
 _CHOICES = {"activation": ACTIVATIONS, "dtype": DTYPES, "optimizer": OPTIMIZERS,
@@ -276,9 +283,9 @@ def _coerce(name: str, v):
                     "threads": "a positive integer or null"}.get(name, "an integer")
             raise ConfigError(name, f"must be {want}, got {v!r}")
         return int(v)
-    if name in _FLOAT_FIELDS or name == "lr":
-        if v is None and name == "lr":
-            return None
+    if name in _FLOAT_FIELDS or name in _OPTIONAL_FLOAT:
+        if v is None and name in _OPTIONAL_FLOAT:
+            return None  # the optimizer's own default
         if not _is_number(v):
             raise ConfigError(name, f"must be a number, got {v!r}")
         return float(v)
@@ -312,16 +319,20 @@ def _finite_nonneg(v) -> bool:
     return v >= 0 and math.isfinite(v)
 
 
+def _unset_or(test):
+    return lambda v: v is None or test(v)
+
+
 # Each option's own range (NaN fails every test): (test, what is expected).
 _RANGES: dict[str, tuple[Any, str]] = {
     "epochs": (lambda v: v >= 1, "must be >= 1"),
     "dropout": (_in_unit, "must be in [0, 1)"),
     "validation_split": (_in_unit, "must be in [0, 1)"),
     "lr": (lambda v: v is None or (v > 0 and math.isfinite(v)), "must be a finite number > 0"),
-    "momentum": (_finite_nonneg, "must be a finite number >= 0"),
-    "beta1": (_in_unit, "must be in [0, 1)"),
-    "beta2": (_in_unit, "must be in [0, 1)"),
-    "eps": (_finite_nonneg, "must be a finite number >= 0"),
+    "momentum": (_unset_or(_finite_nonneg), "must be a finite number >= 0"),
+    "beta1": (_unset_or(_in_unit), "must be in [0, 1)"),
+    "beta2": (_unset_or(_in_unit), "must be in [0, 1)"),
+    "eps": (_unset_or(_finite_nonneg), "must be a finite number >= 0"),
     "weight_decay": (_finite_nonneg, "must be a finite number >= 0"),
     "l1": (_finite_nonneg, "must be a finite number >= 0"),
     "hidden": (lambda v: all(h >= 1 for h in v), "sizes must be >= 1"),
@@ -352,7 +363,9 @@ def _check_ranges(c: TrainConfig) -> None:
             raise ConfigError(name, f"{detail}, got {getattr(c, name)!r}")
     if c.early_stopping and c.validation_split == 0:
         raise ConfigError("early_stopping", "needs a validation split (validation_split > 0)")
-    if c.nesterov and c.momentum <= 0:
+    momentum = (c.momentum if c.momentum is not None
+                else _spec.get(c.optimizer).defaults.get("momentum", 0.0))
+    if c.nesterov and not momentum > 0:
         raise ConfigError("nesterov", "needs momentum > 0")
     refusal = _spec.get(c.optimizer).cli_refusal
     if refusal is not None:  # Muon, SparseAdam: see their declarations in fastoptim.spec

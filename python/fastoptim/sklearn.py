@@ -253,7 +253,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         activation: relu, leaky_relu, gelu, tanh or sigmoid.
         optimizer: one of fastoptim.spec.cli_choices() (adam, adamw, sgd, rmsprop, ...);
             lr, betas, eps, momentum, nesterov, weight_decay (L2 on weights; decoupled for
-            adamw) as in torch.optim.
+            adamw) as in torch.optim; None (the default of betas' elements, eps and
+            momentum) means the optimizer's own value (Lion's beta2 0.99, Adagrad's eps
+            1e-10, ...).
         l1: L1 penalty on hidden weights; dropout: after each hidden layer.
         batch_size: mini-batch size, None for full batch; epochs: passes over the data.
         schedule: learning-rate schedule over the run (as `fastoptim train --schedule`).

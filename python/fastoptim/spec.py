@@ -264,9 +264,6 @@ class OptimizerSpec:
     modes: Modes | None = None
     # torch-flag defaults that differ from TORCH_FLAGS' (schedulefree's foreach=True)
     flag_defaults: dict[str, Any] = field(default_factory=dict)
-    # `fastoptim train` values of CLI options left at the CLI's default (see
-    # build_from_options): schedule-free SGD's momentum 0.9 where the CLI says 0
-    cli_defaults: dict[str, Any] = field(default_factory=dict)
     # (kernel flag, parameter -> bool): the front ends call the kernel once per value of
     # the flag in a group (LARS: trust=True for parameters of more than one dimension)
     split: tuple[str, Callable[[Any], bool]] | None = None
@@ -621,7 +618,6 @@ def declare(name: str, kernel: str, *, torch: str, summary: str, rule: str, refe
             | None = None, group_state: dict[str, Any] | None = None,
             advance: Callable[[dict[str, Any]], None] | None = None,
             modes: Modes | None = None, flag_defaults: dict[str, Any] | None = None,
-            cli_defaults: dict[str, Any] | None = None,
             split: tuple[str, Callable[[Any], bool]] | None = None) -> OptimizerSpec:
     """Builds one OptimizerSpec. ``torch`` is torch's constructor signature after
     ``params`` ("*" marks keyword-only); its names are the kernel's hyperparameters
@@ -670,7 +666,7 @@ def declare(name: str, kernel: str, *, torch: str, summary: str, rule: str, refe
                          tuple((j, b.when) for j, b in enumerate(state) if b.when is not None),
                          "first_step" in kh, getattr(_core, kernel), adjust,
                          dict(group_state or {}), advance, modes, dict(flag_defaults or {}),
-                         dict(cli_defaults or {}), split, format_kernel=format_kernel,
+                         split, format_kernel=format_kernel,
                          fp32_only=tuple(fp32_only))
 
 
@@ -1008,7 +1004,7 @@ train(): y = lerp(x, z, 1 - momentum);  eval(): x = lerp(y, z, 1 - 1 / momentum)
         group_state=dict(_SCHEDULEFREE_GROUP_STATE), advance=_schedulefree_advance,
         modes=Modes("train_mode", "z", lambda g: 1 - g["momentum"],
                     lambda g: 1 - 1 / g["momentum"]),
-        flag_defaults={"foreach": True}, train_lr=0.1, cli_defaults={"momentum": 0.9}),
+        flag_defaults={"foreach": True}, train_lr=0.1),
     declare(
         "Lamb", "lamb_step",
         torch="lr betas weight_decay weight_decouple fixed_decay rectify degenerated_to_sgd "
@@ -1254,8 +1250,9 @@ class CliOption:
 
 
 def cli_options() -> tuple[CliOption, ...]:
-    """The optimizer options of `fastoptim train`. A default is the first declared
-    optimizer's that has the hyperparameter (Adam's for betas and eps)."""
+    """The optimizer options of `fastoptim train`. A number left unset (None) means each
+    optimizer's own default (Lion's beta2 0.99, Adagrad's eps 1e-10, LARS's momentum 0.9,
+    ...); the help lists them."""
     out: list[CliOption] = []
     order = ["Adam"] + [n for n in _BY_NAME if n != "Adam"]
     for hname in CLI_HYPERPARAMETERS:
@@ -1264,13 +1261,28 @@ def cli_options() -> tuple[CliOption, ...]:
         owners = [n for n in owners if _BY_NAME[n].cli_refusal is None and any(
             x.name == hname and x.kind == h.kind for x in _BY_NAME[n].hyperparameters)]
         used_by = "/".join(n.lower() for n in names() if n in owners)
+
+        def own(i: int | None, owners: list[str] = owners, hname: str = hname) -> str:
+            # "0.999 (lion 0.99)": the first owner's default, then those that differ
+            vals = {n: _BY_NAME[n].defaults[hname] for n in owners}
+            if i is not None:
+                vals = {n: v[i] for n, v in vals.items()}
+            first = vals[owners[0]]
+            other = ", ".join(f"{n.lower()} {v:g}" for n, v in vals.items() if v != first)
+            return f"{first:g}" + (f"; {other}" if other else "")
+
         if h.kind == "pair":
             for i, k in enumerate(h.kernel):
-                out.append(CliOption(k, "--" + k, "float", h.default[i],
-                                     f"{used_by}: {k} (default {h.default[i]})"))
-        else:
+                out.append(CliOption(k, "--" + k, "float", None,
+                                     f"{used_by}: {k} (default: the optimizer's own, "
+                                     f"{own(i)})"))
+        elif h.kind == "bool":
             out.append(CliOption(hname, "--" + hname.replace("_", "-"), h.kind, h.default,
                                  f"{used_by}: {h.doc}"))
+        else:
+            out.append(CliOption(hname, "--" + hname.replace("_", "-"), h.kind, None,
+                                 f"{used_by}: {h.doc} (default: the optimizer's own, "
+                                 f"{own(None)})"))
     return tuple(out)
 
 
@@ -1283,11 +1295,11 @@ def train_lr(name: str) -> float:
 def build_from_options(name: str, params: Sequence[Any], options: dict[str, Any], *,
                        lr: float, state_dtype: str = "fp32") -> Any:
     """A ``fastoptim.optim`` optimizer from `fastoptim train` options: every CLI
-    hyperparameter the optimizer has is passed, the others are ignored; a group option it
-    does not have (weight_decay for Rprop) is dropped when zero, else a ValueError. An
-    option at the CLI's default that the optimizer declares a ``cli_defaults`` value for
-    takes that value (SGDScheduleFree: --momentum 0, the CLI's default, means 0.9).
-    ``state_dtype`` other than "fp32" must be one of the optimizer's ``state_dtypes``."""
+    hyperparameter the optimizer has is passed, the others are ignored; one that is absent
+    or None takes the optimizer's own default (per element of a pair: --beta1 alone keeps
+    the optimizer's beta2); a group option it does not have (weight_decay for Rprop) is
+    dropped when zero, else a ValueError. ``state_dtype`` other than "fp32" must be one of
+    the optimizer's ``state_dtypes``."""
     from fastoptim import optim
 
     s = get(name)
@@ -1305,18 +1317,15 @@ def build_from_options(name: str, params: Sequence[Any], options: dict[str, Any]
     for h in s.hyperparameters:
         if h.name not in CLI_HYPERPARAMETERS:
             continue
-        kw[h.name] = (tuple(options.get(k, d) for k, d in zip(h.kernel, h.default,
-                                                                   strict=True))
-                      if h.kind == "pair" else options[h.name])
-        if h.name in s.cli_defaults and kw[h.name] == _cli_default(h.name):
-            kw[h.name] = s.cli_defaults[h.name]
+        if h.kind == "pair":
+            kw[h.name] = tuple(d if options.get(k) is None else options[k]
+                               for k, d in zip(h.kernel, h.default, strict=True))
+        else:
+            v = options.get(h.name)
+            kw[h.name] = h.default if v is None else v
     if state_dtype != "fp32":
         kw["state_dtype"] = s.check_state_dtype(state_dtype)
     return getattr(optim, s.name)(params, **kw)
-
-
-def _cli_default(dest: str) -> Any:
-    return next(o.default for o in cli_options() if o.dest == dest)
 
 
 # ---------------------------------------------------------------------------------------
