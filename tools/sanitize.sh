@@ -83,7 +83,7 @@ if [ $# -eq 0 ]; then
     tests/test_formats.py tests/test_formats_interop.py tests/test_formats_torch.py \
     tests/test_state_formats.py tests/test_special_optimizers.py tests/test_schedulefree.py \
     tests/test_torch_clip.py tests/test_torch_arena.py tests/test_formats_fused.py \
-    tests/test_formats_more.py \
+    tests/test_formats_more.py tests/test_torch_protocol.py \
     -k "not test_point_loss_matches_reference"
   # ^ its float64 loss tolerance (8 eps for sums of 2**17 terms) holds for the vectorized
   # summation order of the normal build only; the instrumented build sums in another order
