@@ -800,6 +800,15 @@ class _Native(torch.optim.Optimizer):
         part.agrads = list(grads)
         part.gptrs = list(map(_data_ptr, grads))
 
+    def _arena_holds(self, gi: int, plan: _Plan, part: _Part, params) -> bool:
+        """Group gi's arena is as built: the same tensors on the same storage, and every
+        gradient written since zero_grad (one it cleared and backward did not reach counts
+        as None, which takes the general path)."""
+        z = self.__dict__.get("_fo_zeroed", {}).get(gi)
+        return ((z is None or z[0] is part.agrads)
+                and _arena_fast(params, plan.params, part.agrads, part.ptrs, part.gptrs,
+                                None if z is None else z[1]))
+
     @staticmethod
     def _arena_intact(part: _Part, params, gs) -> bool:
         """The parameters and gradients are still the arena's tensors, on its storage."""
@@ -917,12 +926,7 @@ class _Native(torch.optim.Optimizer):
         if plan is not None and plan.fast is not None:
             part = plan.fast
             if part.flat_g is not None:  # an arena: one flat call
-                # the arena's tensors and storage unchanged, every gradient written since
-                # zero_grad (one it cleared and backward did not reach counts as None)
-                z = self.__dict__.get("_fo_zeroed", {}).get(gi)
-                if ((z is None or z[0] is part.agrads)
-                        and _arena_fast(params, plan.params, part.agrads, part.ptrs,
-                                        part.gptrs, None if z is None else z[1])
+                if (self._arena_holds(gi, plan, part, params)
                         and self._plan_state_ok(plan, group)):
                     return [(part, part.agrads, part.flat_g)]
                 gs = list(map(_get_grad, params))
@@ -1183,19 +1187,14 @@ class _SpecNative(_Native):
         having changed nothing, when anything differs; step() then takes the general path,
         which rebuilds, stages or reports. (Never with clipping or GradScaler: step()
         decides.)"""
-        attrs = self.__dict__
-        plans = attrs.get("_fo_plans")
+        plans = self.__dict__.get("_fo_plans")
         plan = plans.get(gi) if plans else None
         if plan is None or (part := plan.fast) is None:
             return False
         params = group["params"]
         flat = part.flat_g
-        if flat is not None:  # an arena: _prepare's arena checks
-            z = attrs.get("_fo_zeroed", {}).get(gi)
-            if not ((z is None or z[0] is part.agrads)
-                    and _arena_fast(params, plan.params, part.agrads, part.ptrs, part.gptrs,
-                                    None if z is None else z[1])):
-                return False
+        if flat is not None and not self._arena_holds(gi, plan, part, params):
+            return False
         if not self._plan_holds(plan, group):
             return False
         call = plan.steady
