@@ -239,3 +239,52 @@ def test_steady_step_is_the_general_path(name, kw, arena, ngroups):
             assert taken >= 25  # the steady path did the steady steps
     for a, b in zip(*runs, strict=True):
         assert torch.equal(a, b)
+
+
+class _CountingParameter(torch.nn.Parameter):
+    reads: list = []
+
+    def data_ptr(self):
+        self.reads.append(1)
+        return super().data_ptr()
+
+
+@pytest.mark.parametrize("arena", [False, True], ids=["lists", "arena"])
+@pytest.mark.parametrize("how", ["subclass", "patched-type"])
+def test_the_steady_checks_read_tensors_as_python_does(arena, how):
+    # The native checks call torch's accessors directly on exact torch.Tensor and
+    # torch.nn.Parameter objects. A subclass's override, or a patch of torch.nn.Parameter
+    # made after import, is read as attribute lookup would read it; every step still
+    # matches torch.optim.Adam.
+    g = torch.Generator().manual_seed(2)
+    shapes = [(6, 4), (4,), (3, 6)]
+    init = [torch.randn(s, generator=g) for s in shapes]
+    grads = [[torch.randn(s, generator=g) for s in shapes] for _ in range(6)]
+    reads: list = []
+    if how == "subclass":
+        params = [_CountingParameter(w.clone()) for w in init]
+        _CountingParameter.reads = reads
+    else:
+        params = [torch.nn.Parameter(w.clone()) for w in init]
+        base = torch.nn.Parameter.data_ptr
+        torch.nn.Parameter.data_ptr = lambda self: reads.append(1) or base(self)
+    try:
+        refs = [torch.nn.Parameter(w.clone()) for w in init]
+        opt, ref = ft.Adam(params, lr=0.1, arena=arena), torch.optim.Adam(refs, lr=0.1)
+        for i, gs in enumerate(grads):
+            for p, r, gr in zip(params, refs, gs, strict=True):
+                if i == 0:
+                    p.grad, r.grad = gr.clone(), gr.clone()
+                else:  # in place: the arena's gradients stay its own
+                    p.grad.copy_(gr)
+                    r.grad.copy_(gr)
+            before = len(reads)
+            opt.step()
+            ref.step()
+            if i >= 2:  # the cached plan's checks read every data pointer through it
+                assert len(reads) - before >= len(params)
+            for p, r in zip(params, refs, strict=True):
+                torch.testing.assert_close(p.detach(), r.detach(), rtol=1e-6, atol=1e-7)
+    finally:
+        if how != "subclass":
+            del torch.nn.Parameter.data_ptr

@@ -12,16 +12,126 @@ namespace fastoptim::bind {
 
 namespace {
 
-PyObject* s_is_contiguous = nullptr;
-PyObject* s_data_ptr = nullptr;
-PyObject* s_nbytes = nullptr;
-PyObject* s_grad = nullptr;
-PyObject* s_version = nullptr;
+// torch's own tensor accessors, called directly on objects whose type is exactly one of
+// the types torch.py registers at import (torch.Tensor, torch.nn.Parameter): attribute
+// lookup on them finds exactly these descriptors of torch._C.TensorBase, so the direct
+// call reads the same value without the lookup (about a third of each read). Whenever a
+// registered type's version tag changes (the type or a base was patched), its lookups are
+// checked again once and the direct calls stay only if they still find these descriptors
+// with generic attribute access. A tensor subclass or anything else goes through ordinary
+// lookup. (An instance attribute shadowing data_ptr or is_contiguous is not consulted: the
+// checks want the tensor's real storage.)
+struct Accessor {
+    PyObject* name = nullptr;      // interned
+    PyObject* descr = nullptr;     // what lookup on the registered types found
+    getter get = nullptr;          // a property's getter
+    PyCFunction noargs = nullptr;  // a METH_NOARGS method
+    bool method = false;           // a method (else a property)
+};
+Accessor s_grad, s_version, s_nbytes, s_data_ptr, s_is_contiguous;
+Accessor* const s_all[] = {&s_grad, &s_version, &s_nbytes, &s_data_ptr, &s_is_contiguous};
+struct Registered {
+    PyTypeObject* type = nullptr;
+    unsigned int tag = 0;  // the version tag last checked (0: none)
+    bool direct = false;   // whether lookup found s_all's descriptors at that tag
+};
+Registered s_types[2];
 
-py::object call0(py::handle h, PyObject* name) {
-    PyObject* o = PyObject_CallMethodNoArgs(h.ptr(), name);
+// Whether lookup on t finds s_all's descriptors, through generic attribute access.
+bool finds_accessors(PyTypeObject* t) {
+    if (t->tp_getattro != PyObject_GenericGetAttr) return false;
+    for (const Accessor* a : s_all) {
+        PyObject* d = PyObject_GetAttr(reinterpret_cast<PyObject*>(t), a->name);
+        if (!d) {
+            PyErr_Clear();
+            return false;
+        }
+        Py_DECREF(d);  // (the type holds it)
+        if (d != a->descr) return false;
+    }
+    return true;
+}
+
+bool direct(PyObject* o) {
+    PyTypeObject* t = Py_TYPE(o);
+    for (Registered& r : s_types) {
+        if (t != r.type) continue;
+        if (t->tp_version_tag == 0 || t->tp_version_tag != r.tag) {
+            // changed since last checked (the lookups assign a new tag)
+            r.direct = finds_accessors(t);
+            r.tag = t->tp_version_tag;
+            if (r.tag == 0) r.direct = false;
+        }
+        return r.direct;
+    }
+    return false;
+}
+
+// o.name (a property) or o.name() (a method); nullptr with the Python error set on failure.
+PyObject* read(PyObject* o, const Accessor& a) {
+    if (a.descr && direct(o)) {
+        if (a.get) return a.get(o, nullptr);
+        if (a.noargs) return a.noargs(o, nullptr);
+        return PyObject_Vectorcall(a.descr, &o, 1, nullptr);
+    }
+    return a.method ? PyObject_CallMethodNoArgs(o, a.name) : PyObject_GetAttr(o, a.name);
+}
+
+py::object call0(py::handle h, const Accessor& a) {
+    PyObject* o = read(h.ptr(), a);
     if (!o) throw py::error_already_set();
     return py::reinterpret_steal<py::object>(o);
+}
+
+// _core._register_torch_types((torch.Tensor, torch.nn.Parameter)): the accessors as lookup
+// finds them on those types (one descriptor, of a common C base, for both); False, with
+// nothing registered, when anything is not as expected.
+bool register_torch_types(py::tuple types) {
+    if (types.size() != 2 || !PyType_Check(types[0].ptr()) || !PyType_Check(types[1].ptr()))
+        throw py::type_error("types must be (torch.Tensor, torch.nn.Parameter)");
+    PyTypeObject* ts[2] = {reinterpret_cast<PyTypeObject*>(types[0].ptr()),
+                           reinterpret_cast<PyTypeObject*>(types[1].ptr())};
+    Accessor found[5];
+    for (int k = 0; k < 5; ++k) {
+        found[k].name = s_all[k]->name;
+        found[k].method = s_all[k]->method;
+        PyObject* d = PyObject_GetAttr(types[0].ptr(), found[k].name);
+        if (!d) {
+            PyErr_Clear();
+            return false;
+        }
+        Py_DECREF(d);
+        const bool property = !found[k].method;
+        PyTypeObject* owner = nullptr;
+        if (property && Py_TYPE(d) == &PyGetSetDescr_Type) {
+            auto* g = reinterpret_cast<PyGetSetDescrObject*>(d);
+            owner = PyDescr_TYPE(g);
+            found[k].get = g->d_getset->get;
+            if (!found[k].get) return false;
+        } else if (!property && Py_TYPE(d) == &PyMethodDescr_Type) {
+            auto* m = reinterpret_cast<PyMethodDescrObject*>(d);
+            owner = PyDescr_TYPE(m);
+            if ((m->d_method->ml_flags & ~METH_COEXIST) == METH_NOARGS)
+                found[k].noargs = m->d_method->ml_meth;
+        } else {
+            return false;  // (a Python-level property or method: ordinary lookup)
+        }
+        // the C function expects an instance of the descriptor's own type
+        if (!PyType_IsSubtype(ts[0], owner) || !PyType_IsSubtype(ts[1], owner)) return false;
+        found[k].descr = d;
+    }
+    for (int k = 0; k < 5; ++k) *s_all[k] = found[k];
+    for (int i = 0; i < 2; ++i) {
+        if (!finds_accessors(ts[i]) || ts[i]->tp_version_tag == 0) {
+            for (Accessor* a : s_all) *a = Accessor{a->name, nullptr, nullptr, nullptr, a->method};
+            return false;
+        }
+    }
+    for (int i = 0; i < 2; ++i) {
+        Py_INCREF(ts[i]);  // (the tags are only compared while the types live)
+        s_types[i] = Registered{ts[i], ts[i]->tp_version_tag, true};
+    }
+    return true;
 }
 
 // A PointerList over arrays (or contiguous tensors) that pass the Gate's full checks.
@@ -57,7 +167,7 @@ PointerList grad_pointers(py::list grads, const PointerList& like) {
     out.keep = grads;
     for (std::size_t i = 0; i < n; ++i) {
         py::handle g = PyList_GET_ITEM(grads.ptr(), static_cast<Py_ssize_t>(i));
-        PyObject* c = PyObject_CallMethodNoArgs(g.ptr(), s_is_contiguous);
+        PyObject* c = read(g.ptr(), s_is_contiguous);
         if (!c) {  // a sparse tensor has no is_contiguous
             PyErr_Clear();
             throw py::value_error("grads[" + std::to_string(i) + "] is not a dense tensor");
@@ -65,7 +175,7 @@ PointerList grad_pointers(py::list grads, const PointerList& like) {
         Py_DECREF(c);
         if (c != Py_True)
             throw py::value_error("grads[" + std::to_string(i) + "] is not contiguous");
-        PyObject* nb = PyObject_GetAttr(g.ptr(), s_nbytes);
+        PyObject* nb = read(g.ptr(), s_nbytes);
         if (!nb) throw py::error_already_set();
         const Py_ssize_t nbytes = PyLong_AsSsize_t(nb);
         Py_DECREF(nb);
@@ -101,18 +211,18 @@ bool collect_grads(py::list params, py::list plan_params, const PointerList& lik
         PyObject* p = PyList_GET_ITEM(params.ptr(), i);
         if (p != PyList_GET_ITEM(plan_params.ptr(), i)) return false;
         if (PyLong_AsVoidPtr(call0(p, s_data_ptr).ptr()) != like.ptrs[k]) return false;
-        PyObject* graw = PyObject_GetAttr(p, s_grad);
+        PyObject* graw = read(p, s_grad);
         if (!graw) throw py::error_already_set();
         py::object g = py::reinterpret_steal<py::object>(graw);
         if (graw == Py_None) return false;
-        PyObject* c = PyObject_CallMethodNoArgs(graw, s_is_contiguous);
+        PyObject* c = read(graw, s_is_contiguous);
         if (!c) {  // a sparse gradient: the full path reports it
             PyErr_Clear();
             return false;
         }
         Py_DECREF(c);
         if (c != Py_True) return false;
-        PyObject* nb = PyObject_GetAttr(graw, s_nbytes);
+        PyObject* nb = read(graw, s_nbytes);
         if (!nb) throw py::error_already_set();
         const Py_ssize_t nbytes = PyLong_AsSsize_t(nb);
         Py_DECREF(nb);
@@ -297,14 +407,14 @@ bool arena_fast(py::list params, py::list plan_params, py::list agrads, py::list
     for (Py_ssize_t i = 0; i < n; ++i) {
         PyObject* p = PyList_GET_ITEM(params.ptr(), i);
         if (p != PyList_GET_ITEM(plan_params.ptr(), i)) return false;
-        PyObject* graw = PyObject_GetAttr(p, s_grad);
+        PyObject* graw = read(p, s_grad);
         if (!graw) throw py::error_already_set();
         py::object g = py::reinterpret_steal<py::object>(graw);
         if (graw != PyList_GET_ITEM(agrads.ptr(), i)) return false;
         if (!same_ptr(p, PyList_GET_ITEM(ptrs.ptr(), i))) return false;
         if (!same_ptr(g, PyList_GET_ITEM(gptrs.ptr(), i))) return false;
         if (check_versions) {
-            PyObject* v = PyObject_GetAttr(graw, s_version);
+            PyObject* v = read(graw, s_version);
             if (!v) throw py::error_already_set();
             const int eq = PyObject_RichCompareBool(v, PyList_GET_ITEM(versions.ptr(), i), Py_EQ);
             Py_DECREF(v);
@@ -362,11 +472,16 @@ bool as_pointer_list(py::handle h, const PointerList** out) {
 
 void bind_pointers(py::module_& m) {
     using namespace pybind11::literals;
-    s_is_contiguous = PyUnicode_InternFromString("is_contiguous");
-    s_data_ptr = PyUnicode_InternFromString("data_ptr");
-    s_nbytes = PyUnicode_InternFromString("nbytes");
-    s_grad = PyUnicode_InternFromString("grad");
-    s_version = PyUnicode_InternFromString("_version");
+    s_is_contiguous.name = PyUnicode_InternFromString("is_contiguous");
+    s_is_contiguous.method = true;
+    s_data_ptr.name = PyUnicode_InternFromString("data_ptr");
+    s_data_ptr.method = true;
+    s_nbytes.name = PyUnicode_InternFromString("nbytes");
+    s_grad.name = PyUnicode_InternFromString("grad");
+    s_version.name = PyUnicode_InternFromString("_version");
+    m.def("_register_torch_types", &register_torch_types, "types"_a,
+          "Calls torch's own accessors directly on exact torch.Tensor / torch.nn.Parameter "
+          "objects (private); whether it could.");
     py::class_<PointerList>(m, "_PointerList",
                             "Validated data pointers of a list of buffers (private).")
         .def("__len__", [](const PointerList& l) { return l.ptrs.size(); });

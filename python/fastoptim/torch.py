@@ -91,6 +91,9 @@ _grad_pointers = _core._grad_pointers
 _fast_grads = _core._fast_grads
 _arena_fast = _core._arena_fast
 _counters_at = _core._counters_at
+# the native checks call torch's own accessors of these exact types directly (each read
+# then skips attribute lookup); a subclass or a type patched later is read as Python would
+_core._register_torch_types((torch.Tensor, torch.nn.Parameter))
 
 # Constructor arguments and group options of every fastoptim.torch optimizer that torch's
 # optimizers do not have (a loaded state_dict without one keeps the optimizer's own value).
