@@ -374,7 +374,10 @@ void parse_state_call(StateCall& call, py::handle params, py::handle grads,
                       const std::vector<py::handle>& lists, const std::vector<py::handle>& absmax,
                       const std::vector<std::string>& names, const std::vector<bool>& used,
                       const std::vector<std::string>& why, py::handle param_copies,
-                      std::uint64_t seed, Rounding pr, Rounding sr) {
+                      std::uint64_t seed, const std::string& param_rounding,
+                      const std::string& state_rounding) {
+    const Rounding pr = parse_rounding(param_rounding, "param_rounding");
+    const Rounding sr = parse_rounding(state_rounding, "state_rounding");
     const std::vector<py::handle> P = as_list(params, "params");
     const std::size_t count = P.size();
     const std::vector<py::handle> G = optional_list(grads, "grads", count);
@@ -464,6 +467,21 @@ void parse_state_call(StateCall& call, py::handle params, py::handle grads,
     call.gate.check_no_overlap();
 }
 
+// Runs a FormatStateTensor kernel on the parsed call. Safe without the GIL: `call.keep`
+// holds every buffer, and no Python object is touched.
+template <class Kernel, class... Args>
+void run_state_call(const StateCall& call, Kernel kernel, const Args&... args) {
+    const int nt = dispatch::num_threads();
+    py::gil_scoped_release nogil;
+    kernel(call.ts.data(), call.ts.size(), args..., nt);
+}
+
+template <class Config>
+void check_config(const Config& c) {
+    const std::string err = validate(c);
+    if (!err.empty()) throw py::value_error(err);
+}
+
 void sgd_format_step(py::handle params, py::handle grads, py::handle momentum_buffers,
                      py::handle absmax_momentum_buffers, py::handle param_copies, double lr,
                      double momentum, double dampening, double weight_decay, bool nesterov,
@@ -477,18 +495,12 @@ void sgd_format_step(py::handle params, py::handle grads, py::handle momentum_bu
     c.nesterov = nesterov;
     c.maximize = maximize;
     c.first_step = first_step;
-    const std::string err = validate(c);
-    if (!err.empty()) throw py::value_error(err);
+    check_config(c);
     StateCall call;
     parse_state_call(call, params, grads, {momentum_buffers}, {absmax_momentum_buffers},
                      {"momentum_buffers"}, {momentum != 0.0}, {"when momentum != 0"}, param_copies,
-                     seed, parse_rounding(param_rounding, "param_rounding"),
-                     parse_rounding(state_rounding, "state_rounding"));
-    const int nt = dispatch::num_threads();
-    const auto kernel = dispatch::format_active().sgd;
-    // Safe without the GIL: `call.keep` holds every buffer, and no Python object is touched.
-    py::gil_scoped_release nogil;
-    kernel(call.ts.data(), call.ts.size(), c, step, nt);
+                     seed, param_rounding, state_rounding);
+    run_state_call(call, dispatch::format_active().sgd, c, step);
 }
 
 void rmsprop_format_step(py::handle params, py::handle grads, py::handle square_avgs,
@@ -506,26 +518,21 @@ void rmsprop_format_step(py::handle params, py::handle grads, py::handle square_
     c.momentum = momentum;
     c.centered = centered;
     c.maximize = maximize;
-    const std::string err = validate(c);
-    if (!err.empty()) throw py::value_error(err);
+    check_config(c);
     StateCall call;
     parse_state_call(call, params, grads, {square_avgs, momentum_buffers, grad_avgs},
                      {absmax_square_avgs, absmax_momentum_buffers, absmax_grad_avgs},
                      {"square_avgs", "momentum_buffers", "grad_avgs"},
                      {true, momentum > 0.0, centered},
                      {"", "when momentum > 0", "when centered=True"}, param_copies, seed,
-                     parse_rounding(param_rounding, "param_rounding"),
-                     parse_rounding(state_rounding, "state_rounding"));
+                     param_rounding, state_rounding);
     if (centered)
         for (const FormatStateTensor& t : call.ts)
             if (t.state_format != Format::f32)
                 throw py::value_error(
                     "centered=True needs float32 state: square_avg - grad_avg^2 of rounded "
                     "(bf16 or 8-bit) values can be negative");
-    const int nt = dispatch::num_threads();
-    const auto kernel = dispatch::format_active().rmsprop;
-    py::gil_scoped_release nogil;  // call.keep holds every buffer
-    kernel(call.ts.data(), call.ts.size(), c, step, nt);
+    run_state_call(call, dispatch::format_active().rmsprop, c, step);
 }
 
 void adagrad_format_step(py::handle params, py::handle grads, py::handle sums,
@@ -540,31 +547,11 @@ void adagrad_format_step(py::handle params, py::handle grads, py::handle sums,
     c.weight_decay = weight_decay;
     c.eps = eps;
     c.maximize = maximize;
-    const std::string err = validate(c);
-    if (!err.empty()) throw py::value_error(err);
+    check_config(c);
     StateCall call;
     parse_state_call(call, params, grads, {sums}, {absmax_sums}, {"sums"}, {true}, {""},
-                     param_copies, seed, parse_rounding(param_rounding, "param_rounding"),
-                     parse_rounding(state_rounding, "state_rounding"));
-    const int nt = dispatch::num_threads();
-    const auto kernel = dispatch::format_active().adagrad;
-    py::gil_scoped_release nogil;  // call.keep holds every buffer
-    kernel(call.ts.data(), call.ts.size(), c, nt);
-}
-
-// Runs a FormatStateTensor kernel on the parsed call. Safe without the GIL: `call.keep`
-// holds every buffer, and no Python object is touched.
-template <class Kernel, class... Args>
-void run_state_call(const StateCall& call, Kernel kernel, const Args&... args) {
-    const int nt = dispatch::num_threads();
-    py::gil_scoped_release nogil;
-    kernel(call.ts.data(), call.ts.size(), args..., nt);
-}
-
-template <class Config>
-void check_config(const Config& c) {
-    const std::string err = validate(c);
-    if (!err.empty()) throw py::value_error(err);
+                     param_copies, seed, param_rounding, state_rounding);
+    run_state_call(call, dispatch::format_active().adagrad, c);
 }
 
 void adamax_format_step(py::handle params, py::handle grads, py::handle exp_avgs,
@@ -585,8 +572,7 @@ void adamax_format_step(py::handle params, py::handle grads, py::handle exp_avgs
     StateCall call;
     parse_state_call(call, params, grads, {exp_avgs, exp_infs}, {absmax_exp_avgs, absmax_exp_infs},
                      {"exp_avgs", "exp_infs"}, {true, true}, {"", ""}, param_copies, seed,
-                     parse_rounding(param_rounding, "param_rounding"),
-                     parse_rounding(state_rounding, "state_rounding"));
+                     param_rounding, state_rounding);
     run_state_call(call, dispatch::format_active().adamax, c);
 }
 
@@ -599,8 +585,7 @@ void parse_moments_call(StateCall& call, py::handle params, py::handle grads,
     parse_state_call(call, params, grads, {exp_avgs, exp_avg_sqs},
                      {absmax_exp_avgs, absmax_exp_avg_sqs}, {"exp_avgs", "exp_avg_sqs"},
                      {true, true}, {"", ""}, param_copies, seed,
-                     parse_rounding(param_rounding, "param_rounding"),
-                     parse_rounding(state_rounding, "state_rounding"));
+                     param_rounding, state_rounding);
 }
 
 void nadam_format_step(py::handle params, py::handle grads, py::handle exp_avgs,
@@ -668,8 +653,7 @@ void adadelta_format_step(py::handle params, py::handle grads, py::handle square
     parse_state_call(call, params, grads, {square_avgs, acc_deltas},
                      {absmax_square_avgs, absmax_acc_deltas}, {"square_avgs", "acc_deltas"},
                      {true, true}, {"", ""}, param_copies, seed,
-                     parse_rounding(param_rounding, "param_rounding"),
-                     parse_rounding(state_rounding, "state_rounding"));
+                     param_rounding, state_rounding);
     run_state_call(call, dispatch::format_active().adadelta, c, step);
 }
 
@@ -687,8 +671,7 @@ void lion_format_step(py::handle params, py::handle grads, py::handle exp_avgs,
     check_config(c);
     StateCall call;
     parse_state_call(call, params, grads, {exp_avgs}, {absmax_exp_avgs}, {"exp_avgs"}, {true},
-                     {""}, param_copies, seed, parse_rounding(param_rounding, "param_rounding"),
-                     parse_rounding(state_rounding, "state_rounding"));
+                     {""}, param_copies, seed, param_rounding, state_rounding);
     run_state_call(call, dispatch::format_active().lion, c, step);
 }
 
@@ -720,8 +703,7 @@ void ademamix_format_step(py::handle params, py::handle grads, py::handle exp_av
                      {absmax_exp_avgs, absmax_exp_avg_sqs, absmax_exp_avg_slows},
                      {"exp_avgs", "exp_avg_sqs", "exp_avg_slows"}, {true, true, true},
                      {"", "", ""}, param_copies, seed,
-                     parse_rounding(param_rounding, "param_rounding"),
-                     parse_rounding(state_rounding, "state_rounding"));
+                     param_rounding, state_rounding);
     run_state_call(call, dispatch::format_active().ademamix, c);
 }
 
