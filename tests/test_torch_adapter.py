@@ -159,7 +159,9 @@ def test_params_without_grad_are_skipped():
 
 def test_clear_errors():
     with pytest.raises(TypeError, match="dtype"):
-        ft.Adam([torch.zeros(3, dtype=torch.complex64, requires_grad=True)])
+        ft.Adam([torch.zeros(3, dtype=torch.int32)])
+    with pytest.raises(TypeError, match="complex64"):  # as torch: no complex Adafactor
+        ft.Adafactor([torch.zeros(3, dtype=torch.complex64, requires_grad=True)])
     with pytest.raises(ValueError, match="fused"):
         ft.Adam([torch.zeros(3, requires_grad=True)], fused=True)
     with pytest.raises(ValueError, match="betas"):
@@ -288,3 +290,97 @@ def test_the_steady_checks_read_tensors_as_python_does(arena, how):
     finally:
         if how != "subclass":
             del torch.nn.Parameter.data_ptr
+
+
+COMPLEX_CASES = [
+    ("SGD", dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01)),
+    ("Adam", dict(lr=0.1, amsgrad=True, weight_decay=0.1)),
+    ("AdamW", dict(lr=0.1)),
+    ("Adamax", dict(lr=0.1)),
+    ("Adadelta", dict()),
+    ("Adagrad", dict(lr=0.1, initial_accumulator_value=0.5)),
+    ("ASGD", dict(lr=0.1, t0=1)),
+    ("NAdam", dict(lr=0.1, decoupled_weight_decay=True, weight_decay=0.1)),
+    ("RAdam", dict(lr=0.1)),
+    ("RMSprop", dict(lr=0.01, centered=True, momentum=0.5)),
+    ("Rprop", dict(lr=0.1)),
+]
+
+
+@pytest.mark.parametrize(("name", "kw"), COMPLEX_CASES, ids=[c[0] for c in COMPLEX_CASES])
+@pytest.mark.parametrize("arena", [False, True], ids=["lists", "arena"])
+@pytest.mark.parametrize("dtype", [torch.complex64, torch.complex128], ids=["c64", "c128"])
+def test_complex_parameters_step_as_their_real_views_as_torch_does(name, kw, arena, dtype):
+    # torch.optim steps a complex parameter as torch.view_as_real of it (state included,
+    # Adagrad's and Rprop's initial values in both halves); a mix of complex, real and
+    # strided complex parameters, against torch.optim and against the same optimizer on
+    # the real views
+    g = torch.Generator().manual_seed(4)
+    real = torch.float32 if dtype == torch.complex64 else torch.float64
+    ws = [torch.randn(5, 3, dtype=dtype, generator=g), torch.randn(4, dtype=dtype, generator=g),
+          torch.randn(3, 2, dtype=real, generator=g),
+          torch.randn(6, 4, dtype=dtype, generator=g).t()]
+    grads = [[torch.randn(w.shape, dtype=w.dtype, generator=g) for w in ws] for _ in range(6)]
+    ours = [torch.nn.Parameter(w.clone()) for w in ws]
+    refs = [torch.nn.Parameter(w.clone()) for w in ws]
+    as_real = [torch.nn.Parameter(torch.view_as_real(w).clone() if w.is_complex() else w.clone())
+               for w in ws]
+    opt, ref = getattr(ft, name)(ours, **kw, arena=arena), getattr(torch.optim, name)(refs, **kw)
+    opt_real = getattr(ft, name)(as_real, **kw)
+    tol = dict(rtol=1e-5, atol=1e-6) if real == torch.float32 else dict(rtol=1e-12, atol=1e-13)
+    for gs in grads:
+        for p, r, q, gr in zip(ours, refs, as_real, gs, strict=True):
+            p.grad, r.grad = gr.clone(), gr.clone()
+            q.grad = torch.view_as_real(gr).clone() if gr.is_complex() else gr.clone()
+        opt.step()
+        ref.step()
+        opt_real.step()
+        for p, r, q in zip(ours, refs, as_real, strict=True):
+            assert p.dtype == r.dtype
+            torch.testing.assert_close(p.detach(), r.detach(), **tol)
+            assert torch.equal(torch.view_as_real(p.detach()) if p.is_complex() else p.detach(),
+                               q.detach())
+    for p, r in zip(ours, refs, strict=True):
+        sp, sr = opt.state[p], ref.state[r]
+        assert set(sp) == set(sr)
+        for k, v in sr.items():
+            if k != "step":
+                assert sp[k].dtype == v.dtype
+                torch.testing.assert_close(sp[k], v, **tol)
+    # torch continues from our state_dict as if it had taken the steps itself
+    again = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+    cont = getattr(torch.optim, name)(again, **kw)
+    cont.load_state_dict(opt.state_dict())
+    for p, r, gr in zip(again, refs, grads[0], strict=True):
+        p.grad, r.grad = gr.clone(), gr.clone()
+    cont.step()
+    ref.step()
+    if real == torch.float64:  # (NAdam's mu_product crosses as torch's float32 0-d tensor)
+        tol = dict(rtol=1e-9, atol=1e-11)
+    for p, r in zip(again, refs, strict=True):
+        torch.testing.assert_close(p.detach(), r.detach(), **tol)
+
+
+@pytest.mark.parametrize("line_search", [None, "strong_wolfe"])
+def test_lbfgs_takes_complex_parameters_as_real_views_beside_real_ones(line_search):
+    g = torch.Generator().manual_seed(5)
+    w = torch.randn(4, dtype=torch.complex128, generator=g)
+    target = torch.randn(4, dtype=torch.complex128, generator=g)
+    w2 = torch.randn(3, dtype=torch.float64, generator=g)
+    runs = []
+    for cls in (ft.LBFGS, torch.optim.LBFGS):
+        p, q = torch.nn.Parameter(w.clone()), torch.nn.Parameter(w2.clone())
+        opt = cls([p, q], lr=0.5, max_iter=5, line_search_fn=line_search)
+
+        def closure(p=p, q=q, opt=opt):
+            opt.zero_grad()
+            loss = (p - target).abs().pow(2).sum() + q.pow(4).sum()
+            loss.backward()
+            return loss
+        for _ in range(3):
+            opt.step(closure)
+        runs.append((p.detach(), q.detach(), opt.state[p]["d"]))
+    for a, b in zip(*runs, strict=True):  # (the direction's small entries: ~1e-11 apart)
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+    with pytest.raises(TypeError, match="one dtype"):
+        ft.LBFGS([torch.nn.Parameter(w.clone()), torch.nn.Parameter(torch.zeros(2))])

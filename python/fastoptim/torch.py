@@ -263,6 +263,8 @@ def _view(t: torch.Tensor, flat: bool):
     t = t.detach()
     if flat:
         t = t.as_strided((t.numel(),), (1,))
+    if t.is_complex():
+        t = torch.view_as_real(t)
     try:
         return t.numpy()
     except TypeError:
@@ -271,6 +273,12 @@ def _view(t: torch.Tensor, flat: bool):
 
 def _flat(t: torch.Tensor) -> torch.Tensor:
     return t.detach().as_strided((t.numel(),), (1,))
+
+
+def _real(ts) -> list:
+    """The tensors of a kernel argument list with each complex one as its real view."""
+    return [torch.view_as_real(t.detach()) if isinstance(t, torch.Tensor) and t.is_complex()
+            else t for t in ts]
 
 
 def _float32(n: int) -> float:
@@ -367,7 +375,9 @@ class _Native(torch.optim.Optimizer):
     _structure_keys: tuple[str, ...] = ()
     _forced_flags: dict[str, Any] = {}
     _scalar_keys: tuple[str, ...] = ()  # 0-d state entries (not buffers), passed as lists
-    _dtypes: tuple = (torch.float32, torch.float64)
+    # complex parameters are stepped as their real views (torch.view_as_real: each element
+    # an independent (re, im) pair of floats), exactly as torch.optim steps them
+    _dtypes: tuple = (torch.float32, torch.float64, torch.complex64, torch.complex128)
     _kernel_scales = False  # _run passes grad_scale to the kernel (else scaled copies are read)
     # the group option of fused clipping; None where the optimizer's own signature already
     # has a max_grad_norm with another meaning (pytorch-optimizer's Lamb)
@@ -907,6 +917,9 @@ class _Native(torch.optim.Optimizer):
                 views, grads, svs, back = self._staged(part, grads)
             else:
                 grads = [g if g.is_contiguous() else g.contiguous() for g in grads]
+            if part.dtype.is_complex:
+                views, grads = _real(views), _real(grads)
+                svs = [None if sv is None else _real(sv) for sv in svs]
             self._run(group, views, grads, svs, step, part.fresh, scale)
         for dst, src in back:
             dst.detach().copy_(src)
@@ -1091,8 +1104,11 @@ class _Native(torch.optim.Optimizer):
 
 
 def _full_like(p: torch.Tensor, value: float) -> torch.Tensor:
-    """State in p's own memory format (the base class updates it elementwise over memory)."""
-    return torch.zeros_like(p) if value == 0 else torch.full_like(p, value)
+    """State in p's own memory format (the base class updates it elementwise over memory);
+    for a complex p, value in both halves of each element (torch's complex(value, value))."""
+    if value == 0:
+        return torch.zeros_like(p)
+    return torch.full_like(p, complex(value, value) if p.is_complex() else value)
 
 
 def _scalar(value: float) -> torch.Tensor:
@@ -1138,7 +1154,7 @@ class _SpecNative(_Native):
         params.append(P("arena", P.KEYWORD_ONLY, default=False))
         if len(s.state_dtypes) > 1:  # bf16/fp16 parameters and state_dtype: _torch_formats
             params.append(P("state_dtype", P.KEYWORD_ONLY, default="fp32"))
-            cls._dtypes = (torch.float32, torch.float64, *_torch_formats.REDUCED_PARAM_DTYPES)
+            cls._dtypes = (*_Native._dtypes, *_torch_formats.REDUCED_PARAM_DTYPES)
         cls._signature = inspect.Signature(params)
         cls.__signature__ = cls._signature.replace(  # type: ignore[attr-defined]
             parameters=params[1:])
@@ -1401,13 +1417,16 @@ class _Special(torch.optim.Optimizer):
             self._spec.resolve(defaults)
         super().__init__(params, defaults)
 
+    _dtypes: tuple = (torch.float32, torch.float64)
+
     def add_param_group(self, param_group):
         super().add_param_group(param_group)
         group = self.param_groups[-1]
         self._spec.validate(group)
         for j, p in enumerate(group["params"]):
-            if p.device.type != "cpu" or p.dtype not in (torch.float32, torch.float64):
-                raise TypeError(f"params[{j}] must be a float32/float64 CPU tensor, got "
+            if p.device.type != "cpu" or p.dtype not in self._dtypes:
+                names = "/".join(str(d).replace("torch.", "") for d in self._dtypes)
+                raise TypeError(f"params[{j}] must be a {names} CPU tensor, got "
                                 f"{p.dtype} on {p.device}")
 
     def _with_grad(self, group):
@@ -1615,16 +1634,24 @@ def _lbfgs_to_torch(st: dict, dtype) -> dict:
     return out
 
 
+def _real_dtype(dtype):
+    return {torch.complex64: torch.float32, torch.complex128: torch.float64}.get(dtype, dtype)
+
+
 class LBFGS(_Special, spec="LBFGS"):
     """The state lives in ``state[first parameter]`` with torch's keys and types, so
-    state_dicts interchange with torch.optim.LBFGS."""
+    state_dicts interchange with torch.optim.LBFGS. A complex parameter takes part as its
+    real view (two floats an element), as in torch."""
+
+    _dtypes = _Native._dtypes
 
     def add_param_group(self, param_group):
         if self.param_groups:
             raise ValueError("LBFGS doesn't support per-parameter options (parameter groups)")
         super().add_param_group(param_group)
-        if len({p.dtype for p in self.param_groups[0]["params"]}) > 1:
-            raise TypeError("LBFGS needs every parameter in one dtype")
+        if len({_real_dtype(p.dtype) for p in self.param_groups[0]["params"]}) > 1:
+            raise TypeError("LBFGS needs every parameter in one dtype (complex64 goes with "
+                            "float32, complex128 with float64)")
 
     @torch.no_grad()
     def step(self, closure):  # type: ignore[override]
@@ -1632,20 +1659,25 @@ class LBFGS(_Special, spec="LBFGS"):
         if closure is None:
             raise TypeError("LBFGS.step needs a closure that returns the loss")
         params = self.param_groups[0]["params"]
+        dtype = _real_dtype(params[0].dtype)
         closure = torch.enable_grad()(closure)
+
+        def flat_grad(p):
+            if p.grad is None:
+                return torch.zeros(2 * p.numel() if p.is_complex() else p.numel(), dtype=dtype)
+            g = p.grad.to_dense() if p.grad.is_sparse else p.grad
+            return (torch.view_as_real(g.resolve_conj()) if g.is_complex() else g).reshape(-1)
 
         def evaluate():
             loss = closure()
-            flat = torch.cat([torch.zeros(p.numel(), dtype=p.dtype) if p.grad is None
-                              else (p.grad.to_dense() if p.grad.is_sparse else p.grad)
-                              .reshape(-1) for p in params])
-            return loss, flat.numpy()
+            return loss, torch.cat([flat_grad(p) for p in params]).numpy()
 
         def add(step, d):
             off = 0
             for p in params:
-                n = p.numel()
-                p.add_(torch.from_numpy(d[off:off + n]).view_as(p), alpha=step)
+                r = torch.view_as_real(p) if p.is_complex() else p
+                n = r.numel()
+                r.add_(torch.from_numpy(d[off:off + n]).view_as(r), alpha=step)
                 off += n
 
         def get():
@@ -1656,11 +1688,11 @@ class LBFGS(_Special, spec="LBFGS"):
                 p.copy_(v)
 
         st = self.state[params[0]]
-        work = _lbfgs_to_numpy(st, params[0].dtype)
+        work = _lbfgs_to_numpy(st, dtype)
         loss = _optim.lbfgs_step(_optim.FlatProblem(evaluate, add, get, put), work,
                                  self.param_groups[0])
         st.clear()
-        st.update(_lbfgs_to_torch(work, params[0].dtype))
+        st.update(_lbfgs_to_torch(work, dtype))
         return loss
 class AdamWScheduleFree(_Modes, _SpecNative, spec="AdamWScheduleFree"):
     pass
