@@ -160,18 +160,22 @@ def test_params_without_grad_are_skipped():
 def test_clear_errors():
     with pytest.raises(TypeError, match="dtype"):
         ft.Adam([torch.zeros(3, dtype=torch.int32)])
-    with pytest.raises(TypeError, match="complex64"):  # as torch: no complex Adafactor
-        ft.Adafactor([torch.zeros(3, dtype=torch.complex64, requires_grad=True)])
-    with pytest.raises(ValueError, match="fused"):
-        ft.Adam([torch.zeros(3, requires_grad=True)], fused=True)
+    c = torch.zeros(3, 2, dtype=torch.complex64, requires_grad=True)
+    c.grad = torch.ones_like(c)
+    with pytest.raises(RuntimeError, match="complex"):  # as torch: at the step
+        ft.Adafactor([c]).step()
+    with pytest.raises(ValueError, match="capturable"):
+        ft.Adam([torch.zeros(3, requires_grad=True)], capturable=True)
+    with pytest.raises(RuntimeError, match="cannot be `True` together"):  # torch's check
+        ft.Adam([torch.zeros(3, requires_grad=True)], fused=True, foreach=True)
     with pytest.raises(ValueError, match="betas"):
         ft.Adam([torch.zeros(3, requires_grad=True)], betas=(1.5, 0.9))
     with pytest.raises(ValueError, match="lr"):
         ft.SGD([torch.zeros(3, requires_grad=True)], lr=-1)
     p = torch.zeros(4, requires_grad=True)
-    opt = ft.SGD([p], lr=0.1)
+    opt = ft.Adam([p], lr=0.1)
     p.grad = torch.zeros(4).to_sparse()
-    with pytest.raises(TypeError, match="sparse"):
+    with pytest.raises(RuntimeError, match="sparse"):  # torch.optim.Adam's own refusal
         opt.step()
     assert torch.equal(p.detach(), torch.zeros(4))
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import collections
 import copy
+import inspect
 import io
 import pickle
+import re
 
 import pytest
 
@@ -152,7 +154,7 @@ def test_channels_last_model_trains_like_torch():
 def test_errors_name_the_parameter():
     torch.manual_seed(0)
     m = torch.nn.Linear(3, 2)
-    opt = ft.SGD(m.named_parameters(), lr=0.1)
+    opt = ft.Lion(m.named_parameters(), lr=0.1)  # (torch.optim's own steps sparse SGD)
     m.weight.grad = torch.zeros(2, 3).to_sparse()
     m.bias.grad = torch.zeros(2)
     before = [p.detach().clone() for p in m.parameters()]
@@ -585,3 +587,137 @@ def test_gradient_resized_behind_the_setter_is_refused():
     with pytest.raises(TypeError, match=r"gradient of param_groups\[0\]\['params'\]\[0\]"):
         opt.step()
     assert torch.equal(p.detach(), before)
+
+
+# -- torch's flags, sparse gradients, tensor lr, torch's messages ---------------------
+
+@pytest.mark.parametrize("name, kw, steps", [("SGD", dict(lr=0.1, momentum=0.9), 3),
+                                             ("Adam", dict(lr=0.1, amsgrad=True), 1),
+                                             ("RMSprop", dict(lr=0.01, centered=True), 1)])
+def test_differentiable_step_gives_torchs_hypergradients(name, kw, steps):
+    # differentiable=True: the step is torch.optim's own, recorded by autograd, so a
+    # gradient flows back through it to what produced the parameter and its gradient
+    g = torch.Generator().manual_seed(6)
+    w0 = torch.randn(5, generator=g, dtype=torch.float64)
+    target = torch.randn(5, generator=g, dtype=torch.float64)
+    outs = []
+    for cls in (getattr(ft, name), getattr(torch.optim, name)):
+        w = w0.clone().requires_grad_()
+        q = w * 1.0  # a non-leaf parameter (allowed with differentiable=True, as in torch)
+        opt = cls([q], **kw, differentiable=True)
+        for _ in range(steps):  # (torch's Adam and RMSprop: one differentiable step)
+            loss = (q - target).pow(2).sum()
+            q.grad = torch.autograd.grad(loss, q, create_graph=True)[0]
+            opt.step()
+        (q * target).sum().backward()
+        outs.append((q.detach().clone(), w.grad.clone()))
+    for a, b in zip(*outs, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert not torch.equal(outs[0][1], torch.zeros(5))
+
+
+def test_fused_is_accepted_with_torchs_own_checks():
+    ps = [torch.nn.Parameter(torch.randn(4, 3)) for _ in range(2)]
+    qs = [torch.nn.Parameter(p.detach().clone()) for p in ps]
+    a, b = ft.AdamW(ps, lr=0.1, fused=True), ft.AdamW(qs, lr=0.1)
+    assert a.param_groups[0]["fused"] is True and b.param_groups[0]["fused"] is None
+    for _ in range(3):
+        for p, q in zip(ps, qs, strict=True):
+            p.grad = torch.ones_like(p)
+            q.grad = torch.ones_like(q)
+        a.step()
+        b.step()
+    for p, q in zip(ps, qs, strict=True):
+        assert torch.equal(p, q)
+    with pytest.raises(RuntimeError, match="`fused` does not support `differentiable`"):
+        ft.Adam(ps, fused=True, differentiable=True)
+    with torch.device("meta"):  # as torch: built on the meta device, refused at the step
+        m = torch.nn.Linear(2, 3)
+    opt = ft.SGD(m.parameters(), lr=0.1, fused=True)
+    for p in m.parameters():
+        p.grad = torch.ones_like(p)
+    with pytest.raises(RuntimeError, match="`fused=True` requires all the params"):
+        opt.step()
+
+
+@pytest.mark.filterwarnings("ignore:Sparse invariant checks")  # (torch's, in both)
+@pytest.mark.parametrize("name, kw", [("SGD", dict(lr=0.1)), ("Adagrad", dict(lr=0.1))])
+def test_sparse_gradients_are_stepped_as_torch_steps_them(name, kw):
+    # torch steps sparse gradients in SGD and Adagrad: so do these, by torch's own code
+    emb = [torch.nn.Embedding(10, 3, sparse=True) for _ in range(2)]
+    emb[1].load_state_dict(emb[0].state_dict())
+    opts = [getattr(ft, name)(emb[0].parameters(), **kw),
+            getattr(torch.optim, name)(emb[1].parameters(), **kw)]
+    idx = torch.tensor([1, 4, 4, 7])
+    for _ in range(3):
+        for e, o in zip(emb, opts, strict=True):
+            o.zero_grad()
+            e(idx).pow(2).sum().backward()
+            o.step()
+    torch.testing.assert_close(emb[0].weight, emb[1].weight, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", ["ASGD", "Rprop", "LBFGS", "SparseAdam", "Adafactor", "Muon",
+                                  "Adamax"])
+@pytest.mark.parametrize("num_dim", [0, 1, 2])
+def test_a_tensor_lr_steps_as_its_float(name, num_dim):
+    cls = getattr(ft, name)
+    lr = 0.5 if name == "LBFGS" else 1e-2
+    g = torch.Generator().manual_seed(7)
+    w0 = torch.randn(6, 4, generator=g)
+    runs = []
+    for value in (lr, torch.tensor(lr).reshape([1] * num_dim)):
+        w = torch.nn.Parameter(w0.clone())
+        extra = {"foreach": True} if "foreach" in inspect.signature(cls).parameters else {}
+        opt = cls([w], lr=value, **extra)
+
+        def closure(w=w, opt=opt):
+            opt.zero_grad()
+            loss = (w - 1.0).pow(2).sum()
+            loss.backward()
+            if name == "SparseAdam":
+                w.grad = w.grad.to_sparse()
+            return loss
+        for _ in range(3):
+            if name == "LBFGS":
+                opt.step(closure)
+            else:
+                closure()
+                opt.step()
+        runs.append(w.detach().clone())
+    torch.testing.assert_close(runs[0], runs[1], rtol=1e-6, atol=1e-7)
+    assert not torch.equal(runs[0], w0)
+    if name not in ("LBFGS",):
+        with pytest.raises(ValueError, match="Tensor lr must be 1-element"):
+            cls([torch.nn.Parameter(w0.clone())], lr=torch.tensor([lr, lr]))
+
+
+@pytest.mark.parametrize("name, kw, message", [
+    ("Adam", dict(betas=(1.0, 0.9)), "Invalid beta parameter at index 0: 1.0"),
+    ("AdamW", dict(weight_decay=-1), "Invalid weight_decay value: -1"),
+    ("SGD", dict(momentum=-0.5), "Invalid momentum value: -0.5"),
+    ("Adadelta", dict(rho=1.1), "Invalid rho value: 1.1"),
+    ("Rprop", dict(etas=(1.0, 0.5)), "Invalid eta values: 1.0, 0.5"),
+    ("RMSprop", dict(lr=-1.0), "Invalid learning rate: -1.0"),
+    ("SparseAdam", dict(betas=(0.9, 1.0)), "Invalid beta parameter at index 1: 1.0"),
+    ("Adafactor", dict(d=0.0), "Clipping threshold d should be >= 1"),
+    ("Muon", dict(adjust_lr_fn="arbitrary"), "Adjust learning rate function arbitrary"),
+])
+def test_refused_hyperparameters_read_as_torch_words_them_then_what_is_expected(
+        name, kw, message):
+    p = torch.nn.Parameter(torch.zeros(3, 2))
+    with pytest.raises(ValueError, match=re.escape(message)) as e:
+        getattr(ft, name)([p], **kw)
+    assert "must" in str(e.value)  # and fastoptim's statement of what is expected
+
+
+def test_asgd_steps_a_strided_view_parameter_as_torch():
+    base = torch.randn(10, 5, 2)
+    ws = [torch.nn.Parameter(base.clone()[..., 0]) for _ in range(2)]
+    opts = [ft.ASGD([ws[0]], lr=0.1, t0=1), torch.optim.ASGD([ws[1]], lr=0.1, t0=1)]
+    for _ in range(4):
+        for w, o in zip(ws, opts, strict=True):
+            w.grad = torch.ones_like(w)
+            o.step()
+    torch.testing.assert_close(ws[0], ws[1], **TOL)
+    assert float(opts[0].state[ws[0]]["step"]) == 4

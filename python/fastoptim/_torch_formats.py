@@ -147,6 +147,7 @@ def step_group(opt: Any, gi: int, group: dict[str, Any]) -> None:
         if g is None:
             continue
         where = _where(gi, j, p)
+        opt._check_param(p, where, group)  # (on the CPU)
         if p.dtype not in PARAM_DTYPES:
             raise TypeError(f"{where} has dtype {p.dtype}; with bf16/fp16 parameters or "
                             f"state_dtype={group.get('state_dtype', 'fp32')!r} every parameter "

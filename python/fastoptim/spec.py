@@ -150,11 +150,32 @@ def _unsupported(name: str) -> Callable[[Any], str | None]:
     return check
 
 
+def _number_of(v: Any) -> Any:
+    """A 1-element tensor or array (torch takes a tensor lr) as its float; else v."""
+    if not isinstance(v, (int, float)) and hasattr(v, "dtype") and hasattr(v, "shape"):
+        try:
+            if math.prod(v.shape) == 1 and not str(v.dtype).endswith("bool"):
+                return float(v)
+        except (TypeError, ValueError):
+            pass
+    return v
+
+
 def _finite_nonneg(name: str) -> Callable[[Any], str | None]:
     def check(v: Any) -> str | None:
-        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) \
-            and v >= 0
+        x = _number_of(v)
+        ok = isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) \
+            and x >= 0
         return None if ok else f"{name} must be a finite number >= 0, got {v!r}"
+    return check
+
+
+def _not_nan(name: str) -> Callable[[Any], str | None]:
+    """A stopping tolerance: any number (+-inf never or always stops, as in torch)."""
+    def check(v: Any) -> str | None:
+        ok = isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool) \
+            and not math.isnan(v)
+        return None if ok else f"{name} must be a number (not NaN), got {v!r}"
     return check
 
 
@@ -332,7 +353,7 @@ class OptimizerSpec:
             return
         extra: dict[str, Any] = {"step": 1} if self.kernel_step else {}
         for sc in self.scalars:  # the value the first step would pass
-            v = np.float32(group[sc.init] if isinstance(sc.init, str) else sc.init)
+            v = np.float32(_number_of(group[sc.init]) if isinstance(sc.init, str) else sc.init)
             extra[sc.kernel] = float(v if sc.after else sc.update(v, group, 1))
         self.step_function([], [], *([[]] * len(self.state)), **extra,
                            **self.kernel_kwargs(group, defaults))
@@ -421,8 +442,8 @@ class OptimizerSpec:
         for sc, values, v in zip(self.scalars, scalars, new, strict=True):
             if sc.after:
                 v = sc.update(values[0], group, step)
-            for a in values:
-                a[...] = v
+            for a in values:  # (numpy views, or tensors where staged)
+                a[...] = float(v)
 
     # -- reduced-precision state (fastoptim.formats) -----------------------------------
     @property
@@ -674,7 +695,7 @@ def _check(test: Callable[[Any], Any], message: str) -> Callable[[Any], str | No
     """A hyperparameter check: ``message`` (with ``{v!r}``) unless ``test(v)`` holds."""
     def check(v: Any) -> str | None:
         try:
-            ok = bool(test(v))
+            ok = bool(test(_number_of(v)))
         except (TypeError, ValueError):
             ok = False
         return None if ok else message.format(v=v)
@@ -916,8 +937,9 @@ eta = lr / (1 + lambd * lr * step)^alpha;  mu = 1 / max(1, step - t0)
         scalars=(
             # torch computes them in Python floats and stores them through a float32
             # tensor (torch.as_tensor), whatever the state's dtype: so do these
-            ScalarState("eta", "lr", lambda v, g, t: np.float32(g["lr"] / (
-                (1.0 + g["lambd"] * g["lr"] * t) ** g["alpha"])), "eta", after=True),
+            ScalarState("eta", "lr", lambda v, g, t: np.float32(_number_of(g["lr"]) / (
+                (1.0 + g["lambd"] * _number_of(g["lr"]) * t) ** g["alpha"])), "eta",
+                after=True),
             ScalarState("mu", 1.0, lambda v, g, t: np.float32(1.0 / max(1.0, t - g["t0"])),
                         "mu", after=True))),
     declare(
@@ -1185,8 +1207,8 @@ stop when max|g| <= tolerance_grad, or max|t d| or the change of the loss
                                                                      and v >= 1),
                                              "max_eval must be None or an integer >= 1, "
                                              "got {v!r}")),
-            "tolerance_grad": ("float", 1e-7, _finite_nonneg("tolerance_grad")),
-            "tolerance_change": ("float", 1e-9, _finite_nonneg("tolerance_change")),
+            "tolerance_grad": ("float", 1e-7, _not_nan("tolerance_grad")),
+            "tolerance_change": ("float", 1e-9, _not_nan("tolerance_change")),
             "history_size": ("int", 100, _check(lambda v: isinstance(v, int) and v >= 1,
                                                 "history_size must be an integer >= 1, "
                                                 "got {v!r}")),

@@ -56,21 +56,28 @@ that parameter is skipped as torch skips it. A parameter, state tensor or gradie
 user replaces leaves the flat path for the ordinary one (correct results), and is moved
 into a new buffer at the plan's next rebuild.
 
-Not supported (clear errors): CUDA tensors, sparse gradients, complex or integer
-parameters, ``fused``/``capturable``/``differentiable=True``. ``foreach`` is accepted and
-ignored. Writes go through raw pointers, so autograd's version counters are not bumped
-(torch's optimizers run under ``no_grad`` too; do not backpropagate through a graph that
-saved a parameter before the step).
+Complex parameters are stepped as their real views (``torch.view_as_real``), as torch
+does. ``fused=True`` (torch's Adam, AdamW, SGD and Adagrad take it) is what every step is
+anyway, and is kept with torch's own checks; ``foreach`` is accepted and ignored. A group
+with ``differentiable=True``, or with a sparse gradient, is stepped by its torch.optim
+original on the same state (autograd cannot see through the native kernels; torch steps
+sparse gradients in SGD and Adagrad and refuses them elsewhere). Not supported (clear
+errors): CUDA tensors, integer parameters, ``capturable=True``. The native steps write
+through raw pointers, so autograd's version counters are not bumped (torch's optimizers
+run under ``no_grad`` too; do not backpropagate through a graph that saved a parameter
+before the step).
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import inspect
 import itertools
 import math
 import operator
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,6 +105,10 @@ _core._register_torch_types((torch.Tensor, torch.nn.Parameter))
 # Constructor arguments and group options of every fastoptim.torch optimizer that torch's
 # optimizers do not have (a loaded state_dict without one keeps the optimizer's own value).
 _OWN_OPTIONS = ("max_grad_norm", "arena")
+# torch flags kept as given: foreach (a hint: every step is one native call per group),
+# fused (what every step is; torch's Adam, AdamW, SGD and Adagrad take it on the CPU) and
+# differentiable (those steps run torch's own implementation, which autograd records).
+_KEPT_FLAGS = ("foreach", "fused", "differentiable")
 _version = operator.attrgetter("_version")
 
 
@@ -168,6 +179,11 @@ def _sumsq_of(grads) -> float:
 # Every change to any fastoptim optimizer's state mapping or per-parameter state dict
 # bumps this counter; a plan records its value and is rebuilt when it moved.
 _changes = [0]
+
+
+class _TorchStep(Exception):
+    """_build found a sparse gradient: the group's step is torch.optim's own (it steps
+    sparse gradients where it can, SGD and Adagrad, and raises its own error elsewhere)."""
 
 
 class _ParamState(dict):
@@ -378,6 +394,7 @@ class _Native(torch.optim.Optimizer):
     # complex parameters are stepped as their real views (torch.view_as_real: each element
     # an independent (re, im) pair of floats), exactly as torch.optim steps them
     _dtypes: tuple = (torch.float32, torch.float64, torch.complex64, torch.complex128)
+    _torch_class: Any = None  # the torch.optim original (differentiable or sparse steps)
     _kernel_scales = False  # _run passes grad_scale to the kernel (else scaled copies are read)
     # the group option of fused clipping; None where the optimizer's own signature already
     # has a max_grad_norm with another meaning (pytorch-optimizer's Lamb)
@@ -420,25 +437,43 @@ class _Native(torch.optim.Optimizer):
     # -- validation ------------------------------------------------------------------
 
     def _check_hypers(self, group) -> None:
+        # torch.optim.Adam's (and AdamW's) own checks of tensor hyperparameters
+        adam = self._torch_class is not None and issubclass(self._torch_class, torch.optim.Adam)
         lr = group.get("lr")
         if isinstance(lr, torch.Tensor):
-            if group.get("foreach") and not group.get("capturable"):
+            if adam and group.get("foreach") and not group.get("capturable"):
                 raise ValueError("lr as a Tensor is not supported for capturable=False and "
                                  "foreach=True")
             if lr.numel() != 1:
                 raise ValueError("Tensor lr must be 1-element")
         betas = group.get("betas")
-        if betas is not None:
+        if betas is not None and adam:
             kinds = {isinstance(b, torch.Tensor) for b in betas}
             if len(kinds) > 1:
                 raise ValueError("betas must be either both floats or both Tensors")
+        if betas is not None:
             for i, b in enumerate(betas):
                 if isinstance(b, torch.Tensor):
-                    if group.get("foreach") and not group.get("capturable"):
+                    if adam and group.get("foreach") and not group.get("capturable"):
                         raise ValueError(f"betas[{i}] as a Tensor is not supported for "
                                          f"capturable=False and foreach=True")
                     if b.numel() != 1:
                         raise ValueError(f"Tensor betas[{i}] must be 1-element")
+        if group.get("fused"):  # torch's own checks of its flags
+            if group.get("differentiable"):
+                raise RuntimeError("`fused` does not support `differentiable`")
+            if group.get("foreach"):
+                raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
+        if group.get("differentiable"):
+            if self._torch_class is None:
+                raise ValueError(f"fastoptim.torch.{type(self).__name__} does not support "
+                                 f"differentiable=True (it has no torch.optim original "
+                                 f"to run it)")
+            if group.get("state_dtype", "fp32") != "fp32":
+                raise ValueError("differentiable=True needs state_dtype='fp32'")
+            if self._clips(group):
+                raise ValueError("max_grad_norm is not fused into a differentiable=True "
+                                 "step; clip with torch.nn.utils.clip_grad_norm_")
         if not isinstance(group.get("arena", False), bool):
             raise ValueError(f"arena must be True or False, got {group['arena']!r}")
         clip = group.get("max_grad_norm") if self._clip_key else None
@@ -447,10 +482,17 @@ class _Native(torch.optim.Optimizer):
             raise ValueError(f"max_grad_norm must be None or a number >= 0, got {clip!r}")
         self._validate(group)
 
-    def _check_param(self, p, where: str) -> None:
+    def _check_param(self, p, where: str, group=None) -> None:
+        """dtype (at construction and step); with the step's ``group``, device too (as
+        torch, a parameter may be created on the meta device and moved before stepping)."""
         if not isinstance(p, torch.Tensor):
             return  # torch raises its own TypeError
-        if p.device.type != "cpu":
+        if group is not None and group.get("fused") and not (
+                p.device.type == "cpu" and p.is_floating_point()):
+            raise RuntimeError(f"`fused=True` requires all the params to be floating point "
+                               f"Tensors of supported devices: ['cpu'] but {p.dtype} and "
+                               f"{p.device.type} ({where})")
+        if group is not None and p.device.type != "cpu":
             raise ValueError(f"{where} is on {p.device}; fastoptim.torch updates CPU tensors "
                              f"only (use torch.optim on GPUs)")
         if p.dtype not in self._dtypes:
@@ -624,6 +666,9 @@ class _Native(torch.optim.Optimizer):
 
     def _build(self, gi: int, group, params, gs, mask) -> _Plan:
         self._check_hypers(group)
+        if self._torch_class is not None and any(
+                g is not None and g.layout != torch.strided for g in gs):
+            raise _TorchStep  # (before anything changes)
         old = self.__dict__.get("_fo_plans", {}).get(gi)
         issued = {}
         if old is not None:
@@ -638,7 +683,7 @@ class _Native(torch.optim.Optimizer):
             if g is None:
                 continue
             where = self._where(gi, j, group, p)
-            self._check_param(p, where)
+            self._check_param(p, where, group)
             if g.layout != torch.strided:
                 raise TypeError(f"the gradient of {where} is a {g.layout} tensor; "
                                 f"fastoptim.torch does not support sparse gradients")
@@ -977,12 +1022,44 @@ class _Native(torch.optim.Optimizer):
         return [(part, gs if part.pick is None else part.pick(gs), None) for part in plan.parts]
 
     def _step_group(self, gi: int, group, scale: float = 1.0) -> None:
-        calls = self._prepare(gi, group)
+        if group.get("differentiable"):
+            self._torch_step(gi, group, scale)
+            return
+        try:
+            calls = self._prepare(gi, group)
+        except _TorchStep:
+            self._torch_step(gi, group, scale)
+            return
         if calls is None:
             self._format_step(gi, group, scale)
         else:
             for part, grads, gp in calls:
                 self._run_part(group, part, grads, gp, scale)
+        self._group_done(group)
+
+    def _torch_step(self, gi: int, group, scale: float) -> None:
+        """Group gi's step by its torch.optim original, on this optimizer's own state
+        (torch's keys and layout): with differentiable=True (autograd records torch's
+        step; the native kernels are opaque to it) or a sparse gradient. Under GradScaler
+        its gradients are unscaled in place first, as torch's unscale_ does."""
+        if scale != 1.0:
+            with torch.no_grad():
+                for p in group["params"]:
+                    if p.grad is not None:
+                        p.grad.mul_(scale)
+        for p in group["params"]:  # torch keeps every step count as a tensor
+            st = self.state.get(p)
+            if isinstance(st, dict) and "step" in st and not torch.is_tensor(st["step"]):
+                st["step"] = torch.tensor(float(st["step"]), dtype=_scalar(0.0).dtype)
+        twin = object.__new__(self._torch_class)
+        twin.__dict__.update(self.__dict__)
+        twin.__dict__["state"] = self.state
+        twin.__dict__["param_groups"] = [group]
+        fn = self._torch_class.step
+        while getattr(fn, "hooked", False):  # torch's hook wrapper: our step ran the hooks
+            fn = fn.__wrapped__
+        self.__dict__.get("_fo_plans", {}).pop(gi, None)
+        fn(twin)
         self._group_done(group)
 
     def _format_step(self, gi: int, group, scale: float) -> None:
@@ -1072,9 +1149,14 @@ class _Native(torch.optim.Optimizer):
             grads = [p.grad for g in clipped for p in g["params"] if p.grad is not None]
             self._set_norm(_sumsq_of(grads), inv, all(g.dtype == torch.float32 for g in grads))
             return
-        prepared = [self._prepare(gi, group) for gi, group in enumerate(groups)]
+        prepared = [self._prepare_or_torch(gi, group) for gi, group in enumerate(groups)]
         lists, f32 = [], True
         for group, calls in zip(groups, prepared, strict=True):
+            if calls is _TorchStep:
+                if self._clips(group):
+                    raise ValueError("max_grad_norm cannot clip sparse gradients; use "
+                                     "torch.nn.utils.clip_grad_norm_ on dense ones")
+                continue
             if self._clips(group) and calls is not None:
                 for part, grads, gp in calls:
                     lists.append(gp if gp is not None else _grad_list(grads))
@@ -1082,6 +1164,9 @@ class _Native(torch.optim.Optimizer):
         norm = self._set_norm(_core._sumsq(lists), inv, f32)
         for gi, (group, calls) in enumerate(zip(groups, prepared, strict=True)):
             scale = inv
+            if calls is _TorchStep:
+                self._torch_step(gi, group, scale)
+                continue
             if self._clips(group):
                 scale = inv * _clip_coef(float(group["max_grad_norm"]), norm, f32)
             if calls is None:  # (never clipped: refused by _check_group)
@@ -1090,6 +1175,15 @@ class _Native(torch.optim.Optimizer):
                 for part, grads, gp in calls:
                     self._run_part(group, part, grads, gp, scale)
             self._group_done(group)
+
+    def _prepare_or_torch(self, gi: int, group) -> Any:
+        """_prepare's calls, or _TorchStep where the group's step is torch's own."""
+        if group.get("differentiable"):
+            return _TorchStep
+        try:
+            return self._prepare(gi, group)
+        except _TorchStep:
+            return _TorchStep
 
     def _set_norm(self, sumsq: float, inv: float, f32: bool) -> float:
         norm = math.sqrt(sumsq) * inv
@@ -1103,9 +1197,54 @@ class _Native(torch.optim.Optimizer):
         self.__dict__.pop("_fo_plans", None)
 
 
+# torch.optim's own wording of a refused hyperparameter, by name (the first-order
+# optimizers' "Invalid ... value" family) and by optimizer for the others'.
+def _torch_head(cls: str, name: str, idx: int | None, v: Any) -> str | None:
+    if cls in ("Adafactor", "Muon"):
+        if name == "eps" and isinstance(v, tuple):
+            bad = 0 if v[0] is not None and not v[0] >= 0 else 1
+            return f"epsilon{bad + 1} should be >= 0 but is: {v[bad]}"
+        return {"lr": f"Learning rate should be >= 0 but is: {v}",
+                "d": f"Clipping threshold d should be >= 1 but is: {v}",
+                "beta2_decay": f"beta2_decay should be <= 0 but is: {v}",
+                "weight_decay": f"weight decay should be >= 0 but is: {v}",
+                "momentum": f"momentum should be >= 0 but is: {v}",
+                "adjust_lr_fn": f"Adjust learning rate function {v} is not supported"}.get(name)
+    if name == "betas":
+        if idx is None:  # (one message for the pair: the first out of [0, 1))
+            idx = next((i for i, b in enumerate(v) if not 0 <= b < 1), 0)
+        return f"Invalid beta parameter at index {idx}: {v[idx]}"
+    if name == "etas":
+        return f"Invalid eta values: {v[0]}, {v[1]}"
+    if idx is not None:
+        return None
+    return {"lr": f"Invalid learning rate: {v}",
+            "eps": f"Invalid epsilon value: {v}"}.get(name, f"Invalid {name} value: {v}")
+
+
+def _torch_wording(validate, group, *args, cls: str = "") -> None:
+    """validate(group, *args), a ValueError about one hyperparameter reworded as torch.optim
+    words it, followed by fastoptim's statement of what is expected: "Invalid beta
+    parameter at index 0: 1.0 (betas[0] must be in [0, 1))". Code that matches torch's
+    messages keeps matching."""
+    try:
+        validate(group, *args)
+    except ValueError as e:
+        msg = str(e)
+        m = re.match(r"(\w+)(?:\[(\d)\])? must", msg)
+        if m is None or m.group(1) not in group:
+            raise
+        idx = None if m.group(2) is None else int(m.group(2))
+        head = _torch_head(cls, m.group(1), idx, group[m.group(1)])
+        if head is None:
+            raise
+        raise ValueError(f"{head} ({msg.split(', got ')[0]})") from None
+
+
 def _full_like(p: torch.Tensor, value: float) -> torch.Tensor:
     """State in p's own memory format (the base class updates it elementwise over memory);
     for a complex p, value in both halves of each element (torch's complex(value, value))."""
+    value = float(value)  # (Rprop's step sizes start at lr, which may be a tensor)
     if value == 0:
         return torch.zeros_like(p)
     return torch.full_like(p, complex(value, value) if p.is_complex() else value)
@@ -1133,6 +1272,9 @@ class _SpecNative(_Native):
         cls._has_step = s.has_step
         cls._structure_keys = tuple(dict.fromkeys(b.when for b in s.state if b.when))
         cls._forced_flags = dict(s.fixed)
+        ref = getattr(torch.optim, s.name, None)  # the torch.optim original, if any
+        cls._torch_class = (ref if isinstance(ref, type)
+                            and issubclass(ref, torch.optim.Optimizer) else None)
         cls._kernel_scales = any(h[0] == "grad_scale"
                                  for h in _core.kernel_specs[s.kernel]["hypers"])
         cls.__doc__ = s.docstring("torch")
@@ -1170,11 +1312,12 @@ class _SpecNative(_Native):
         bound.apply_defaults()
         a = bound.arguments
         s = self._spec
-        for n in s.torch_signature:  # fused/capturable/differentiable must stay off
-            if n in _spec.TORCH_FLAGS and n != "foreach" and a[n]:
+        for n in s.torch_signature:  # capturable (CUDA graphs) stays off
+            if n in _spec.TORCH_FLAGS and n not in _KEPT_FLAGS and a[n]:
                 raise ValueError(f"fastoptim.torch.{s.name} does not support {n}=True")
-        defaults = {n: (_spec.TORCH_FLAGS[n] if n in _spec.TORCH_FLAGS and n != "foreach"
-                        else a[n]) for n in s.torch_signature if n != "*"}
+        defaults = {n: (_spec.TORCH_FLAGS[n] if n in _spec.TORCH_FLAGS
+                        and n not in _KEPT_FLAGS else a[n])
+                    for n in s.torch_signature if n != "*"}
         defaults["max_grad_norm"] = a["max_grad_norm"]
         defaults["arena"] = a["arena"]
         defaults.update(s.fixed)  # as torch's AdamW records decoupled_weight_decay=True
@@ -1194,7 +1337,8 @@ class _SpecNative(_Native):
 
     def _validate(self, group) -> None:
         # the base class validates the defaults before torch's __init__ sets self.defaults
-        self._spec.validate(group, self.__dict__.get("defaults", group))
+        _torch_wording(self._spec.validate, group, self.__dict__.get("defaults", group),
+                       cls=self._spec.name)
         _torch_formats.validate(self._spec, group)  # state_dtype, param_rounding
 
     def _new_state(self, p, group) -> dict:
@@ -1379,6 +1523,21 @@ def _np(t: torch.Tensor):
     return t.detach().numpy()
 
 
+@contextlib.contextmanager
+def _float_lr(group):
+    """A tensor lr (torch takes a 1-element one) as its float for the duration of a step
+    of the optimizers below, which pass lr on to numpy code."""
+    lr = group.get("lr")
+    if not isinstance(lr, torch.Tensor):
+        yield
+        return
+    group["lr"] = float(lr)
+    try:
+        yield
+    finally:
+        group["lr"] = lr
+
+
 class _Special(torch.optim.Optimizer):
     """Base of the non-elementwise optimizers (``class Name(_Special, spec="Name")``)."""
 
@@ -1412,7 +1571,10 @@ class _Special(torch.optim.Optimizer):
         for k, v in defaults.items():
             if isinstance(v, list):
                 defaults[k] = tuple(v)
-        self._spec.validate(defaults)
+        lr = defaults.get("lr")
+        if isinstance(lr, torch.Tensor) and lr.numel() != 1:
+            raise ValueError("Tensor lr must be 1-element")
+        _torch_wording(self._spec.validate, defaults, cls=self._spec.name)
         if self._spec.resolve is not None:  # LBFGS: max_eval None -> max_iter * 5 // 4
             self._spec.resolve(defaults)
         super().__init__(params, defaults)
@@ -1422,8 +1584,18 @@ class _Special(torch.optim.Optimizer):
     def add_param_group(self, param_group):
         super().add_param_group(param_group)
         group = self.param_groups[-1]
-        self._spec.validate(group)
+        _torch_wording(self._spec.validate, group, cls=self._spec.name)
+        name = type(self).__name__
         for j, p in enumerate(group["params"]):
+            where = f"[[{len(self.param_groups) - 1}, {j}]]"
+            if p.is_sparse:  # (torch's words for SparseAdam's own check)
+                raise ValueError(f"Sparse params at indices {where}: {name} requires dense "
+                                 f"parameter tensors")
+            if p.is_complex() and name == "SparseAdam":
+                raise ValueError(f"Complex params at indices {where}: SparseAdam does not "
+                                 f"support complex parameters")
+            if p.is_complex() and p.device.type == "cpu" and self._dtypes is _Special._dtypes:
+                continue  # refused at the step, as torch does
             if p.device.type != "cpu" or p.dtype not in self._dtypes:
                 names = "/".join(str(d).replace("torch.", "") for d in self._dtypes)
                 raise TypeError(f"params[{j}] must be a {names} CPU tensor, got "
@@ -1434,6 +1606,8 @@ class _Special(torch.optim.Optimizer):
         for p in group["params"]:
             if p.grad is None:
                 continue
+            if p.is_complex() and p.dtype not in self._dtypes:
+                raise RuntimeError(f"{type(self).__name__} does not support complex parameters")
             if p.grad.is_sparse != (type(self).__name__ == "SparseAdam"):
                 raise RuntimeError(f"{type(self).__name__} does not support "
                                    f"{'dense' if not p.grad.is_sparse else 'sparse'} gradients")
@@ -1450,7 +1624,8 @@ class _Special(torch.optim.Optimizer):
         for group in self.param_groups:
             ps = self._with_grad(group)
             if ps:
-                self._step_group(group, ps)
+                with _float_lr(group):
+                    self._step_group(group, ps)
         return loss
 
     def _step_group(self, group, ps) -> None:
@@ -1645,9 +1820,12 @@ class LBFGS(_Special, spec="LBFGS"):
 
     _dtypes = _Native._dtypes
 
-    def add_param_group(self, param_group):
-        if self.param_groups:
+    def __init__(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(params, *args, **kwargs)
+        if len(self.param_groups) != 1:  # (after the base class's checks, as torch)
             raise ValueError("LBFGS doesn't support per-parameter options (parameter groups)")
+
+    def add_param_group(self, param_group):
         super().add_param_group(param_group)
         if len({_real_dtype(p.dtype) for p in self.param_groups[0]["params"]}) > 1:
             raise TypeError("LBFGS needs every parameter in one dtype (complex64 goes with "
@@ -1689,8 +1867,9 @@ class LBFGS(_Special, spec="LBFGS"):
 
         st = self.state[params[0]]
         work = _lbfgs_to_numpy(st, dtype)
-        loss = _optim.lbfgs_step(_optim.FlatProblem(evaluate, add, get, put), work,
-                                 self.param_groups[0])
+        with np.errstate(all="ignore"):  # IEEE results without warnings, as torch's tensors
+            loss = _optim.lbfgs_step(_optim.FlatProblem(evaluate, add, get, put), work,
+                                     self.param_groups[0])
         st.clear()
         st.update(_lbfgs_to_torch(work, dtype))
         return loss
