@@ -67,7 +67,7 @@ def test_torch_formats_lockstep_with_the_format_kernel(simd_target, name, pdt, f
             assert p.dtype == PARAM_DTYPES[pdt]
             assert torch.equal(p.detach(), q), (t, i)
             st = opt.state[p]
-            assert st["state_format"] == states[i]["state_format"]
+            assert st.get("state_format", "fp32") == states[i]["state_format"]
             assert int(st["step"]) == t + 1
             for k, v in states[i].items():
                 if torch.is_tensor(v):
@@ -94,7 +94,9 @@ def test_bf16_model_works_with_the_one_line_swap():
     assert losses[-1] < 0.7 * losses[0]
     assert [p.data_ptr() for p in model.parameters()] == ptrs
     assert all(p.dtype == torch.bfloat16 for p in model.parameters())
-    assert {opt.state[p]["state_format"] for p in model.parameters()} == {"fp32"}
+    # fp32 state, untagged: like torch's, only tensors
+    assert all("state_format" not in opt.state[p] for p in model.parameters())
+    assert {opt.state[p]["exp_avg"].dtype for p in model.parameters()} == {torch.float32}
 
 
 @pytest.mark.parametrize("fmt", ["bf16", "int8"])
@@ -164,8 +166,9 @@ def _run(opt, ps, gen, steps):
         opt.step()
 
 
-@pytest.mark.parametrize("pdt", ["fp32", "bf16", "fp16"])
-@pytest.mark.parametrize("fmt", ["bf16", "int8"])
+@pytest.mark.parametrize(("pdt", "fmt"), [(p, f) for p in ("fp32", "bf16", "fp16")
+                                         for f in ("fp32", "bf16", "int8")
+                                         if (p, f) != ("fp32", "fp32")])
 def test_torch_state_dict_round_trips_exactly_and_continues_identically(pdt, fmt):
     ps = _params(7, PARAM_DTYPES[pdt])
     opt = ft.Adam(ps, lr=1e-2, amsgrad=True, state_dtype=fmt)
@@ -186,6 +189,35 @@ def test_torch_state_dict_round_trips_exactly_and_continues_identically(pdt, fmt
     _run(again, qs, torch.Generator().manual_seed(9), 3)
     for p, q in zip(ps, qs, strict=True):
         assert torch.equal(p, q)
+
+
+@pytest.mark.parametrize("pdt", ["bf16", "fp16"])
+def test_half_models_state_dicts_cross_with_torchs_adam_both_ways(pdt):
+    # torch keeps a bf16/fp16 model's Adam state in the parameters' dtype; fastoptim keeps
+    # it in float32 (untagged, only tensors): each loads the other's state_dict as it is
+    g = torch.Generator().manual_seed(10)
+    ps = _params(5, PARAM_DTYPES[pdt])
+    ref = torch.optim.Adam(ps, lr=1e-2)
+    _run(ref, ps, g, 3)
+    qs = [torch.nn.Parameter(p.detach().clone()) for p in ps]
+    opt = ft.Adam(qs, lr=1e-2)
+    opt.load_state_dict(ref.state_dict())
+    for p, q in zip(ps, qs, strict=True):
+        a, b = ref.state[p], opt.state[q]
+        assert int(b["step"]) == 3 and b["exp_avg"].dtype == torch.float32
+        assert torch.equal(b["exp_avg"], a["exp_avg"].float())
+        assert torch.equal(b["exp_avg_sq"], a["exp_avg_sq"].float())
+    _run(ref, ps, torch.Generator().manual_seed(11), 2)
+    _run(opt, qs, torch.Generator().manual_seed(11), 2)
+    if pdt == "bf16":  # (torch's fp16 state underflows here: its own steps turn to NaN)
+        for p, q in zip(ps, qs, strict=True):  # (torch's state is rounded to bf16)
+            torch.testing.assert_close(q.float(), p.float(), rtol=2e-2, atol=2e-3)
+    back = [torch.nn.Parameter(q.detach().clone()) for q in qs]
+    tor = torch.optim.Adam(back, lr=1e-2)
+    tor.load_state_dict(opt.state_dict())
+    for q, b in zip(qs, back, strict=True):
+        assert int(tor.state[b]["step"]) == 5
+        assert torch.equal(tor.state[b]["exp_avg"], opt.state[q]["exp_avg"].to(b.dtype))
 
 
 def test_to_torch_state_dict_loads_into_torch_adam_and_back():

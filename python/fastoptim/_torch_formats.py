@@ -74,6 +74,8 @@ def _scalar(value: float) -> torch.Tensor:
 def _state_for(opt: Any, p: torch.Tensor, group: Mapping[str, Any]) -> dict[str, Any]:
     fmt = group.get("state_dtype", "fp32")
     st = {**opt._spec.new_format_state(p, group, fmt, _scalar)}
+    if fmt == "fp32":  # a bf16/fp16 model's fp32 state: untagged, only tensors, as torch's
+        del st["state_format"]
     st["step"] = torch.tensor(0, dtype=torch.int64)
     if p.dtype == torch.float16:
         st["master"] = p.detach().to(torch.float32).contiguous()
@@ -107,7 +109,7 @@ def _check_existing(opt: Any, st: Mapping[str, Any], p: torch.Tensor, group: Map
                     where: str) -> None:
     """The state of p matches what this group keeps for it (after a load or a change)."""
     want_tag, want = _expected(opt, p, group)
-    tag = st.get("state_format")
+    tag = st.get("state_format", "fp32")  # (fp32 state is untagged)
     if tag != want_tag:
         raise ValueError(f"optimizer.state of {where} is tagged state_format={tag!r} but "
                          f"the group keeps {want_tag!r} state for it "
@@ -266,11 +268,17 @@ def check_state_dict(opt: Any, state_dict: Mapping[str, Any]) -> list[tuple[int,
                              f"convert with fastoptim.formats")
         if not reduced:
             continue
-        if not tagged:
+        fp32 = formats.state_format(group.get("state_dtype", "fp32"), p.numel()) == "fp32"
+        if not tagged and not fp32:
             raise ValueError(f"{where} has no 'state_format' tag but the optimizer keeps "
                              f"{group.get('state_dtype', 'fp32')!r} state for that parameter; "
                              f"convert it with fastoptim.formats.from_torch_state_dict")
         conv = {k: _tensor(v) for k, v in st.items()}
+        if not tagged:  # fp32 state of a bf16/fp16 parameter (torch's own: in its dtype)
+            conv = {k: v.to(torch.float32) if torch.is_tensor(v) and v.is_floating_point()
+                    and k != "step" else v for k, v in conv.items()}
+            if p.dtype == torch.float16 and "master" not in conv:
+                conv["master"] = p.detach().to(torch.float32).contiguous()
         step = conv.get("step")
         if step is None or not (isinstance(step, int) or (torch.is_tensor(step)
                                                           and step.numel() == 1)):

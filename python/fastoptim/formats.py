@@ -260,7 +260,8 @@ def _check_state(st: Mapping[str, Any], where: str, amsgrad: bool,
     (max_exp_avg_sq with amsgrad), or ``keys`` when given."""
     if not isinstance(st, Mapping):
         raise TypeError(f"{where} must be a dict, got {type(st).__name__}")
-    fmt = st.get("state_format")
+    # (untagged: fp32, as fastoptim.torch keeps fp32 state, in torch's layout: only tensors)
+    fmt = st.get("state_format", "fp32")
     if fmt not in FORMATS:
         raise ValueError(f"{where}['state_format'] must be one of {FORMATS}, got {fmt!r}")
     if keys is None:
