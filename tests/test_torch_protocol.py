@@ -721,3 +721,20 @@ def test_asgd_steps_a_strided_view_parameter_as_torch():
             o.step()
     torch.testing.assert_close(ws[0], ws[1], **TOL)
     assert float(opts[0].state[ws[0]]["step"]) == 4
+
+
+def test_a_group_switched_to_differentiable_leaves_its_cached_plan_for_torchs_step():
+    ps = [torch.nn.Parameter(torch.linspace(-1, 1, 6).reshape(2, 3)) for _ in range(2)]
+    opt, ref = ft.Adam([ps[0]], lr=0.1), torch.optim.Adam([ps[1]], lr=0.1)
+    taken = []
+    own = opt._torch_step
+    opt._torch_step = lambda *a: taken.append(1) or own(*a)
+    for i in range(4):
+        if i == 2:
+            opt.param_groups[0]["differentiable"] = True
+        for p, o in zip(ps, (opt, ref), strict=True):
+            p.grad = torch.full_like(p, 0.5 + i)
+            o.step()
+    assert taken == [1, 1]
+    torch.testing.assert_close(ps[0], ps[1], **TOL)
+    assert float(opt.state[ps[0]]["step"]) == 4

@@ -1275,6 +1275,9 @@ class _SpecNative(_Native):
         ref = getattr(torch.optim, s.name, None)  # the torch.optim original, if any
         cls._torch_class = (ref if isinstance(ref, type)
                             and issubclass(ref, torch.optim.Optimizer) else None)
+        if cls._torch_class is not None and "differentiable" in s.torch_signature:
+            # a group switched to differentiable=True leaves its cached plan for torch's step
+            cls._structure_keys += ("differentiable",)
         cls._kernel_scales = any(h[0] == "grad_scale"
                                  for h in _core.kernel_specs[s.kernel]["hypers"])
         cls.__doc__ = s.docstring("torch")
