@@ -698,7 +698,7 @@ def test_torch_reduced_params_lockstep_with_the_format_kernel(name, pdt, fmt):
         for i, (p, q) in enumerate(zip(ps, mine, strict=True)):
             assert p.dtype == dt and torch.equal(p.detach(), q), (t, i)
             st = opt.state[p]
-            assert st["state_format"] == states[i]["state_format"]
+            assert st.get("state_format", "fp32") == states[i]["state_format"]  # (fp32: untagged)
             assert int(st["step"]) == t
             for k, v in states[i].items():
                 if torch.is_tensor(v):

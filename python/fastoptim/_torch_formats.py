@@ -10,6 +10,9 @@ float64 fast path. Per parameter the state is the layout of :mod:`fastoptim.form
      "exp_avg": ..., "exp_avg_sq": ..., ["exp_avg_absmax": float32 [ceil(n / 256)], ...],
      ["master": float32 copy of an fp16 parameter]}
 
+(with ``state_dtype="fp32"`` untagged: a bf16/fp16 model's float32 state is only tensors,
+as torch's, and torch's own state_dict of such a model loads as it is).
+
 - float32 parameters: updated in place; the state is ``state_dtype`` (int8 falls back to
   fp32 below ``formats.MIN_8BIT_SIZE`` elements).
 - bf16 parameters: updated in place, rounded stochastically (``param_rounding`` group
