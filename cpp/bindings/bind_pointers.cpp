@@ -5,6 +5,7 @@
 
 #include <cstring>
 #include <string>
+#include <utility>
 
 #include "dispatch/table.hpp"
 
@@ -281,12 +282,19 @@ class SteadyCall {
 public:
     // fn: the kernel; like: the parameters' PointerList; states: the state lists (None for
     // a buffer the kernel does not get); fixed: (kernel name, value) pairs; sources:
-    // (kernel name, group key, index into the group value or -1) triples.
+    // (kernel name, group key, index into the group value or -1) triples; structure:
+    // (group key, truth) pairs, the flags that decided which state exists when the plan
+    // was built.
     SteadyCall(py::object fn, py::object like, py::tuple states, py::list fixed,
-               py::list sources, bool kernel_step, bool first_step, py::object steps)
+               py::list sources, bool kernel_step, bool first_step, py::object steps,
+               py::list structure)
         : fn_(std::move(fn)), like_obj_(std::move(like)), steps_obj_(std::move(steps)),
           kernel_step_(kernel_step), first_step_(first_step) {
         steps_ = counters_of(steps_obj_, nsteps_);
+        for (py::handle f : structure) {
+            py::tuple t = py::reinterpret_borrow<py::tuple>(f);
+            flags_.emplace_back(py::reinterpret_borrow<py::object>(t[0]), t[1].cast<bool>());
+        }
         if (!as_pointer_list(like_obj_, &like_))
             throw py::type_error("like must be a _PointerList");
         for (py::handle st : states) states_.push_back(py::reinterpret_borrow<py::object>(st));
@@ -318,13 +326,23 @@ public:
         grads_ = &py::cast<PointerList&>(grads_obj_);
     }
 
-    // Step `step`: false (nothing done) when a step counter no longer holds step - 1 or
-    // collect_grads' checks fail; otherwise the kernel runs (its exceptions propagate),
-    // the counters are set to step and the result is true.
+    // Step `step`: false (nothing done) when a structure flag's truth changed, a step
+    // counter no longer holds step - 1 or collect_grads' checks fail; otherwise the kernel
+    // runs (its exceptions propagate), the counters are set to step and the result is true.
     // grads: an arena's flat gradient PointerList (its checks done by the caller), or None.
     bool operator()(py::list params, py::list plan_params, py::dict group, std::int64_t step,
                     bool fresh, py::object grads) {
         if (busy_) return false;  // a step of this optimizer from another thread is running
+        for (const auto& [key, want] : flags_) {
+            PyObject* v = PyDict_GetItemWithError(group.ptr(), key.ptr());
+            if (!v) {
+                if (PyErr_Occurred()) throw py::error_already_set();
+                return false;  // the general path reports the missing entry
+            }
+            const int truth = PyObject_IsTrue(v);
+            if (truth < 0) throw py::error_already_set();
+            if ((truth == 1) != want) return false;
+        }
         if (!counters_hold(steps_, nsteps_, step - 1)) return false;
         const PointerList* flat = nullptr;
         if (!grads.is_none() && !as_pointer_list(grads, &flat))
@@ -377,53 +395,93 @@ private:
     PointerList* grads_ = nullptr;
     std::vector<py::object> states_, fixed_, keys_;
     std::vector<Py_ssize_t> index_;
+    std::vector<std::pair<py::object, bool>> flags_;
     py::tuple kwnames_;
     bool kernel_step_, first_step_;
     bool busy_ = false;
 };
 
-// The steady-state check of an arena (torch.py's _prepare, arena=True), in one call:
-// params is group["params"] now, plan_params the list the arena was built from, agrads its
-// gradient views, ptrs / gptrs (lists of ints) the parameters' and gradients' data
-// pointers then, versions None or the gradients' _version when zero_grad cleared the arena.
-// True when every parameter is the same object on the same storage and its .grad is still
-// the arena's view, on the same storage, written since that zero_grad; False on anything
-// else (the caller then takes the full path). Three or four C-API calls per tensor.
-bool arena_fast(py::list params, py::list plan_params, py::list agrads, py::list ptrs,
-                py::list gptrs, py::object versions) {
-    const Py_ssize_t n = PyList_GET_SIZE(params.ptr());
-    if (n != PyList_GET_SIZE(plan_params.ptr()) || n != PyList_GET_SIZE(agrads.ptr()) ||
-        n != PyList_GET_SIZE(ptrs.ptr()) || n != PyList_GET_SIZE(gptrs.ptr()))
-        return false;
-    const bool check_versions = !versions.is_none();
-    if (check_versions && (!PyList_Check(versions.ptr()) || PyList_GET_SIZE(versions.ptr()) != n))
-        return false;
-    auto same_ptr = [](py::handle t, PyObject* want) {
-        py::object got = call0(t, s_data_ptr);
-        const int eq = PyObject_RichCompareBool(got.ptr(), want, Py_EQ);
-        if (eq < 0) throw py::error_already_set();
-        return eq == 1;
-    };
-    for (Py_ssize_t i = 0; i < n; ++i) {
-        PyObject* p = PyList_GET_ITEM(params.ptr(), i);
-        if (p != PyList_GET_ITEM(plan_params.ptr(), i)) return false;
-        PyObject* graw = read(p, s_grad);
-        if (!graw) throw py::error_already_set();
-        py::object g = py::reinterpret_steal<py::object>(graw);
-        if (graw != PyList_GET_ITEM(agrads.ptr(), i)) return false;
-        if (!same_ptr(p, PyList_GET_ITEM(ptrs.ptr(), i))) return false;
-        if (!same_ptr(g, PyList_GET_ITEM(gptrs.ptr(), i))) return false;
-        if (check_versions) {
-            PyObject* v = read(graw, s_version);
-            if (!v) throw py::error_already_set();
-            const int eq = PyObject_RichCompareBool(v, PyList_GET_ITEM(versions.ptr(), i), Py_EQ);
-            Py_DECREF(v);
-            if (eq < 0) throw py::error_already_set();
-            if (eq == 1) return false;  // cleared by zero_grad and not written since
+// The steady-state checks of one arena (torch.py's _prepare and zero_grad, arena=True),
+// built once per arena: the parameter objects it was built from, their gradient views in
+// the arena, and both roles' data pointers then, kept as raw pointers: a check reads each
+// tensor's pointer and compares it without touching another Python object.
+class ArenaCheck {
+public:
+    ArenaCheck(py::list plan_params, py::list agrads, py::list ptrs, py::list gptrs)
+        : plan_params_(std::move(plan_params)), agrads_(std::move(agrads)) {
+        const Py_ssize_t n = PyList_GET_SIZE(plan_params_.ptr());
+        if (PyList_GET_SIZE(agrads_.ptr()) != n || static_cast<Py_ssize_t>(ptrs.size()) != n ||
+            static_cast<Py_ssize_t>(gptrs.size()) != n)
+            throw py::value_error("plan_params, agrads, ptrs and gptrs must have one entry "
+                                  "per parameter");
+        for (Py_ssize_t i = 0; i < n; ++i) {
+            ptrs_.push_back(PyLong_AsVoidPtr(ptrs[static_cast<std::size_t>(i)].ptr()));
+            gptrs_.push_back(PyLong_AsVoidPtr(gptrs[static_cast<std::size_t>(i)].ptr()));
+            if (PyErr_Occurred()) throw py::error_already_set();
         }
     }
-    return true;
-}
+
+    // True when params is the list the arena was built from, element by element, every
+    // parameter is on the same storage and its .grad is still the arena's view on the same
+    // storage -- and, with since_zeroed, every gradient was written after the zero_grad
+    // that recorded versions(). False on anything else (the caller takes the full path).
+    // Three or four C-API calls per tensor.
+    bool operator()(py::list params, bool since_zeroed) const {
+        const Py_ssize_t n = PyList_GET_SIZE(params.ptr());
+        if (n != PyList_GET_SIZE(plan_params_.ptr())) return false;
+        if (since_zeroed && versions_.size() != static_cast<std::size_t>(n)) return false;
+        for (Py_ssize_t i = 0; i < n; ++i) {
+            const std::size_t k = static_cast<std::size_t>(i);
+            PyObject* p = PyList_GET_ITEM(params.ptr(), i);
+            if (p != PyList_GET_ITEM(plan_params_.ptr(), i)) return false;
+            PyObject* graw = read(p, s_grad);
+            if (!graw) throw py::error_already_set();
+            py::object g = py::reinterpret_steal<py::object>(graw);
+            if (graw != PyList_GET_ITEM(agrads_.ptr(), i)) return false;
+            if (pointer_of(p) != ptrs_[k] || pointer_of(graw) != gptrs_[k]) return false;
+            if (since_zeroed && version_of(graw) == versions_[k])
+                return false;  // cleared by zero_grad and not written since
+        }
+        return true;
+    }
+
+    // Reads and records every arena gradient's _version (zero_grad(set_to_none=True) has
+    // just cleared the arena); returns them as a list.
+    py::list versions() {
+        const Py_ssize_t n = PyList_GET_SIZE(agrads_.ptr());
+        std::vector<long long> now(static_cast<std::size_t>(n));
+        py::list out(n);
+        for (Py_ssize_t i = 0; i < n; ++i) {
+            PyObject* g = PyList_GET_ITEM(agrads_.ptr(), i);
+            now[static_cast<std::size_t>(i)] = version_of(g);
+            PyList_SET_ITEM(out.ptr(), i, PyLong_FromLongLong(now[static_cast<std::size_t>(i)]));
+        }
+        versions_ = std::move(now);
+        return out;
+    }
+
+private:
+    static void* pointer_of(PyObject* t) {
+        PyObject* r = read(t, s_data_ptr);
+        if (!r) throw py::error_already_set();
+        void* v = PyLong_AsVoidPtr(r);
+        Py_DECREF(r);
+        if (!v && PyErr_Occurred()) throw py::error_already_set();
+        return v;
+    }
+    static long long version_of(PyObject* t) {
+        PyObject* r = read(t, s_version);
+        if (!r) throw py::error_already_set();
+        const long long v = PyLong_AsLongLong(r);
+        Py_DECREF(r);
+        if (v == -1 && PyErr_Occurred()) throw py::error_already_set();
+        return v;
+    }
+
+    py::list plan_params_, agrads_;
+    std::vector<void*> ptrs_, gptrs_;
+    std::vector<long long> versions_;
+};
 
 // Sum of squares of every element of a list of PointerLists (float32 and float64 lists may
 // mix), accumulated in float64 with the kernels' fixed chunking: one pass, deterministic.
@@ -495,16 +553,19 @@ void bind_pointers(py::module_& m) {
     py::class_<SteadyCall>(m, "_SteadyCall",
                            "A cached plan's whole steady step in one call (private).")
         .def(py::init<py::object, py::object, py::tuple, py::list, py::list, bool, bool,
-                      py::object>(),
+                      py::object, py::list>(),
              "fn"_a, "like"_a, "states"_a, "fixed"_a, "sources"_a, "kernel_step"_a,
-             "first_step"_a, "steps"_a)
+             "first_step"_a, "steps"_a, "structure"_a)
         .def("__call__", &SteadyCall::operator(), "params"_a, "plan_params"_a, "group"_a,
              "step"_a, "fresh"_a, "grads"_a = py::none());
     m.def("_counters_at", &counters_at, "steps"_a, "step"_a,
           "Whether every float32 step counter holds float32(step), bit for bit (private).");
-    m.def("_arena_fast", &arena_fast, "params"_a, "plan_params"_a, "agrads"_a, "ptrs"_a,
-          "gptrs"_a, "versions"_a,
-          "Whether an arena's cached one-call step still holds (private).");
+    py::class_<ArenaCheck>(m, "_ArenaCheck",
+                           "The steady-state checks of one arena (private).")
+        .def(py::init<py::list, py::list, py::list, py::list>(), "plan_params"_a, "agrads"_a,
+             "ptrs"_a, "gptrs"_a)
+        .def("__call__", &ArenaCheck::operator(), "params"_a, "since_zeroed"_a)
+        .def("versions", &ArenaCheck::versions);
     m.def("_sumsq", &sumsq, "lists"_a,
           "Sum of squares of all elements of a list of _PointerLists, in float64 (private).");
 }

@@ -96,7 +96,6 @@ _get_grad = operator.attrgetter("grad")
 _nones = itertools.repeat(None)
 _grad_pointers = _core._grad_pointers
 _fast_grads = _core._fast_grads
-_arena_fast = _core._arena_fast
 _counters_at = _core._counters_at
 # the native checks call torch's own accessors of these exact types directly (each read
 # then skips attribute lookup); a subclass or a type patched later is read as Python would
@@ -109,7 +108,6 @@ _OWN_OPTIONS = ("max_grad_norm", "arena")
 # fused (what every step is; torch's Adam, AdamW, SGD and Adagrad take it on the CPU) and
 # differentiable (those steps run torch's own implementation, which autograd records).
 _KEPT_FLAGS = ("foreach", "fused", "differentiable")
-_version = operator.attrgetter("_version")
 
 
 def _consecutive(ts) -> bool:
@@ -149,6 +147,16 @@ def _relocated(ts) -> list | None:
 def _flat_over(ts) -> torch.Tensor:
     """One 1-d tensor over consecutive tensors (see _consecutive)."""
     return ts[0].detach().as_strided((sum(t.numel() for t in ts),), (1,))
+
+
+def _no_clipping(key: str | None, groups) -> bool:
+    """No group sets the clipping option ``key`` (None: the class has none); the steady
+    step's test, without a method call per group."""
+    if key is not None:
+        for group in groups:
+            if group.get(key) is not None:
+                return False
+    return True
 
 
 def _clip_coef(max_norm: float, norm: float, f32: bool) -> float:
@@ -348,6 +356,7 @@ class _Part:
     flat_gt: Any = None         # a flat tensor over the gradient arena (zero_grad clears it)
     agrads: list = field(default_factory=list)
     gptrs: list = field(default_factory=list)
+    check: Any = None           # the arena's _core._ArenaCheck
 
 
 @dataclass(slots=True)
@@ -857,21 +866,14 @@ class _Native(torch.optim.Optimizer):
         part.flat_g = _core._pointer_list([_view(part.flat_gt, False)], False)
         part.agrads = list(grads)
         part.gptrs = list(map(_data_ptr, grads))
+        part.check = _core._ArenaCheck(list(part.params), part.agrads, part.ptrs, part.gptrs)
 
     def _arena_holds(self, gi: int, plan: _Plan, part: _Part, params) -> bool:
         """Group gi's arena is as built: the same tensors on the same storage, and every
         gradient written since zero_grad (one it cleared and backward did not reach counts
         as None, which takes the general path)."""
         z = self.__dict__.get("_fo_zeroed", {}).get(gi)
-        return ((z is None or z[0] is part.agrads)
-                and _arena_fast(params, plan.params, part.agrads, part.ptrs, part.gptrs,
-                                None if z is None else z[1]))
-
-    @staticmethod
-    def _arena_intact(part: _Part, params, gs) -> bool:
-        """The parameters and gradients are still the arena's tensors, on its storage."""
-        return (all(map(_is, gs, part.agrads)) and list(map(_data_ptr, params)) == part.ptrs
-                and list(map(_data_ptr, gs)) == part.gptrs)
+        return (z is None or z[0] is part.agrads) and part.check(params, z is not None)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """torch's zero_grad; a group in an arena keeps its gradient tensors and clears the
@@ -885,12 +887,10 @@ class _Native(torch.optim.Optimizer):
             plan = plans.get(gi)
             part = plan.fast if plan is not None else None
             params = group["params"]
-            if (part is not None and part.flat_g is not None and len(params) == len(part.params)
-                    and all(map(_is, params, part.params))
-                    and self._arena_intact(part, params, list(map(_get_grad, params)))):
+            if part is not None and part.flat_g is not None and part.check(params, False):
                 part.flat_gt.zero_()
                 if set_to_none:
-                    zeroed[gi] = (part.agrads, list(map(_version, part.agrads)))
+                    zeroed[gi] = (part.agrads, part.check.versions())
             else:
                 rest.append(group)
         if not rest:
@@ -1106,8 +1106,7 @@ class _Native(torch.optim.Optimizer):
         steady = self._steady
         if not steady:
             self._begin_step()
-        if found_inf is None and grad_scale is None and not any(
-                map(self._clips, groups)):
+        if found_inf is None and grad_scale is None and _no_clipping(self._clip_key, groups):
             for gi, group in enumerate(groups):
                 if not (steady and self._steady_step(gi, group)):
                     self._step_group(gi, group)
@@ -1361,12 +1360,17 @@ class _SpecNative(_Native):
         flat = part.flat_g
         if flat is not None and not self._arena_holds(gi, plan, part, params):
             return False
-        if not self._plan_holds(plan, group):
-            return False
         call = plan.steady
         if call is None:
-            call = plan.steady = self._steady_call(part, group)
+            if not self._plan_holds(plan, group):
+                return False
+            call = plan.steady = self._steady_call(part, group, plan)
             if call is None:
+                return False
+        elif not (plan.tracked and _changes[0] == plan.changes
+                  and self.__dict__["_fo_state"] is plan.state):
+            # (the structure flags: checked by the call)
+            if not self._plan_holds(plan, group):
                 return False
         step = part.step + 1
         # (without an arena, the gradients are checked as _prepare's fast path checks them)
@@ -1376,10 +1380,11 @@ class _SpecNative(_Native):
         part.step = step  # (the call has set the step counters)
         return True
 
-    def _steady_call(self, part: _Part, group) -> Any:
+    def _steady_call(self, part: _Part, group, plan: _Plan) -> Any:
         """_steady_step's native call, fixed for as long as the plan holds (its structure
-        keys decide which optional buffers the kernel gets); None where an optional buffer
-        is switched on but missing (the general path reports it)."""
+        keys decide which optional buffers the kernel gets, and the call checks them); None
+        where an optional buffer is switched on but missing (the general path reports
+        it)."""
         spec = self._spec
         arena = part.flat_g is not None
         states = list(part.flat_s if arena else part.state_pointers)
@@ -1392,7 +1397,8 @@ class _SpecNative(_Native):
                                  tuple(states),
                                  list(spec.fixed.items()),
                                  [(a.kernel, a.group_key, a.index) for a in spec._args],
-                                 spec.kernel_step, spec._first_step, part.steps)
+                                 spec.kernel_step, spec._first_step, part.steps,
+                                 list(zip(self._structure_keys, plan.structure, strict=True)))
 
     def _run(self, group, ps, gs, states, step: int, first: bool, scale: float = 1.0) -> None:
         self._spec.run(group, ps, gs, states, step, first, self.defaults, scale,
