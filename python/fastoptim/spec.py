@@ -161,11 +161,15 @@ def _number_of(v: Any) -> Any:
     return v
 
 
+def _is_number(v: Any) -> bool:
+    """An int or a float, numpy's scalars included; not a bool."""
+    return isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool)
+
+
 def _finite_nonneg(name: str) -> Callable[[Any], str | None]:
     def check(v: Any) -> str | None:
         x = _number_of(v)
-        ok = isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) \
-            and x >= 0
+        ok = _is_number(x) and math.isfinite(x) and x >= 0
         return None if ok else f"{name} must be a finite number >= 0, got {v!r}"
     return check
 
@@ -173,8 +177,7 @@ def _finite_nonneg(name: str) -> Callable[[Any], str | None]:
 def _not_nan(name: str) -> Callable[[Any], str | None]:
     """A stopping tolerance: any number (+-inf never or always stops, as in torch)."""
     def check(v: Any) -> str | None:
-        ok = isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool) \
-            and not math.isnan(v)
+        ok = _is_number(v) and not math.isnan(v)
         return None if ok else f"{name} must be a number (not NaN), got {v!r}"
     return check
 
@@ -703,8 +706,7 @@ def _check(test: Callable[[Any], Any], message: str) -> Callable[[Any], str | No
 
 
 def _real(v: Any) -> bool:
-    return isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool) \
-        and math.isfinite(float(v))
+    return _is_number(v) and math.isfinite(float(v))
 
 
 def declare_special(name: str, kernel: str, *, torch: str, summary: str, rule: str,
