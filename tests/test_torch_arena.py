@@ -161,6 +161,32 @@ def test_user_replacing_grad_or_data_or_using_module_zero_grad_stays_correct():
     assert o._fo_plans[0].fast.flat_g is not None  # back in one arena
 
 
+@pytest.mark.parametrize("what", ["p.data", "p.grad.data"])
+def test_new_storage_under_a_steady_arena_is_noticed(what):
+    """The steady arena's own checks (not a rebuild) must see a parameter or gradient
+    moved to other storage; the step then updates the new storage, as torch does."""
+    m1, m2, o_ref, o = _pair("Adam", lr=1e-2)
+    x = torch.randn(16, 5)
+    gen = torch.Generator().manual_seed(4)
+    for i in range(6):
+        for m, opt in ((m1, o_ref), (m2, o)):
+            opt.zero_grad()
+            _backward(m, x)
+        if i == 3:
+            part = o._fo_plans[0].fast
+            assert part.flat_g is not None and part.check(o.param_groups[0]["params"], True)
+            if what == "p.data":
+                w = torch.randn(m1.a.weight.shape, generator=gen)
+                m1.a.weight.data, m2.a.weight.data = w.clone(), w.clone()
+            else:
+                g = torch.randn(m1.b.bias.shape, generator=gen)
+                m1.b.bias.grad.data, m2.b.bias.grad.data = g.clone(), g.clone()
+            assert not part.check(o.param_groups[0]["params"], True)
+        o_ref.step()
+        o.step()
+        _same(o_ref, o, m1, m2)
+
+
 def test_arena_state_dict_round_trip_and_into_torch():
     m1, m2, o_ref, o = _pair("AdamW", lr=1e-2)
     x = torch.randn(16, 5)
