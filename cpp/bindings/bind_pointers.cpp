@@ -84,6 +84,13 @@ py::object call0(py::handle h, const Accessor& a) {
     return py::reinterpret_steal<py::object>(o);
 }
 
+// t.data_ptr() as a pointer (the Python error propagates).
+void* data_pointer(py::handle t) {
+    void* v = PyLong_AsVoidPtr(call0(t, s_data_ptr).ptr());
+    if (!v && PyErr_Occurred()) throw py::error_already_set();
+    return v;
+}
+
 // _core._register_torch_types((torch.Tensor, torch.nn.Parameter)): the accessors as lookup
 // finds them on those types (one descriptor, of a common C base, for both); False, with
 // nothing registered, when anything is not as expected.
@@ -184,8 +191,7 @@ PointerList grad_pointers(py::list grads, const PointerList& like) {
             throw py::value_error("grads[" + std::to_string(i) + "] has " +
                                   std::to_string(nbytes) + " bytes, expected " +
                                   std::to_string(like.sizes[i] * item));
-        out.ptrs[i] = PyLong_AsVoidPtr(call0(g, s_data_ptr).ptr());
-        if (!out.ptrs[i] && PyErr_Occurred()) throw py::error_already_set();
+        out.ptrs[i] = data_pointer(g);
     }
     return out;
 }
@@ -211,7 +217,7 @@ bool collect_grads(py::list params, py::list plan_params, const PointerList& lik
         const std::size_t k = static_cast<std::size_t>(i);
         PyObject* p = PyList_GET_ITEM(params.ptr(), i);
         if (p != PyList_GET_ITEM(plan_params.ptr(), i)) return false;
-        if (PyLong_AsVoidPtr(call0(p, s_data_ptr).ptr()) != like.ptrs[k]) return false;
+        if (data_pointer(p) != like.ptrs[k]) return false;
         PyObject* graw = read(p, s_grad);
         if (!graw) throw py::error_already_set();
         py::object g = py::reinterpret_steal<py::object>(graw);
@@ -229,8 +235,7 @@ bool collect_grads(py::list params, py::list plan_params, const PointerList& lik
         Py_DECREF(nb);
         if (nbytes < 0 || static_cast<std::size_t>(nbytes) != like.sizes[k] * item)
             return false;
-        ptrs[k] = PyLong_AsVoidPtr(call0(graw, s_data_ptr).ptr());
-        if (!ptrs[k] && PyErr_Occurred()) throw py::error_already_set();
+        ptrs[k] = data_pointer(graw);
         PyList_SET_ITEM(keep.ptr(), i, g.release().ptr());
     }
     keep_out = std::move(keep);
@@ -438,7 +443,7 @@ public:
             if (!graw) throw py::error_already_set();
             py::object g = py::reinterpret_steal<py::object>(graw);
             if (graw != PyList_GET_ITEM(agrads_.ptr(), i)) return false;
-            if (pointer_of(p) != ptrs_[k] || pointer_of(graw) != gptrs_[k]) return false;
+            if (data_pointer(p) != ptrs_[k] || data_pointer(graw) != gptrs_[k]) return false;
             if (since_zeroed && version_of(graw) == versions_[k])
                 return false;  // cleared by zero_grad and not written since
         }
@@ -461,14 +466,6 @@ public:
     }
 
 private:
-    static void* pointer_of(PyObject* t) {
-        PyObject* r = read(t, s_data_ptr);
-        if (!r) throw py::error_already_set();
-        void* v = PyLong_AsVoidPtr(r);
-        Py_DECREF(r);
-        if (!v && PyErr_Occurred()) throw py::error_already_set();
-        return v;
-    }
     static long long version_of(PyObject* t) {
         PyObject* r = read(t, s_version);
         if (!r) throw py::error_already_set();
